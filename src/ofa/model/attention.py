@@ -1,0 +1,51 @@
+"""Multi-head attention of OFA: scale 1/sqrt(2*d_h), additive position bias, per-head scale."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MultiheadAttention(nn.Module):
+    """q/k/v/out projections with a learned per-head output scale ``c_attn`` (NormFormer).
+
+    ``bias`` (float, broadcastable to [B, H, Tq, Tk]) carries the position biases, the causal
+    mask and key padding as -inf; it is added to the scaled logits before the softmax.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, head_dim: int, scale_factor: float = 2.0,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        inner = num_heads * head_dim
+        self.scaling = (head_dim * scale_factor) ** -0.5
+        self.dropout = dropout
+        self.k_proj = nn.Linear(d_model, inner)
+        self.v_proj = nn.Linear(d_model, inner)
+        self.q_proj = nn.Linear(d_model, inner)
+        self.out_proj = nn.Linear(inner, d_model)
+        self.c_attn = nn.Parameter(torch.ones(num_heads))
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def project_kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values [B, H, T, d_h] of ``x``; cached once per source for cross-attention."""
+        return self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x))
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                bias: torch.Tensor | None) -> torch.Tensor:
+        """query [B, Tq, D]; key/value already projected and split: [B, H, Tk, d_h]."""
+        q = self.split_heads(self.q_proj(query))
+        if bias is not None:
+            bias = bias.to(q.dtype)
+        out = F.scaled_dot_product_attention(
+            q, key, value, attn_mask=bias, scale=self.scaling,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        out = out * self.c_attn.view(1, -1, 1, 1).to(out.dtype)
+        b, _, t, _ = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim))

@@ -1,0 +1,207 @@
+"""The OFA decoder: BOS-started, pre-LN + NormFormer, with a KV cache for generation.
+
+Like the encoder it never adds positions to token embeddings: the causal self-attention gets
+an absolute + per-layer relative bias, cross-attention only an absolute bias against the
+encoder's position embeddings. Image-code samples (text-to-image) use the image position
+table, the code LayerNorm and 2-D relative buckets instead of the text ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from .attention import MultiheadAttention
+from .config import OFAConfig
+from .encoder import EncoderOutput, position_bias
+from .layers import FeedForwardLayer
+from .positions import decoder_image_position_ids, image_rel_buckets, token_rel_buckets
+
+
+@dataclass
+class LayerCache:
+    self_k: torch.Tensor | None = None  # [B, H, T_past, d_h]
+    self_v: torch.Tensor | None = None
+    cross_k: torch.Tensor | None = None  # [B, H, S, d_h], computed once per source
+    cross_v: torch.Tensor | None = None
+
+
+@dataclass
+class DecoderCache:
+    """Incremental-decoding state. Pass an empty one on the first step; ``reorder`` follows
+    beam search's choice of parent hypotheses."""
+
+    layers: list[LayerCache] = field(default_factory=list)
+    length: int = 0  # decoder positions already processed
+    padding: torch.Tensor | None = None  # [B, T_past] key padding of past decoder tokens
+    cross_pos_k: torch.Tensor | None = None  # [H, S, d_h] projected encoder positions
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep/duplicate batch rows: row i of the new cache is row ``index[i]`` of the old."""
+        for c in self.layers:
+            for name in ("self_k", "self_v", "cross_k", "cross_v"):
+                t = getattr(c, name)
+                if t is not None:
+                    setattr(c, name, t.index_select(0, index))
+        if self.padding is not None:
+            self.padding = self.padding.index_select(0, index)
+
+
+class DecoderLayer(FeedForwardLayer):
+    def __init__(self, cfg: OFAConfig, drop_path: float) -> None:
+        super().__init__(cfg.d_model, cfg.ffn_dim, cfg.layer_norm_eps, cfg.dropout,
+                         cfg.activation_dropout, drop_path)
+        d, eps = cfg.d_model, cfg.layer_norm_eps
+        self.self_attn = MultiheadAttention(d, cfg.attention_heads, cfg.head_dim,
+                                            cfg.attn_scale_factor, cfg.attention_dropout)
+        self.self_attn_layer_norm = nn.LayerNorm(d, eps=eps)
+        self.self_attn_ln = nn.LayerNorm(d, eps=eps)
+        self.encoder_attn = MultiheadAttention(d, cfg.attention_heads, cfg.head_dim,
+                                               cfg.attn_scale_factor, cfg.attention_dropout)
+        self.encoder_attn_layer_norm = nn.LayerNorm(d, eps=eps)
+        self.cross_attn_ln = nn.LayerNorm(d, eps=eps)
+
+    def forward(self, x: torch.Tensor, enc: torch.Tensor, self_bias: torch.Tensor,
+                cross_bias: torch.Tensor, cache: LayerCache | None) -> torch.Tensor:
+        h = self.self_attn_layer_norm(x)
+        k, v = self.self_attn.project_kv(h)
+        if cache is not None:
+            if cache.self_k is not None:
+                k = torch.cat([cache.self_k, k], dim=2)
+                v = torch.cat([cache.self_v, v], dim=2)
+            cache.self_k, cache.self_v = k, v
+        x = self.residual(x, self.self_attn_ln(self.self_attn(h, k, v, self_bias)))
+
+        if cache is not None and cache.cross_k is not None:
+            ck, cv = cache.cross_k, cache.cross_v
+        else:
+            ck, cv = self.encoder_attn.project_kv(enc)
+            if cache is not None:
+                cache.cross_k, cache.cross_v = ck, cv
+        h = self.encoder_attn_layer_norm(x)
+        x = self.residual(x, self.cross_attn_ln(self.encoder_attn(h, ck, cv, cross_bias)))
+        return self.feed_forward(x)
+
+
+class OFADecoder(nn.Module):
+    def __init__(self, cfg: OFAConfig, embed_tokens: nn.Embedding) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d, eps, heads = cfg.d_model, cfg.layer_norm_eps, cfg.attention_heads
+        self.embed_tokens = embed_tokens
+        self.layernorm_embedding = nn.LayerNorm(d, eps=eps)
+        self.code_layernorm_embedding = nn.LayerNorm(d, eps=eps)
+        self.embed_positions = nn.Embedding(cfg.max_target_positions + 2, d)
+        self.embed_image_positions = nn.Embedding(cfg.num_image_positions, d)
+        self.pos_ln = nn.LayerNorm(d, eps=eps)
+        self.image_pos_ln = nn.LayerNorm(d, eps=eps)
+        self.self_pos_q_linear = nn.Linear(d, d)
+        self.self_pos_k_linear = nn.Linear(d, d)
+        self.cross_pos_q_linear = nn.Linear(d, d)
+        self.cross_pos_k_linear = nn.Linear(d, d)
+        self.pos_scaling = (d / heads * cfg.attn_scale_factor) ** -0.5
+        self.token_rel_pos_table_list = nn.ModuleList(
+            nn.Embedding(2 * cfg.token_bucket_size - 1, heads) for _ in range(cfg.decoder_layers))
+        self.image_rel_pos_table_list = nn.ModuleList(
+            nn.Embedding(cfg.num_image_rel_buckets, heads) for _ in range(cfg.decoder_layers))
+        rates = torch.linspace(0, cfg.decoder_drop_path_rate, cfg.decoder_layers).tolist()
+        self.layers = nn.ModuleList(DecoderLayer(cfg, r) for r in rates)
+        self.layer_norm = nn.LayerNorm(d, eps=eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.register_buffer(
+            "image_position_idx",
+            decoder_image_position_ids(cfg.code_image_size, cfg.image_bucket_size,
+                                       cfg.max_target_positions),
+            persistent=False)
+
+    def _position_terms(self, rows: torch.Tensor, cols: torch.Tensor, code: bool):
+        """(LayerNormed query positions, LayerNormed key positions, rel-bucket index, tables)."""
+        cfg = self.cfg
+        if code:
+            ids_q, ids_k = self.image_position_idx[rows], self.image_position_idx[cols]
+            table = self.embed_image_positions.weight
+            q, k = self.image_pos_ln(table[ids_q]), self.image_pos_ln(table[ids_k])
+            buckets = image_rel_buckets(ids_q, ids_k, cfg.image_bucket_size)
+            return q, k, buckets, self.image_rel_pos_table_list
+        table = self.embed_positions.weight
+        q, k = self.pos_ln(table[rows]), self.pos_ln(table[cols])
+        buckets = token_rel_buckets(rows, cols, cfg.token_bucket_size, cfg.max_target_positions)
+        return q, k, buckets, self.token_rel_pos_table_list
+
+    def _biases(self, rows: torch.Tensor, cols: torch.Tensor, code: bool,
+                cross_k: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Per-layer self-attention biases [H, Tq, Tk] and the cross bias [H, Tq, S]."""
+        heads = self.cfg.attention_heads
+        q, k, buckets, tables = self._position_terms(rows, cols, code)
+        self_abs = position_bias(self.self_pos_q_linear, self.self_pos_k_linear, q, k, heads,
+                                 self.pos_scaling)
+        cross_q = self.cross_pos_q_linear(q).view(q.shape[0], heads, -1).transpose(0, 1)
+        cross = (cross_q * self.pos_scaling) @ cross_k.transpose(1, 2)
+        return [self_abs + t(buckets).permute(2, 0, 1) for t in tables], cross
+
+    def forward(self, tokens: torch.Tensor, encoder_out: EncoderOutput,
+                cache: DecoderCache | None = None,
+                code_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens [B, T] (BOS-started; with a cache only the new positions); returns the
+        hidden states [B, T, D] after the final LayerNorm. code_mask [B] bool marks samples
+        whose target is image codes."""
+        cfg = self.cfg
+        b, t = tokens.shape
+        past = cache.length if cache is not None else 0
+        total = past + t
+        if total > cfg.max_target_positions:
+            raise InputError(f"decoder length {total} exceeds {cfg.max_target_positions}")
+        device = tokens.device
+        rows = torch.arange(past, total, device=device)
+        cols = torch.arange(total, device=device)
+
+        x = self.embed_tokens(tokens)
+        any_code = code_mask is not None and bool(code_mask.any())
+        all_code = any_code and bool(code_mask.all())
+        if any_code:
+            sel = code_mask.view(b, 1, 1)
+            x = torch.where(sel, self.code_layernorm_embedding(x), self.layernorm_embedding(x))
+        else:
+            x = self.layernorm_embedding(x)
+        x = self.dropout(x)
+
+        if cache is not None and cache.cross_pos_k is not None:
+            cross_k = cache.cross_pos_k
+        else:
+            pos = encoder_out.position_embeddings
+            cross_k = self.cross_pos_k_linear(pos).view(pos.shape[0], cfg.attention_heads, -1)
+            cross_k = cross_k.transpose(0, 1)
+            if cache is not None:
+                cache.cross_pos_k = cross_k
+        self_biases, cross_bias = self._biases(rows, cols, all_code, cross_k)
+        if any_code and not all_code:  # mixed batch: per-sample choice of text/code positions
+            code_self, code_cross = self._biases(rows, cols, True, cross_k)
+            sel = code_mask.view(b, 1, 1, 1)
+            self_biases = [torch.where(sel, c, s) for s, c in zip(self_biases, code_self,
+                                                                   strict=True)]
+            cross_bias = torch.where(sel, code_cross, cross_bias)
+
+        # causal mask + key padding of decoder tokens, as one additive term [B, 1, Tq, Tk]
+        pad = tokens.eq(cfg.pad_token_id)
+        if cache is not None:
+            if cache.padding is not None:
+                pad = torch.cat([cache.padding, pad], dim=1)
+            cache.padding = pad
+        mask = torch.zeros(b, 1, t, total, dtype=x.dtype, device=device)
+        mask = mask.masked_fill(cols[None, :] > rows[:, None], float("-inf"))
+        mask = mask.masked_fill(pad[:, None, None, :], float("-inf"))
+        enc_pad = torch.zeros(encoder_out.padding_mask.shape, dtype=x.dtype, device=device)
+        enc_pad = enc_pad.masked_fill(encoder_out.padding_mask, float("-inf"))[:, None, None, :]
+        cross_bias = cross_bias + enc_pad
+
+        if cache is not None and not cache.layers:
+            cache.layers = [LayerCache() for _ in self.layers]
+        for i, layer in enumerate(self.layers):
+            x = layer(x, encoder_out.hidden, self_biases[i] + mask, cross_bias,
+                      cache.layers[i] if cache is not None else None)
+        if cache is not None:
+            cache.length = total
+        return self.layer_norm(x)

@@ -1,0 +1,144 @@
+"""The OFA encoder: ResNet patches and text tokens in one pre-LN Transformer stack.
+
+Absolute positions never touch the embeddings; they enter every layer as an attention bias
+(TUPE style), plus a per-layer relative bias on the text-text and image-image blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from .attention import MultiheadAttention
+from .backbone import ResNet
+from .config import OFAConfig
+from .layers import FeedForwardLayer
+from .positions import image_position_ids, image_rel_buckets, token_rel_buckets
+
+
+@dataclass
+class EncoderOutput:
+    """hidden [B, T, D] (image patches first, then text); padding_mask [B, T] (True = ignore);
+    position_embeddings [T, D], LayerNormed absolute positions the decoder's cross bias reads."""
+
+    hidden: torch.Tensor
+    padding_mask: torch.Tensor
+    position_embeddings: torch.Tensor
+
+    def index_select(self, index: torch.Tensor) -> EncoderOutput:
+        """Rows for a new batch order, e.g. ``repeat_interleave`` of beams or candidates."""
+        return EncoderOutput(self.hidden.index_select(0, index),
+                             self.padding_mask.index_select(0, index), self.position_embeddings)
+
+
+class EncoderLayer(FeedForwardLayer):
+    def __init__(self, cfg: OFAConfig, drop_path: float) -> None:
+        super().__init__(cfg.d_model, cfg.ffn_dim, cfg.layer_norm_eps, cfg.dropout,
+                         cfg.activation_dropout, drop_path)
+        self.self_attn = MultiheadAttention(cfg.d_model, cfg.attention_heads, cfg.head_dim,
+                                            cfg.attn_scale_factor, cfg.attention_dropout)
+        self.self_attn_layer_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+        self.attn_ln = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        h = self.self_attn_layer_norm(x)
+        k, v = self.self_attn.project_kv(h)
+        x = self.residual(x, self.attn_ln(self.self_attn(h, k, v, bias)))
+        return self.feed_forward(x)
+
+
+def position_bias(q_linear: nn.Linear, k_linear: nn.Linear, q_pos: torch.Tensor,
+                  k_pos: torch.Tensor, num_heads: int, scaling: float) -> torch.Tensor:
+    """Decoupled absolute-position attention bias [H, Tq, Tk] from LayerNormed positions."""
+    q = q_linear(q_pos).view(q_pos.shape[0], num_heads, -1).transpose(0, 1) * scaling
+    k = k_linear(k_pos).view(k_pos.shape[0], num_heads, -1).transpose(0, 1)
+    return q @ k.transpose(1, 2)
+
+
+class OFAEncoder(nn.Module):
+    def __init__(self, cfg: OFAConfig, embed_tokens: nn.Embedding) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d, eps = cfg.d_model, cfg.layer_norm_eps
+        self.embed_tokens = embed_tokens
+        self.type_embedding = nn.Embedding(cfg.num_type_embeddings, d)
+        self.layernorm_embedding = nn.LayerNorm(d, eps=eps)
+        self.patch_layernorm_embedding = nn.LayerNorm(d, eps=eps)
+        self.embed_images = ResNet(cfg.resnet_layers, cfg.resnet_width, cfg.resnet_drop_path_rate)
+        self.image_proj = nn.Linear(self.embed_images.out_channels, d)
+        self.embed_positions = nn.Embedding(cfg.max_source_positions + 2, d)
+        self.embed_image_positions = nn.Embedding(cfg.num_image_positions, d)
+        self.pos_ln = nn.LayerNorm(d, eps=eps)
+        self.image_pos_ln = nn.LayerNorm(d, eps=eps)
+        self.pos_q_linear = nn.Linear(d, d)
+        self.pos_k_linear = nn.Linear(d, d)
+        self.pos_scaling = (d / cfg.attention_heads * cfg.attn_scale_factor) ** -0.5
+        self.token_rel_pos_table_list = nn.ModuleList(
+            nn.Embedding(2 * cfg.token_bucket_size - 1, cfg.attention_heads)
+            for _ in range(cfg.encoder_layers))
+        self.image_rel_pos_table_list = nn.ModuleList(
+            nn.Embedding(cfg.num_image_rel_buckets, cfg.attention_heads)
+            for _ in range(cfg.encoder_layers))
+        rates = torch.linspace(0, cfg.encoder_drop_path_rate, cfg.encoder_layers).tolist()
+        self.layers = nn.ModuleList(EncoderLayer(cfg, r) for r in rates)
+        self.layer_norm = nn.LayerNorm(d, eps=eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def embed_image(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch embeddings [B, P, D] and their position ids [P] (row-major r*42+c+1)."""
+        feat = self.embed_images(images)
+        h, w = feat.shape[-2:]
+        if max(h, w) > self.cfg.max_image_grid:
+            side = self.cfg.max_image_grid * 16
+            raise InputError(f"image of {images.shape[-2]}x{images.shape[-1]} px gives a "
+                             f"{h}x{w} patch grid; OFA's position table covers at most "
+                             f"{side}x{side} px")
+        x = self.image_proj(feat.flatten(2).transpose(1, 2))
+        x = self.patch_layernorm_embedding(x + self.type_embedding.weight[1])
+        return self.dropout(x), image_position_ids(h, w, self.cfg.image_bucket_size, x.device)
+
+    def forward(self, input_ids: torch.Tensor, images: torch.Tensor | None = None,
+                image_mask: torch.Tensor | None = None) -> EncoderOutput:
+        """input_ids [B, L] right-padded text (BOS ... EOS); images [B, 3, H, W] or None;
+        image_mask [B] bool, False for samples that have no image (their patches are ignored)."""
+        cfg = self.cfg
+        n_text = input_ids.shape[1]
+        if n_text > cfg.max_source_positions:
+            raise InputError(f"text of {n_text} tokens exceeds the {cfg.max_source_positions}"
+                             " positions of the encoder")
+        x = self.embed_tokens(input_ids) + self.type_embedding.weight[0]
+        x = self.dropout(self.layernorm_embedding(x))
+        padding = input_ids.eq(cfg.pad_token_id)
+        text_pos = torch.arange(n_text, device=input_ids.device)
+        pos = self.pos_ln(self.embed_positions(text_pos))
+        n_img = 0
+        if images is not None:
+            img_x, img_ids = self.embed_image(images.to(x.dtype))
+            n_img = img_x.shape[1]
+            img_pad = torch.zeros(img_x.shape[:2], dtype=torch.bool, device=x.device)
+            if image_mask is not None:
+                img_pad |= ~image_mask.to(torch.bool)[:, None]
+            x = torch.cat([img_x, x], dim=1)
+            padding = torch.cat([img_pad, padding], dim=1)
+            pos = torch.cat([self.image_pos_ln(self.embed_image_positions(img_ids)), pos])
+        if padding.any():
+            x = x * (~padding).unsqueeze(-1).to(x.dtype)
+
+        abs_bias = position_bias(self.pos_q_linear, self.pos_k_linear, pos, pos,
+                                 cfg.attention_heads, self.pos_scaling)
+        key_pad = torch.zeros(padding.shape, dtype=abs_bias.dtype, device=x.device)
+        key_pad = key_pad.masked_fill(padding, float("-inf"))[:, None, None, :]
+        text_buckets = token_rel_buckets(text_pos, text_pos, cfg.token_bucket_size,
+                                         cfg.max_source_positions)
+        img_buckets = image_rel_buckets(img_ids, img_ids, cfg.image_bucket_size) if n_img else None
+        for i, layer in enumerate(self.layers):
+            bias = abs_bias.clone()
+            bias[:, n_img:, n_img:] += self.token_rel_pos_table_list[i](text_buckets).permute(2, 0, 1)
+            if img_buckets is not None:
+                bias[:, :n_img, :n_img] += self.image_rel_pos_table_list[i](img_buckets).permute(
+                    2, 0, 1)
+            x = layer(x, bias.unsqueeze(0) + key_pad)
+        return EncoderOutput(self.layer_norm(x), padding, pos)

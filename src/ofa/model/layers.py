@@ -1,0 +1,53 @@
+"""Pieces shared by encoder and decoder layers: exact GELU, DropPath, the NormFormer FFN."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    """Exact (erf) GELU computed in fp32, as fairseq's ``gelu`` does for half inputs."""
+    return F.gelu(x.float()).type_as(x)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drops the whole residual branch per sample while training."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+        mask = x.new_empty(shape).bernoulli_(keep)
+        return x * mask / keep
+
+
+class FeedForwardLayer(nn.Module):
+    """Base of both layer types: pre-LN FFN with NormFormer's LayerNorm after the activation.
+
+    Attribute names follow the official checkpoints (fc1, fc2, ffn_layernorm, final_layer_norm).
+    """
+
+    def __init__(self, d_model: int, ffn_dim: int, eps: float, dropout: float,
+                 activation_dropout: float, drop_path: float) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(d_model, ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, d_model)
+        self.ffn_layernorm = nn.LayerNorm(ffn_dim, eps=eps)
+        self.final_layer_norm = nn.LayerNorm(d_model, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+        self.activation_dropout = nn.Dropout(activation_dropout)
+        self.drop_path = DropPath(drop_path)
+
+    def residual(self, x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+        return x + self.drop_path(self.dropout(branch))
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.activation_dropout(gelu(self.fc1(self.final_layer_norm(x))))
+        return self.residual(x, self.fc2(self.ffn_layernorm(h)))

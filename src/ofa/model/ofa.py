@@ -1,0 +1,71 @@
+"""OFAModel: encoder + decoder over one shared token embedding (input and output)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import OFAConfig
+from .decoder import DecoderCache, OFADecoder
+from .encoder import EncoderOutput, OFAEncoder
+
+
+class OFAModel(nn.Module):
+    """The OFA sequence-to-sequence model.
+
+    Parameter names follow the official fairseq checkpoints, so their state dicts load as is
+    (``encoder.embed_tokens.weight`` and ``decoder.embed_tokens.weight`` are the same tensor;
+    the output projection reuses it and has no parameter of its own).
+    """
+
+    def __init__(self, config: OFAConfig) -> None:
+        super().__init__()
+        self.config = config
+        embed_tokens = nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
+        self.encoder = OFAEncoder(config, embed_tokens)
+        self.decoder = OFADecoder(config, embed_tokens)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """fairseq ``init_bert_params``: N(0, 0.02) linears and embeddings, zero pad row and
+        zero relative-position tables; LayerNorm/BatchNorm keep their (1, 0) init."""
+        for name, m in self.named_modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Embedding):
+                if "rel_pos_table" in name:
+                    nn.init.zeros_(m.weight)
+                else:
+                    nn.init.normal_(m.weight, std=0.02)
+                    if m.padding_idx is not None:
+                        nn.init.zeros_(m.weight[m.padding_idx])
+            elif isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    @property
+    def embed_tokens(self) -> nn.Embedding:
+        return self.encoder.embed_tokens
+
+    def encode(self, input_ids: torch.Tensor, images: torch.Tensor | None = None,
+               image_mask: torch.Tensor | None = None) -> EncoderOutput:
+        return self.encoder(input_ids, images, image_mask)
+
+    def decode(self, tokens: torch.Tensor, encoder_out: EncoderOutput,
+               cache: DecoderCache | None = None,
+               code_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [B, T, V] for decoder tokens (only the new ones when a cache is given)."""
+        hidden = self.decoder(tokens, encoder_out, cache, code_mask)
+        return F.linear(hidden, self.embed_tokens.weight)
+
+    def forward(self, input_ids: torch.Tensor, decoder_input_ids: torch.Tensor,
+                images: torch.Tensor | None = None, image_mask: torch.Tensor | None = None,
+                code_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits [B, T, V]."""
+        return self.decode(decoder_input_ids, self.encode(input_ids, images, image_mask),
+                           code_mask=code_mask)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

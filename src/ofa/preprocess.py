@@ -1,0 +1,293 @@
+"""Image loading and preprocessing exactly as the official OFA data pipeline does it.
+
+Official pipeline (caption/VQA/SNLI-VE/ImageNet eval/RefCOCO): ``Image.open(...).convert("RGB")``
+then ``Resize((S, S), BICUBIC)`` on the PIL image (a squash: the aspect ratio is not kept), then
+``ToTensor`` (uint8 / 255) and ``Normalize(mean, std)``, all in float32.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ofa.errors import InputError
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "OFA_MEAN",
+    "OFA_STD",
+    "TASK_IMAGE_SIZES",
+    "ImageInput",
+    "ImageTransform",
+    "load_image",
+    "preprocess_image",
+    "preprocess_images",
+    "resize_image",
+    "to_rgb",
+]
+
+OFA_MEAN = (0.5, 0.5, 0.5)
+OFA_STD = (0.5, 0.5, 0.5)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# patch_image_size of the official finetuning/eval scripts (same for base and large).
+TASK_IMAGE_SIZES: dict[str, int] = {
+    "caption": 480,
+    "vqa": 480,
+    "snli_ve": 480,
+    "classification": 480,
+    "grounding": 512,
+}
+# Only ImageNet finetuning used --imagenet-default-mean-and-std; all else maps to [-1, 1].
+_TASK_NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "classification": (IMAGENET_MEAN, IMAGENET_STD),
+}
+
+ImageInput = str | os.PathLike[str] | bytes | Image.Image | np.ndarray | torch.Tensor
+
+
+# ---------------------------------------------------------------------- loading
+
+
+def _scale_to_uint8(a: np.ndarray, max_value: float) -> np.ndarray:
+    return np.clip(np.rint(a.astype(np.float64) * (255.0 / max_value)), 0, 255).astype(np.uint8)
+
+
+def _integer_to_uint8(a: np.ndarray) -> np.ndarray:
+    """Map integer pixel data to 8 bits: keep 0..255, rescale 16-bit, stretch anything else."""
+    lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
+    if lo >= 0 and hi <= 255:
+        return a.astype(np.uint8)
+    if lo >= 0 and hi <= 65535:
+        return _scale_to_uint8(a, 65535.0)  # 16-bit data stored in a 32-bit "I" image
+    return _scale_to_uint8(a.astype(np.float64) - lo, float(hi - lo))
+
+
+def _float_to_uint8(a: np.ndarray) -> np.ndarray:
+    """Float pixels: [0, 1] is scaled by 255 (rounded), larger ranges are clipped to [0, 255]."""
+    a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+    if a.size and a.min() >= 0.0 and a.max() <= 1.0:
+        return _scale_to_uint8(a, 1.0)
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB.
+
+    Alpha is dropped, not composited (the official code does a plain ``convert("RGB")``).
+    16/32-bit integer and float greyscale are rescaled instead of being clipped at 255.
+    """
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode.startswith("I;16") or mode == "I":
+        a = np.asarray(img)
+        a8 = _scale_to_uint8(a, 65535.0) if mode.startswith("I;16") else _integer_to_uint8(a)
+        return Image.fromarray(a8, mode="L").convert("RGB")
+    if mode == "F":
+        return Image.fromarray(_float_to_uint8(np.asarray(img)), mode="L").convert("RGB")
+    if mode in ("P", "PA") and (mode == "PA" or "transparency" in img.info):
+        # Going through RGBA gives the same RGB values and avoids Pillow's warning about
+        # palette transparency given as bytes.
+        return img.convert("RGBA").convert("RGB")
+    try:
+        return img.convert("RGB")
+    except (ValueError, OSError) as e:
+        raise InputError(f"cannot convert image mode {mode!r} to RGB: {e}") from None
+
+
+def _array_to_image(a: np.ndarray, name: str) -> Image.Image:
+    """HxW, HxWx1, HxWx3 or HxWx4 array (uint8, uint16, bool or float in [0, 1]) -> PIL."""
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))):
+        raise InputError(
+            f"{name} has shape {a.shape}; expected HxW, HxWx1, HxWx3 or HxWx4"
+        )
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise InputError(f"{name} is empty (shape {a.shape})")
+    if a.dtype == np.uint8:
+        a8 = a
+    elif a.dtype == np.bool_:
+        a8 = a.astype(np.uint8) * 255
+    elif a.dtype == np.uint16:
+        a8 = _scale_to_uint8(a, 65535.0)
+    elif np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all():
+            raise InputError(f"{name} holds NaN or infinite values")
+        lo, hi = float(a.min()), float(a.max())
+        if lo < 0.0 or hi > 1.0:
+            raise InputError(
+                f"{name} is a float array with values in [{lo:g}, {hi:g}]; expected [0, 1] "
+                "(or pass uint8 values 0..255)"
+            )
+        a8 = _scale_to_uint8(a, 1.0)
+    else:
+        raise InputError(f"{name} has dtype {a.dtype}; expected uint8, uint16 or float in [0, 1]")
+    a8 = np.ascontiguousarray(a8)
+    mode = "L" if a8.ndim == 2 else ("RGB" if a8.shape[2] == 3 else "RGBA")
+    return to_rgb(Image.fromarray(a8, mode=mode))
+
+
+def _tensor_to_array(t: torch.Tensor, name: str) -> np.ndarray:
+    """CxHxW or HxWxC (or HxW) tensor -> HxW[xC] array; CxHxW wins when both fit."""
+    t = t.detach().cpu()
+    if t.dim() == 3:
+        chw = t.shape[0] in (1, 3, 4)
+        hwc = t.shape[2] in (1, 3, 4)
+        if chw:
+            t = t.permute(1, 2, 0)
+        elif not hwc:
+            raise InputError(
+                f"{name} has shape {tuple(t.shape)}; expected CxHxW or HxWxC with C in 1, 3, 4"
+            )
+    elif t.dim() != 2:
+        raise InputError(f"{name} has shape {tuple(t.shape)}; expected CxHxW, HxWxC or HxW")
+    if t.dtype in (torch.bfloat16, torch.float16):
+        t = t.float()
+    return t.contiguous().numpy()
+
+
+def _open_image(source: str | os.PathLike[str] | bytes, name: str) -> Image.Image:
+    try:
+        fp = io.BytesIO(source) if isinstance(source, bytes) else source
+        with Image.open(fp) as im:
+            im.load()  # decode now so truncated files fail here, not later
+            return to_rgb(im) if im.mode != "RGB" else im.copy()
+    except UnidentifiedImageError:
+        raise InputError(f"{name} is not an image file Pillow can read") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise InputError(f"{name} is corrupt or unreadable: {e}") from None
+
+
+def load_image(image: ImageInput, *, exif_transpose: bool = False) -> Image.Image:
+    """Return ``image`` as an RGB PIL image.
+
+    Accepts a path, encoded file bytes, a PIL image (any mode), a numpy array (HxW, HxWx1,
+    HxWx3, HxWx4; uint8, uint16 or float in [0, 1]) or a tensor (CxHxW or HxWxC, same dtypes).
+    ``exif_transpose`` applies the EXIF orientation; off by default because the official
+    pipeline ignores it (turn it on for phone photos when parity is not the point).
+    """
+    if isinstance(image, Image.Image):
+        img = to_rgb(image)
+    elif isinstance(image, str | os.PathLike):
+        path = Path(image)
+        if not path.exists():
+            raise InputError(f"image file not found: {path}")
+        if not path.is_file():
+            raise InputError(f"image path is not a file: {path}")
+        img = _open_image(path, f"image file {path}")
+    elif isinstance(image, bytes | bytearray | memoryview):
+        img = _open_image(bytes(image), "image bytes")
+    elif isinstance(image, np.ndarray):
+        img = _array_to_image(image, "image array")
+    elif isinstance(image, torch.Tensor):
+        img = _array_to_image(_tensor_to_array(image, "image tensor"), "image tensor")
+    else:
+        raise InputError(
+            f"unsupported image input of type {type(image).__name__}; pass a path, bytes, "
+            "PIL image, numpy array or torch tensor"
+        )
+    if exif_transpose:
+        img = to_rgb(ImageOps.exif_transpose(img))
+    return img
+
+
+# ---------------------------------------------------------------------- transforms
+
+
+def resize_image(img: Image.Image, size: int) -> Image.Image:
+    """Bicubic squash to ``size`` x ``size`` (torchvision ``Resize((S, S), BICUBIC)`` on PIL)."""
+    return img.resize((size, size), Image.BICUBIC)
+
+
+def _check_stats(mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Tensor, ...]:
+    m = torch.as_tensor(mean, dtype=torch.float32)
+    s = torch.as_tensor(std, dtype=torch.float32)
+    if m.shape != (3,) or s.shape != (3,):
+        raise InputError(f"mean and std need 3 values each, got {list(mean)} and {list(std)}")
+    if bool((s == 0).any()):
+        raise InputError(f"std must be non-zero, got {list(std)}")
+    return m.view(3, 1, 1), s.view(3, 1, 1)
+
+
+def _check_size(size: int) -> int:
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise InputError(f"image size must be a positive int, got {size!r}")
+    return size
+
+
+def _to_tensor(img: Image.Image, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    # ToTensor: float32 division by 255; Normalize: sub then div with float32 stats.
+    x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
+    return x.to(torch.float32).div(255).sub(mean).div(std)
+
+
+class ImageTransform:
+    """Callable ``image -> FloatTensor (3, size, size)``; ``batch`` also returns original sizes."""
+
+    def __init__(
+        self,
+        size: int,
+        mean: Sequence[float] = OFA_MEAN,
+        std: Sequence[float] = OFA_STD,
+    ) -> None:
+        self.size = _check_size(size)
+        self.mean = tuple(float(v) for v in mean)
+        self.std = tuple(float(v) for v in std)
+        self._mean, self._std = _check_stats(self.mean, self.std)
+
+    @classmethod
+    def for_task(cls, task: str) -> ImageTransform:
+        """The official transform of a task: caption, vqa, snli_ve, classification, grounding."""
+        if task not in TASK_IMAGE_SIZES:
+            raise InputError(f"unknown task {task!r}; known: {', '.join(TASK_IMAGE_SIZES)}")
+        mean, std = _TASK_NORMALIZATION.get(task, (OFA_MEAN, OFA_STD))
+        return cls(TASK_IMAGE_SIZES[task], mean, std)
+
+    def __call__(self, image: ImageInput) -> torch.Tensor:
+        return _to_tensor(resize_image(load_image(image), self.size), self._mean, self._std)
+
+    def batch(self, images: Sequence[ImageInput]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """Stack to ``(B, 3, size, size)`` and return each original ``(width, height)``."""
+        if isinstance(images, str | bytes | Image.Image | np.ndarray | torch.Tensor):
+            images = [images]
+        if len(images) == 0:
+            raise InputError("no images given")
+        tensors, sizes = [], []
+        for image in images:
+            img = load_image(image)
+            sizes.append(img.size)
+            tensors.append(_to_tensor(resize_image(img, self.size), self._mean, self._std))
+        return torch.stack(tensors), sizes
+
+    def __repr__(self) -> str:
+        return f"ImageTransform(size={self.size}, mean={self.mean}, std={self.std})"
+
+
+def preprocess_image(
+    image: ImageInput,
+    size: int,
+    mean: Sequence[float] = OFA_MEAN,
+    std: Sequence[float] = OFA_STD,
+) -> torch.Tensor:
+    """One image -> normalised FloatTensor ``(3, size, size)``."""
+    return ImageTransform(size, mean, std)(image)
+
+
+def preprocess_images(
+    images: Sequence[ImageInput],
+    size: int,
+    mean: Sequence[float] = OFA_MEAN,
+    std: Sequence[float] = OFA_STD,
+) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """Images -> ``(B, 3, size, size)`` FloatTensor and the original ``(width, height)`` list."""
+    return ImageTransform(size, mean, std).batch(images)
