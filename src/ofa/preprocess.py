@@ -105,13 +105,11 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def _array_to_image(a: np.ndarray, name: str) -> Image.Image:
-    """HxW, HxWx1, HxWx3 or HxWx4 array (uint8, uint16, bool or float in [0, 1]) -> PIL."""
+    """HxW, HxWx1, HxWx3 or HxWx4 array (uint8, uint16, ints 0..255, float in [0, 1]) -> PIL."""
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))):
-        raise InputError(
-            f"{name} has shape {a.shape}; expected HxW, HxWx1, HxWx3 or HxWx4"
-        )
+        raise InputError(f"{name} has shape {a.shape}; expected HxW, HxWx1, HxWx3 or HxWx4")
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise InputError(f"{name} is empty (shape {a.shape})")
     if a.dtype == np.uint8:
@@ -120,6 +118,14 @@ def _array_to_image(a: np.ndarray, name: str) -> Image.Image:
         a8 = a.astype(np.uint8) * 255
     elif a.dtype == np.uint16:
         a8 = _scale_to_uint8(a, 65535.0)
+    elif np.issubdtype(a.dtype, np.integer):
+        lo, hi = (int(a.min()), int(a.max()))
+        if lo < 0 or hi > 255:
+            raise InputError(
+                f"{name} has dtype {a.dtype} with values in [{lo}, {hi}]; expected 0..255 "
+                "(or uint16 for 16-bit data)"
+            )
+        a8 = a.astype(np.uint8)
     elif np.issubdtype(a.dtype, np.floating):
         if not np.isfinite(a).all():
             raise InputError(f"{name} holds NaN or infinite values")
@@ -131,18 +137,27 @@ def _array_to_image(a: np.ndarray, name: str) -> Image.Image:
             )
         a8 = _scale_to_uint8(a, 1.0)
     else:
-        raise InputError(f"{name} has dtype {a.dtype}; expected uint8, uint16 or float in [0, 1]")
+        raise InputError(
+            f"{name} has dtype {a.dtype}; expected uint8, uint16, ints 0..255 or float in [0, 1]"
+        )
     a8 = np.ascontiguousarray(a8)
     mode = "L" if a8.ndim == 2 else ("RGB" if a8.shape[2] == 3 else "RGBA")
     return to_rgb(Image.fromarray(a8, mode=mode))
 
 
 def _tensor_to_array(t: torch.Tensor, name: str) -> np.ndarray:
-    """CxHxW or HxWxC (or HxW) tensor -> HxW[xC] array; CxHxW wins when both fit."""
+    """CxHxW or HxWxC (or HxW) tensor -> HxW[xC] array.
+
+    When both layouts fit, a lone 3 marks the channel axis (RGB is by far the common case);
+    otherwise CxHxW wins, the torch convention.
+    """
     t = t.detach().cpu()
     if t.dim() == 3:
-        chw = t.shape[0] in (1, 3, 4)
-        hwc = t.shape[2] in (1, 3, 4)
+        first, last = t.shape[0], t.shape[2]
+        chw = first in (1, 3, 4)
+        hwc = last in (1, 3, 4)
+        if chw and hwc and last == 3 and first != 3:
+            chw = False
         if chw:
             t = t.permute(1, 2, 0)
         elif not hwc:
@@ -172,7 +187,8 @@ def load_image(image: ImageInput, *, exif_transpose: bool = False) -> Image.Imag
     """Return ``image`` as an RGB PIL image.
 
     Accepts a path, encoded file bytes, a PIL image (any mode), a numpy array (HxW, HxWx1,
-    HxWx3, HxWx4; uint8, uint16 or float in [0, 1]) or a tensor (CxHxW or HxWxC, same dtypes).
+    HxWx3, HxWx4; uint8, uint16 (scaled), other ints in 0..255, float in [0, 1]) or a tensor
+    (CxHxW or HxWxC, same dtypes).
     ``exif_transpose`` applies the EXIF orientation; off by default because the official
     pipeline ignores it (turn it on for phone photos when parity is not the point).
     """
@@ -258,7 +274,11 @@ class ImageTransform:
 
     def batch(self, images: Sequence[ImageInput]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
         """Stack to ``(B, 3, size, size)`` and return each original ``(width, height)``."""
-        if isinstance(images, str | bytes | Image.Image | np.ndarray | torch.Tensor):
+        if isinstance(images, np.ndarray | torch.Tensor) and images.ndim == 4:
+            images = list(images)  # a stacked batch of arrays/tensors
+        elif isinstance(
+            images, str | bytes | os.PathLike | Image.Image | np.ndarray | torch.Tensor
+        ):
             images = [images]
         if len(images) == 0:
             raise InputError("no images given")

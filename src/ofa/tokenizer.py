@@ -117,10 +117,9 @@ class OFATokenizer:
         tok.decoder = decoders.ByteLevel()
         # <s> <pad> </s> <unk> keep surrounding whitespace; <mask> eats the space before it
         # (BART's convention). They already have ids in the BPE vocab, so no new ids appear.
-        specials = [AddedToken(t, special=True, normalized=False) for t in ("<s>", "<pad>")]
-        specials += [AddedToken(t, special=True, normalized=False) for t in ("</s>", "<unk>")]
-        specials.append(AddedToken("<mask>", special=True, lstrip=True, normalized=False))
-        tok.add_special_tokens(specials)
+        tok.add_special_tokens(
+            [AddedToken(t, special=True, lstrip=t == "<mask>", normalized=False) for t in _SPECIALS]
+        )
         # Codes then bins receive ids in order after <mask>: 50265.., 58457.. (checked below).
         # lstrip=True drops the separating whitespace; whitespace after stays with the next
         # text piece because OFA text pieces start with a space (detection: bins + " label").

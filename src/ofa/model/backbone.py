@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import DropPath
+from .layers import DropPath, drop_path_rates
 
 
 class Bottleneck(nn.Module):
@@ -46,7 +46,7 @@ class ResNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         # drop-path rate rises linearly over all blocks; the first block of a stage has none
-        rates = torch.linspace(0, drop_path_rate, sum(layers)).tolist()
+        rates = drop_path_rates(drop_path_rate, sum(layers))
         inplanes, start = width, 0
         for i, (blocks, stride) in enumerate(zip(layers, (1, 2, 2), strict=True)):
             planes = width * 2**i

@@ -17,7 +17,7 @@ from ..errors import InputError
 from .attention import MultiheadAttention
 from .config import OFAConfig
 from .encoder import EncoderOutput, position_bias
-from .layers import FeedForwardLayer
+from .layers import FeedForwardLayer, drop_path_rates
 from .positions import decoder_image_position_ids, image_rel_buckets, token_rel_buckets
 
 
@@ -107,15 +107,17 @@ class OFADecoder(nn.Module):
             nn.Embedding(2 * cfg.token_bucket_size - 1, heads) for _ in range(cfg.decoder_layers))
         self.image_rel_pos_table_list = nn.ModuleList(
             nn.Embedding(cfg.num_image_rel_buckets, heads) for _ in range(cfg.decoder_layers))
-        rates = torch.linspace(0, cfg.decoder_drop_path_rate, cfg.decoder_layers).tolist()
+        rates = drop_path_rates(cfg.decoder_drop_path_rate, cfg.decoder_layers)
         self.layers = nn.ModuleList(DecoderLayer(cfg, r) for r in rates)
         self.layer_norm = nn.LayerNorm(d, eps=eps)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.register_buffer(
-            "image_position_idx",
-            decoder_image_position_ids(cfg.code_image_size, cfg.image_bucket_size,
-                                       cfg.max_target_positions),
-            persistent=False)
+        self.register_buffer("image_position_idx", self.build_image_position_idx(),
+                             persistent=False)
+
+    def build_image_position_idx(self) -> torch.Tensor:
+        cfg = self.cfg
+        return decoder_image_position_ids(cfg.code_image_size, cfg.image_bucket_size,
+                                          cfg.max_target_positions)
 
     def _position_terms(self, rows: torch.Tensor, cols: torch.Tensor, code: bool):
         """(LayerNormed query positions, LayerNormed key positions, rel-bucket index, tables)."""

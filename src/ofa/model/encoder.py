@@ -15,7 +15,7 @@ from ..errors import InputError
 from .attention import MultiheadAttention
 from .backbone import ResNet
 from .config import OFAConfig
-from .layers import FeedForwardLayer
+from .layers import FeedForwardLayer, drop_path_rates
 from .positions import image_position_ids, image_rel_buckets, token_rel_buckets
 
 
@@ -82,7 +82,7 @@ class OFAEncoder(nn.Module):
         self.image_rel_pos_table_list = nn.ModuleList(
             nn.Embedding(cfg.num_image_rel_buckets, cfg.attention_heads)
             for _ in range(cfg.encoder_layers))
-        rates = torch.linspace(0, cfg.encoder_drop_path_rate, cfg.encoder_layers).tolist()
+        rates = drop_path_rates(cfg.encoder_drop_path_rate, cfg.encoder_layers)
         self.layers = nn.ModuleList(EncoderLayer(cfg, r) for r in rates)
         self.layer_norm = nn.LayerNorm(d, eps=eps)
         self.dropout = nn.Dropout(cfg.dropout)
@@ -135,10 +135,12 @@ class OFAEncoder(nn.Module):
                                          cfg.max_source_positions)
         img_buckets = image_rel_buckets(img_ids, img_ids, cfg.image_bucket_size) if n_img else None
         for i, layer in enumerate(self.layers):
+            # image<->text blocks keep only the absolute bias
             bias = abs_bias.clone()
-            bias[:, n_img:, n_img:] += self.token_rel_pos_table_list[i](text_buckets).permute(2, 0, 1)
+            text_rel = self.token_rel_pos_table_list[i](text_buckets)
+            bias[:, n_img:, n_img:] += text_rel.permute(2, 0, 1)
             if img_buckets is not None:
-                bias[:, :n_img, :n_img] += self.image_rel_pos_table_list[i](img_buckets).permute(
-                    2, 0, 1)
+                img_rel = self.image_rel_pos_table_list[i](img_buckets)
+                bias[:, :n_img, :n_img] += img_rel.permute(2, 0, 1)
             x = layer(x, bias.unsqueeze(0) + key_pad)
         return EncoderOutput(self.layer_norm(x), padding, pos)

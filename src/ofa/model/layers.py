@@ -12,6 +12,12 @@ def gelu(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x.float()).type_as(x)
 
 
+def drop_path_rates(max_rate: float, n: int) -> list[float]:
+    """Linearly rising stochastic-depth rates 0 .. max_rate over n blocks (plain Python, so it
+    also works while a model is built on the meta device)."""
+    return [max_rate * i / (n - 1) if n > 1 else 0.0 for i in range(n)]
+
+
 class DropPath(nn.Module):
     """Stochastic depth: drops the whole residual branch per sample while training."""
 

@@ -45,6 +45,11 @@ class OFAModel(nn.Module):
             elif isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
+    def rebuild_buffers(self) -> None:
+        """Recompute the config-derived buffers (after ``to_empty`` from the meta device)."""
+        idx = self.decoder.build_image_position_idx()
+        self.decoder.image_position_idx = idx.to(self.decoder.image_position_idx.device)
+
     @property
     def embed_tokens(self) -> nn.Embedding:
         return self.encoder.embed_tokens

@@ -61,6 +61,6 @@ def decoder_image_position_ids(code_image_size: int, bucket_size: int,
     so this buffer is always rebuilt, never loaded.
     """
     window = code_image_size // 8
-    grid = image_position_ids(window, window, bucket_size).tolist()
+    grid = [r * bucket_size + c + 1 for r in range(window) for c in range(window)]
     # the official filler is a fixed 769 entries of id 1024, whatever the grid size
     return torch.tensor([0] + grid + [max_target_positions] * 769)

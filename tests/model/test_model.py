@@ -1,0 +1,149 @@
+import pytest
+import torch
+from conftest import tiny_config
+
+from ofa.errors import InputError
+from ofa.model import DecoderCache, OFAConfig, OFAModel
+
+PAD = 1
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = OFAModel(tiny_config()).eval()
+    # random (not init-zero) relative tables and BN stats, so every term matters
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if "rel_pos_table" in name or "c_attn" in name or "ln" in name.split(".")[-2]:
+                p.add_(torch.randn_like(p) * 0.1)
+    return m
+
+
+def text_batch(lengths, vocab=500, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.full((len(lengths), max(lengths)), PAD)
+    for i, n in enumerate(lengths):
+        ids[i, 0], ids[i, n - 1] = 0, 2
+        ids[i, 1:n - 1] = torch.randint(4, vocab, (n - 2,), generator=g)
+    return ids
+
+
+def test_presets_match_reference():
+    expected = {  # layers, d_model, heads, head_dim, ffn, resnet blocks
+        "tiny": (4, 4, 256, 4, 64, 1024, (3, 4, 6)),
+        "medium": (4, 4, 512, 8, 64, 2048, (3, 4, 23)),
+        "base": (6, 6, 768, 12, 64, 3072, (3, 4, 23)),
+        "large": (12, 12, 1024, 16, 64, 4096, (3, 8, 36)),
+        "huge": (24, 12, 1280, 16, 80, 5120, (3, 8, 36)),
+    }
+    for name, (enc, dec, d, h, hd, ffn, res) in expected.items():
+        c = OFAConfig.preset(name)
+        got = (c.encoder_layers, c.decoder_layers, c.d_model, c.attention_heads, c.head_dim,
+               c.ffn_dim, c.resnet_layers)
+        assert got == (enc, dec, d, h, hd, ffn, res), name
+        assert c.vocab_size == 59457 and c.num_image_positions == 1765
+    with pytest.raises(InputError, match="unknown OFA size"):
+        OFAConfig.preset("giant")
+
+
+@pytest.mark.parametrize("name,params", [("tiny", 33_488_336), ("base", 182_238_536)])
+def test_parameter_counts(name, params):
+    with torch.device("meta"):
+        m = OFAModel(OFAConfig.preset(name))
+    assert m.num_parameters() == params  # counts from the oracle's key report
+
+
+def test_config_round_trip():
+    c = tiny_config(code_image_size=256)
+    assert OFAConfig.from_dict(c.to_dict()) == c
+    with pytest.raises(InputError):
+        OFAConfig.from_dict({**c.to_dict(), "bogus": 1})
+
+
+def test_padded_batch_equals_items_alone(model):
+    ids = text_batch([7, 4, 10])
+    images = torch.randn(3, 3, 64, 64)
+    dec = text_batch([5, 3, 6], seed=1)
+    with torch.no_grad():
+        batch = model(ids, dec, images)
+        for i in range(3):
+            n, t = int(ids[i].ne(PAD).sum()), int(dec[i].ne(PAD).sum())
+            alone = model(ids[i:i + 1, :n], dec[i:i + 1, :t], images[i:i + 1])
+            torch.testing.assert_close(batch[i, :t], alone[0], atol=2e-5, rtol=1e-5)
+
+
+def test_text_only_sample_in_image_batch(model):
+    ids = text_batch([6, 9])
+    images = torch.randn(2, 3, 64, 64)
+    dec = text_batch([4, 4], seed=2)
+    with torch.no_grad():
+        mixed = model(ids, dec, images, image_mask=torch.tensor([True, False]))
+        text_only = model(ids[1:, :9], dec[1:], images=None)
+        with_image = model(ids[:1, :6], dec[:1], images[:1])
+    torch.testing.assert_close(mixed[1], text_only[0], atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(mixed[0], with_image[0], atol=2e-5, rtol=1e-5)
+    # and the image really matters for the sample that has one
+    assert (with_image - model(ids[:1, :6], dec[:1], images[:1] * 0)).abs().max() > 1e-3
+
+
+def incremental_logits(model, enc, dec, code_mask=None):
+    cache = DecoderCache()
+    steps = [model.decode(dec[:, t:t + 1], enc, cache, code_mask) for t in range(dec.shape[1])]
+    return torch.cat(steps, dim=1), cache
+
+
+@pytest.mark.parametrize("code", [False, True])
+def test_incremental_decoding_matches_teacher_forcing(model, code):
+    ids = text_batch([8, 5])
+    images = torch.randn(2, 3, 64, 64)
+    dec = text_batch([7, 7], seed=3)
+    code_mask = torch.tensor([code, code])
+    with torch.no_grad():
+        enc = model.encode(ids, images)
+        full = model.decode(dec, enc, code_mask=code_mask)
+        steps, cache = incremental_logits(model, enc, dec, code_mask)
+    torch.testing.assert_close(steps, full, atol=2e-5, rtol=1e-5)
+    assert cache.length == 7 and cache.layers[0].self_k.shape[2] == 7
+
+
+def test_code_mode_changes_positions_and_mixed_batch(model):
+    ids = text_batch([6, 6])
+    dec = text_batch([5, 5], seed=4)
+    with torch.no_grad():
+        enc = model.encode(ids, None)
+        text = model.decode(dec, enc, code_mask=torch.tensor([False, False]))
+        code = model.decode(dec, enc, code_mask=torch.tensor([True, True]))
+        mixed = model.decode(dec, enc, code_mask=torch.tensor([False, True]))
+    assert (text - code).abs().max() > 1e-3
+    torch.testing.assert_close(mixed[0], text[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mixed[1], code[1], atol=1e-5, rtol=1e-5)
+
+
+def test_cache_reorder_follows_beams(model):
+    ids = text_batch([6, 8])
+    dec = text_batch([6, 6], seed=5)
+    with torch.no_grad():
+        enc = model.encode(ids, torch.randn(2, 3, 64, 64))
+        cache = DecoderCache()
+        model.decode(dec[:, :3], enc, cache)
+        # expand to 2 "beams" per item in swapped order, then continue one step
+        order = torch.tensor([1, 1, 0, 0])
+        cache.reorder(order)
+        step = model.decode(dec[order, 3:4], enc.index_select(order), cache)
+        full = model.decode(dec[order, :4], enc.index_select(order))
+    torch.testing.assert_close(step[:, 0], full[:, 3], atol=2e-5, rtol=1e-5)
+
+
+def test_too_large_image_is_a_clear_error(model):
+    with pytest.raises(InputError, match="position table"):
+        model.encode(text_batch([4]), torch.randn(1, 3, 16 * 43, 16))
+
+
+def test_training_mode_runs_backward():
+    m = OFAModel(tiny_config(dropout=0.1, encoder_drop_path_rate=0.1,
+                             resnet_drop_path_rate=0.1)).train()
+    logits = m(text_batch([5, 7]), text_batch([4, 4], seed=6), torch.randn(2, 3, 32, 32))
+    logits.logsumexp(-1).mean().backward()
+    assert m.embed_tokens.weight.grad is not None
+    assert m.encoder.embed_images.conv1.weight.grad.abs().sum() > 0
