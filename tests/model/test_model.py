@@ -1,9 +1,10 @@
 import pytest
 import torch
-from conftest import tiny_config
 
 from ofa.errors import InputError
 from ofa.model import DecoderCache, OFAConfig, OFAModel
+
+from conftest import tiny_config
 
 PAD = 1
 
