@@ -21,9 +21,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from oracle_cases import case_names, measure, write_checkpoint  # noqa: E402
-
 from ofa.checkpoints import load_model  # noqa: E402
+
+from oracle_cases import case_names, measure, write_checkpoint  # noqa: E402
 
 BEGIN, END = "<!-- parity:begin -->", "<!-- parity:end -->"
 
