@@ -1,0 +1,355 @@
+"""Registry of the published OFA checkpoints: where to download them and how to read them.
+
+Every entry is a :class:`PretrainedModel` with a short *canonical name*; the names users already
+know from the official README, mmpretrain and the HuggingFace hub resolve to the same entry.
+
+Naming scheme (canonical names, all lower case):
+
+* ``ofa-<size>``: the official pretrained fairseq checkpoint ``ofa_<size>.pt``
+  (sizes ``tiny``, ``medium``, ``base``, ``large``, ``huge``).
+* ``ofa-<size>-<task>``: an official fine-tuned fairseq checkpoint, e.g. ``ofa-base-caption``
+  (``caption_base_best.pt``), ``ofa-large-vqa``, ``ofa-large-snli-ve``, ``ofa-large-imagenet``,
+  ``ofa-base-image-gen``. ``ofa-large-caption`` is the final large caption finetune
+  ``caption_large_best_clean.pt``; ``ofa-large-caption-stage1`` is ``caption_stage1_best.pt``.
+* ``<name>-mmpretrain``: mmpretrain's converted OFA-Base weights, e.g.
+  ``ofa-base-caption-mmpretrain``; ``ofa-base-mmpretrain`` is its converted pretrained model
+  (mmpretrain calls it ``ofa-base_3rdparty-zeroshot_vqa``).
+* ``<name>-hf``: the HF-transformers port on the hub, e.g. ``ofa-base-hf`` (``OFA-Sys/ofa-base``),
+  ``ofa-large-caption-hf`` (``OFA-Sys/ofa-large-caption``).
+
+Aliases: the official file name with and without its extension (``caption_base_best.pt``,
+``caption_base_best``), mmpretrain's model name and file name
+(``ofa-base_3rdparty-finetuned_caption``), the hub repo id (``OFA-Sys/ofa-base``) and the
+download URL of the weights. Look-ups ignore case and treat ``_`` and ``-`` alike.
+
+Hashes and sizes are recorded only where they are known for certain: the official and HF files
+have none published, so they are ``None``. mmpretrain file names end with the first 8 hex digits
+of the file's sha256 (OpenMMLab's ``publish_model``), kept as ``sha256_prefix`` and verified.
+
+Weights choice (``ema``, passed to ``checkpoints.read_checkpoint``): VQA finetunes and the
+pretrained models use the EMA weights when the file has them (``None``; the official VQA
+evaluation uses ``--ema-eval``, mmpretrain's converter prefers EMA); the other official finetunes
+use their regular weights (``False``), as the official evaluation scripts do.
+
+Not supported (``resolve`` explains why): the Chinese checkpoints (another vocabulary), the
+``image_gen_large_best.zip`` bundle, and the text-only LM initialisations (``*_plaintext.pt``,
+``bart_*.pt``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from .errors import InputError
+
+__all__ = [
+    "BPE_BASE_URL",
+    "FORMATS",
+    "HF_BASE_URL",
+    "MMPRETRAIN_BASE_URL",
+    "OFFICIAL_BASE_URL",
+    "REGISTRY",
+    "SIZES",
+    "TASKS",
+    "UNSUPPORTED",
+    "VOCAB_FILES",
+    "PretrainedModel",
+    "RemoteFile",
+    "list_models",
+    "register",
+    "resolve",
+    "unregister",
+]
+
+OFFICIAL_BASE_URL = "https://ofa-beijing.oss-cn-beijing.aliyuncs.com/checkpoints/"
+MMPRETRAIN_BASE_URL = "https://download.openmmlab.com/mmclassification/v1/ofa/"
+HF_BASE_URL = "https://huggingface.co/"
+BPE_BASE_URL = "https://raw.githubusercontent.com/OFA-Sys/OFA/main/utils/BPE/"
+
+SIZES = ("tiny", "medium", "base", "large", "huge")
+TASKS = ("pretrained", "caption", "vqa", "refcoco", "refcocoplus", "refcocog", "snli_ve",
+         "imagenet", "gigaword", "image_gen")
+FORMATS = ("fairseq", "hf", "mmpretrain")
+VOCABS = ("bpe", "bundled")
+
+_HEX = re.compile(r"^[0-9a-f]+$")
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One downloadable file. ``sha256``/``size`` are ``None`` where nobody published them."""
+
+    url: str
+    filename: str
+    sha256: str | None = None
+    size: int | None = None
+    sha256_prefix: str | None = None  # leading hex digits of the sha256 (mmpretrain names)
+
+    def __post_init__(self) -> None:
+        for label, value, length in (("sha256", self.sha256, 64),
+                                     ("sha256_prefix", self.sha256_prefix, None)):
+            if value is None:
+                continue
+            if not _HEX.match(value) or (length and len(value) != length) or len(value) > 64:
+                raise ValueError(f"{self.filename}: {label} must be lower-case hex, got {value!r}")
+        if self.size is not None and self.size < 0:
+            raise ValueError(f"{self.filename}: negative size {self.size}")
+        if not self.filename or "/" in self.filename or "\\" in self.filename:
+            raise ValueError(f"bad file name {self.filename!r}")
+
+
+@dataclass(frozen=True)
+class PretrainedModel:
+    """A published checkpoint: what it is, its files, and how to read it."""
+
+    name: str  # canonical name, also the cache folder name
+    size: str  # 'tiny' .. 'huge'
+    task: str  # one of TASKS
+    format: str  # 'fairseq' | 'hf' | 'mmpretrain'
+    files: tuple[RemoteFile, ...]
+    vocab: str  # 'bpe': needs VOCAB_FILES; 'bundled': the files ship vocab.json + merges.txt
+    aliases: tuple[str, ...] = ()
+    ema: bool | None = None  # passed to checkpoints.read_checkpoint (None: EMA when present)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"{self.name}: format must be one of {FORMATS}, got {self.format!r}")
+        if self.vocab not in VOCABS:
+            raise ValueError(f"{self.name}: vocab must be one of {VOCABS}, got {self.vocab!r}")
+        if not self.files:
+            raise ValueError(f"{self.name}: no files")
+        if not re.match(r"^[a-z0-9][a-z0-9._-]*$", self.name):
+            raise ValueError(f"{self.name!r}: canonical names are lower case [a-z0-9._-]")
+
+    @property
+    def weights(self) -> RemoteFile:
+        """The weights file (``pytorch_model.bin`` for HF repos, else the only file)."""
+        if self.format == "hf":
+            return next((f for f in self.files if f.filename in
+                         ("pytorch_model.bin", "model.safetensors")), self.files[-1])
+        return self.files[0]
+
+
+# ---------------------------------------------------------------------------- the entries
+def _official(name: str, filename: str, size: str, task: str, description: str,
+              ema: bool | None = False) -> PretrainedModel:
+    stem = filename.rsplit(".", 1)[0]
+    return PretrainedModel(
+        name=name, size=size, task=task, format="fairseq",
+        files=(RemoteFile(OFFICIAL_BASE_URL + filename, filename),),
+        vocab="bpe", aliases=(filename, stem), ema=ema,
+        description=description + f" (official fairseq {filename})")
+
+
+def _mmpretrain(name: str, mm_name: str, filename: str, task: str,
+                description: str) -> PretrainedModel:
+    stem = filename.rsplit(".", 1)[0]
+    prefix = stem.rsplit("-", 1)[1]
+    return PretrainedModel(
+        name=name, size="base", task=task, format="mmpretrain",
+        files=(RemoteFile(MMPRETRAIN_BASE_URL + filename, filename, sha256_prefix=prefix),),
+        vocab="bpe", aliases=(mm_name, filename, stem), ema=None,
+        description=description + f" (mmpretrain {mm_name})")
+
+
+def _hf(name: str, repo: str, size: str, task: str, description: str) -> PretrainedModel:
+    files = tuple(RemoteFile(f"{HF_BASE_URL}{repo}/resolve/main/{f}", f)
+                  for f in ("config.json", "vocab.json", "merges.txt", "pytorch_model.bin"))
+    return PretrainedModel(
+        name=name, size=size, task=task, format="hf", files=files, vocab="bundled",
+        aliases=(repo, f"{HF_BASE_URL}{repo}"), ema=None,
+        description=description + f" (HF hub {repo})")
+
+
+_ENTRIES: list[PretrainedModel] = [
+    # pretrained (EMA when present: matches mmpretrain's converter)
+    *(_official(f"ofa-{s}", f"ofa_{s}.pt", s, "pretrained",
+                f"OFA-{s.capitalize()} pretrained", ema=None) for s in SIZES),
+    # huge finetunes
+    _official("ofa-huge-caption", "caption_huge_best.pt", "huge", "caption",
+              "OFA-Huge finetuned on COCO captions"),
+    _official("ofa-huge-vqa", "vqa_huge_best.pt", "huge", "vqa",
+              "OFA-Huge finetuned on VQAv2", ema=None),
+    # large finetunes
+    _official("ofa-large-caption", "caption_large_best_clean.pt", "large", "caption",
+              "OFA-Large finetuned on COCO captions, final checkpoint"),
+    _official("ofa-large-caption-stage1", "caption_stage1_best.pt", "large", "caption",
+              "OFA-Large finetuned on COCO captions, stage-1 checkpoint"),
+    _official("ofa-large-refcoco", "refcoco_large_best.pt", "large", "refcoco",
+              "OFA-Large finetuned on RefCOCO (visual grounding)"),
+    _official("ofa-large-refcocoplus", "refcocoplus_large_best.pt", "large", "refcocoplus",
+              "OFA-Large finetuned on RefCOCO+ (visual grounding)"),
+    _official("ofa-large-refcocog", "refcocog_large_best.pt", "large", "refcocog",
+              "OFA-Large finetuned on RefCOCOg (visual grounding)"),
+    _official("ofa-large-vqa", "vqa_large_best.pt", "large", "vqa",
+              "OFA-Large finetuned on VQAv2", ema=None),
+    _official("ofa-large-snli-ve", "snli_ve_large_best.pt", "large", "snli_ve",
+              "OFA-Large finetuned on SNLI-VE (visual entailment)"),
+    _official("ofa-large-imagenet", "imagenet_1k_large_best.pt", "large", "imagenet",
+              "OFA-Large finetuned on ImageNet-1K"),
+    _official("ofa-large-gigaword", "gigaword_large_best.pt", "large", "gigaword",
+              "OFA-Large finetuned on Gigaword (text summarisation)"),
+    # base finetunes
+    _official("ofa-base-caption", "caption_base_best.pt", "base", "caption",
+              "OFA-Base finetuned on COCO captions"),
+    _official("ofa-base-refcoco", "refcoco_base_best.pt", "base", "refcoco",
+              "OFA-Base finetuned on RefCOCO (visual grounding)"),
+    _official("ofa-base-refcocoplus", "refcocoplus_base_best.pt", "base", "refcocoplus",
+              "OFA-Base finetuned on RefCOCO+ (visual grounding)"),
+    _official("ofa-base-refcocog", "refcocog_base_best.pt", "base", "refcocog",
+              "OFA-Base finetuned on RefCOCOg (visual grounding)"),
+    _official("ofa-base-vqa", "vqa_base_best.pt", "base", "vqa",
+              "OFA-Base finetuned on VQAv2", ema=None),
+    _official("ofa-base-snli-ve", "snli_ve_base_best.pt", "base", "snli_ve",
+              "OFA-Base finetuned on SNLI-VE (visual entailment)"),
+    _official("ofa-base-image-gen", "image_gen_base_best.pt", "base", "image_gen",
+              "OFA-Base finetuned on COCO text-to-image (generating images also needs the VQGAN "
+              "decoder, which is not part of this file)"),
+    # mmpretrain conversions of OFA-Base
+    _mmpretrain("ofa-base-caption-mmpretrain", "ofa-base_3rdparty-finetuned_caption",
+                "ofa-base_3rdparty_coco-caption_20230418-de18914e.pth", "caption",
+                "OFA-Base COCO captions, converted from caption_base_best.pt"),
+    _mmpretrain("ofa-base-refcoco-mmpretrain", "ofa-base_3rdparty-finetuned_refcoco",
+                "ofa-base_3rdparty_refcoco_20230418-2797d3ab.pth", "refcoco",
+                "OFA-Base RefCOCO grounding, converted from refcoco_base_best.pt"),
+    _mmpretrain("ofa-base-vqa-mmpretrain", "ofa-base_3rdparty-finetuned_vqa",
+                "ofa-base_3rdparty_coco-vqa_20230418-f38539a5.pth", "vqa",
+                "OFA-Base VQAv2, converted from the official VQA finetune"),
+    _mmpretrain("ofa-base-mmpretrain", "ofa-base_3rdparty-zeroshot_vqa",
+                "ofa-base_3rdparty_pretrain_20230418-dccfc07f.pth", "pretrained",
+                "OFA-Base pretrained (used for zero-shot VQA), converted from ofa_base.pt"),
+    # HF-transformers port
+    *(_hf(f"ofa-{s}-hf", f"OFA-Sys/ofa-{s}", s, "pretrained",
+          f"OFA-{s.capitalize()} pretrained, HF-transformers port") for s in SIZES),
+    _hf("ofa-large-caption-hf", "OFA-Sys/ofa-large-caption", "large", "caption",
+        "OFA-Large finetuned on COCO captions, HF-transformers port"),
+]
+
+#: canonical name -> entry
+REGISTRY: dict[str, PretrainedModel] = {}
+
+#: The official BPE files (GPT-2 ``encoder.json``/``vocab.bpe`` + fairseq ``dict.txt``) that the
+#: fairseq and mmpretrain checkpoints need. The two GPT-2 files are OpenAI's, whose sha256 are
+#: widely pinned (e.g. by tiktoken); dict.txt has no published hash.
+VOCAB_FILES: tuple[RemoteFile, ...] = (
+    RemoteFile(BPE_BASE_URL + "encoder.json", "encoder.json",
+               sha256="196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+               size=1042301),
+    RemoteFile(BPE_BASE_URL + "vocab.bpe", "vocab.bpe",
+               sha256="1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+               size=456318),
+    RemoteFile(BPE_BASE_URL + "dict.txt", "dict.txt"),
+)
+
+_NOT_OFA = ("a text-only language-model initialisation for pretraining, not an OFA "
+            "vision-language model")
+_CHINESE = "a Chinese OFA checkpoint; it uses another vocabulary, which this package lacks"
+#: official names that resolve() refuses, with the reason
+UNSUPPORTED: dict[str, str] = {
+    "image_gen_large_best.zip": "a zip bundle (text-to-image checkpoint + VQGAN + CLIP); "
+                                "download and unpack it yourself and convert the .pt inside "
+                                "with `ofa convert`",
+    **{f"{n}.pt": _NOT_OFA for n in ("ofa_tiny_plaintext", "ofa_medium_plaintext",
+                                     "ofa_huge_plaintext", "bart_base", "bart_large")},
+    **{f"{n}.pt": _CHINESE for s in ("base", "large") for n in (
+        f"ofa_cn_{s}", f"caption_cn_{s}", f"refcoco_cn_{s}", f"refcocoplus_cn_{s}",
+        f"refcocog_cn_{s}", f"ofa_cn_ocr_{s}")},
+}
+
+
+# ---------------------------------------------------------------------------- look-up
+def _key(name: str) -> str:
+    return name.strip().lower().replace("_", "-")
+
+
+_INDEX: dict[str, str] = {}  # normalised name or alias -> canonical name
+
+
+def _keys_of(model: PretrainedModel) -> list[str]:
+    keys = [model.name, *model.aliases]
+    if model.format != "hf":
+        keys.append(model.weights.url)
+    return list(dict.fromkeys(_key(k) for k in keys))
+
+
+def register(model: PretrainedModel, *, replace: bool = False) -> PretrainedModel:
+    """Add an entry (e.g. your own checkpoint on a private server) to the registry.
+
+    Raises ``ValueError`` when its name or an alias already belongs to another entry, unless
+    ``replace`` (which first removes an entry of the same canonical name).
+    """
+    if replace and model.name in REGISTRY:
+        unregister(model.name)
+    keys = _keys_of(model)
+    clashes = sorted({_INDEX[k] for k in keys if k in _INDEX})
+    if clashes:
+        raise ValueError(f"{model.name}: name or alias already used by {', '.join(clashes)}")
+    REGISTRY[model.name] = model
+    for k in keys:
+        _INDEX[k] = model.name
+    return model
+
+
+def unregister(name: str) -> PretrainedModel:
+    """Remove the entry ``name`` (canonical name or alias) and return it."""
+    model = resolve(name)
+    del REGISTRY[model.name]
+    for k in [k for k, v in _INDEX.items() if v == model.name]:
+        del _INDEX[k]
+    return model
+
+
+for _entry in _ENTRIES:
+    register(_entry)
+del _entry
+
+_UNSUPPORTED_INDEX = {_key(k): n for n in UNSUPPORTED
+                      for k in (n, n.rsplit(".", 1)[0], OFFICIAL_BASE_URL + n)}
+
+
+def resolve(name: str) -> PretrainedModel:
+    """The entry for a canonical name or any alias (case-insensitive, ``_`` equals ``-``).
+
+    Raises :class:`~ofa.errors.InputError` for an unknown name, suggesting close matches.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise InputError(f"pretrained model name must be a non-empty string, got {name!r}")
+    key = _key(name)
+    if key in _INDEX:
+        return REGISTRY[_INDEX[key]]
+    if key.startswith(("http://", "https://")):  # a URL: try its file name
+        base = _key(urlsplit(name.strip()).path.rsplit("/", 1)[-1])
+        if base and base in _INDEX:
+            return REGISTRY[_INDEX[base]]
+    if key in _UNSUPPORTED_INDEX:
+        official = _UNSUPPORTED_INDEX[key]
+        raise InputError(f"{name!r} is not supported: it is {UNSUPPORTED[official]} "
+                         f"({OFFICIAL_BASE_URL}{official})")
+    raise InputError(f"unknown pretrained model {name!r}; {_suggest(key)}")
+
+
+def _suggest(key: str) -> str:
+    candidates = list(_INDEX)
+    close = difflib.get_close_matches(key, candidates, n=8, cutoff=0.6)
+    names = list(dict.fromkeys(_INDEX[c] for c in close))[:5]
+    if names:
+        return "did you mean " + ", ".join(names) + "?"
+    return ("known names: " + ", ".join(sorted(REGISTRY)[:8]) +
+            ", ... (ofa.pretrained.list_models() lists all)")
+
+
+def list_models(task: str | None = None, size: str | None = None,
+                format: str | None = None) -> list[str]:
+    """Canonical names, optionally only one task, size and/or format, sorted."""
+    for label, value, allowed in (("task", task, TASKS), ("size", size, SIZES),
+                                  ("format", format, FORMATS)):
+        if value is not None and value not in allowed and not any(
+                getattr(m, label) == value for m in REGISTRY.values()):
+            raise InputError(f"unknown {label} {value!r}; choose one of {', '.join(allowed)}")
+    return sorted(m.name for m in REGISTRY.values()
+                  if (task is None or m.task == task) and (size is None or m.size == size)
+                  and (format is None or m.format == format))

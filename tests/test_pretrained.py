@@ -1,0 +1,167 @@
+"""The pretrained-model registry: names, aliases, entries and look-up errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from ofa import pretrained as P
+from ofa.errors import InputError
+
+KNOWN = {
+    "caption_base_best": "ofa-base-caption",
+    "caption_base_best.pt": "ofa-base-caption",
+    "CAPTION_BASE_BEST.PT": "ofa-base-caption",
+    "ofa-base-caption": "ofa-base-caption",
+    "ofa-base_3rdparty-finetuned_caption": "ofa-base-caption-mmpretrain",
+    "ofa-base_3rdparty_coco-caption_20230418-de18914e.pth": "ofa-base-caption-mmpretrain",
+    "ofa-base_3rdparty-finetuned_refcoco": "ofa-base-refcoco-mmpretrain",
+    "ofa-base_3rdparty-finetuned_vqa": "ofa-base-vqa-mmpretrain",
+    "ofa-base_3rdparty-zeroshot_vqa": "ofa-base-mmpretrain",
+    "OFA-Sys/ofa-base": "ofa-base-hf",
+    "ofa-sys/OFA-huge": "ofa-huge-hf",
+    "OFA-Sys/ofa-large-caption": "ofa-large-caption-hf",
+    "ofa-base": "ofa-base",
+    "ofa_base.pt": "ofa-base",
+    " ofa_large ": "ofa-large",
+    "vqa_large_best.pt": "ofa-large-vqa",
+    "caption_large_best_clean.pt": "ofa-large-caption",
+    "caption_stage1_best.pt": "ofa-large-caption-stage1",
+    "snli_ve_base_best": "ofa-base-snli-ve",
+    "imagenet_1k_large_best.pt": "ofa-large-imagenet",
+    "image_gen_base_best.pt": "ofa-base-image-gen",
+    "https://ofa-beijing.oss-cn-beijing.aliyuncs.com/checkpoints/refcocog_large_best.pt":
+        "ofa-large-refcocog",
+    "https://huggingface.co/OFA-Sys/ofa-tiny": "ofa-tiny-hf",
+}
+
+
+@pytest.mark.parametrize("name,canonical", sorted(KNOWN.items()))
+def test_resolve_known_names(name, canonical):
+    assert P.resolve(name).name == canonical
+
+
+def test_every_official_fairseq_name_is_registered():
+    names = [f"ofa_{s}.pt" for s in P.SIZES] + [
+        "caption_huge_best.pt", "vqa_huge_best.pt",
+        "caption_large_best_clean.pt", "caption_stage1_best.pt", "refcoco_large_best.pt",
+        "refcocoplus_large_best.pt", "refcocog_large_best.pt", "vqa_large_best.pt",
+        "snli_ve_large_best.pt", "imagenet_1k_large_best.pt", "gigaword_large_best.pt",
+        "caption_base_best.pt", "refcoco_base_best.pt", "refcocoplus_base_best.pt",
+        "refcocog_base_best.pt", "vqa_base_best.pt", "snli_ve_base_best.pt",
+        "image_gen_base_best.pt"]
+    for filename in names:
+        entry = P.resolve(filename)
+        assert entry.format == "fairseq" and entry.vocab == "bpe"
+        assert entry.files == (P.RemoteFile(P.OFFICIAL_BASE_URL + filename, filename),)
+    assert len(P.list_models(format="fairseq")) == len(names)
+
+
+def test_entries_are_consistent():
+    for name, m in P.REGISTRY.items():
+        assert m.name == name and m.size in P.SIZES and m.task in P.TASKS
+        assert m.description
+        assert all(f.url.startswith("https://") and f.url.endswith("/" + f.filename)
+                   for f in m.files)
+        if m.format == "hf":
+            assert m.vocab == "bundled"
+            assert [f.filename for f in m.files] == ["config.json", "vocab.json", "merges.txt",
+                                                     "pytorch_model.bin"]
+            assert m.weights.filename == "pytorch_model.bin"
+            assert all(f.url.startswith(P.HF_BASE_URL + "OFA-Sys/ofa-") for f in m.files)
+        else:
+            assert m.vocab == "bpe" and len(m.files) == 1
+        for f in m.files:  # nothing invented: only mmpretrain's name-encoded prefixes
+            assert f.sha256 is None and f.size is None
+            if m.format == "mmpretrain":
+                assert f.url.startswith(P.MMPRETRAIN_BASE_URL)
+                assert f.sha256_prefix and f.filename.endswith(f"-{f.sha256_prefix}.pth")
+            else:
+                assert f.sha256_prefix is None
+        with pytest.raises(AttributeError):
+            m.name = "x"  # frozen
+
+
+def test_ema_choice():
+    assert P.resolve("vqa_large_best").ema is None  # EMA when present (official --ema-eval)
+    assert P.resolve("caption_base_best").ema is False
+    assert P.resolve("ofa-base-hf").ema is None
+
+
+def test_vocab_files():
+    assert [f.filename for f in P.VOCAB_FILES] == ["encoder.json", "vocab.bpe", "dict.txt"]
+    assert all(f.url == P.BPE_BASE_URL + f.filename for f in P.VOCAB_FILES)
+    assert P.BPE_BASE_URL == "https://raw.githubusercontent.com/OFA-Sys/OFA/main/utils/BPE/"
+
+
+def test_vocab_hashes_match_the_reference_copy(bpe_dir):
+    import hashlib
+
+    for f in P.VOCAB_FILES:
+        data = (bpe_dir / f.filename).read_bytes()
+        if f.sha256 is not None:
+            assert hashlib.sha256(data).hexdigest() == f.sha256
+        if f.size is not None:
+            assert len(data) == f.size
+
+
+def test_unknown_name_suggests_close_matches():
+    with pytest.raises(InputError) as e:
+        P.resolve("caption_base_bst")
+    assert "did you mean" in str(e.value) and "ofa-base-caption" in str(e.value)
+    with pytest.raises(InputError, match="ofa-large-vqa"):
+        P.resolve("ofa-large-vq")
+    with pytest.raises(InputError, match="list_models"):
+        P.resolve("something else entirely")
+    with pytest.raises(InputError):
+        P.resolve("")
+
+
+@pytest.mark.parametrize("name", ["ofa_cn_base.pt", "caption_cn_large", "image_gen_large_best.zip",
+                                  "bart_base.pt", "ofa_tiny_plaintext"])
+def test_unsupported_names_explain_why(name):
+    with pytest.raises(InputError, match="not supported") as e:
+        P.resolve(name)
+    assert P.OFFICIAL_BASE_URL in str(e.value)
+
+
+def test_list_models():
+    everything = P.list_models()
+    assert everything == sorted(P.REGISTRY) and len(everything) == len(set(everything))
+    assert P.list_models(task="caption", size="base") == [
+        "ofa-base-caption", "ofa-base-caption-mmpretrain"]
+    assert P.list_models(size="tiny") == ["ofa-tiny", "ofa-tiny-hf"]
+    assert P.list_models(task="pretrained", format="hf") == [
+        f"ofa-{s}-hf" for s in sorted(P.SIZES)]
+    assert set(P.list_models(format="mmpretrain")) == {
+        "ofa-base-caption-mmpretrain", "ofa-base-refcoco-mmpretrain", "ofa-base-vqa-mmpretrain",
+        "ofa-base-mmpretrain"}
+    with pytest.raises(InputError, match="unknown task"):
+        P.list_models(task="captioning")
+
+
+def test_register_and_unregister():
+    f = P.RemoteFile("https://example.invalid/m.pt", "m.pt", sha256="a" * 64, size=3)
+    entry = P.PretrainedModel(name="my-model", size="base", task="caption", format="fairseq",
+                              files=(f,), vocab="bpe", aliases=("My_Checkpoint",))
+    P.register(entry)
+    try:
+        assert P.resolve("my-checkpoint") is entry
+        assert "my-model" in P.list_models(task="caption")
+        with pytest.raises(ValueError, match="already used"):
+            P.register(P.PretrainedModel(name="other", size="base", task="caption",
+                                         format="fairseq", files=(f,), vocab="bpe",
+                                         aliases=("caption_base_best",)))
+    finally:
+        P.unregister("my_checkpoint")
+    with pytest.raises(InputError):
+        P.resolve("my-model")
+
+
+def test_validation():
+    with pytest.raises(ValueError):
+        P.RemoteFile("https://x/a", "a", sha256="XYZ")
+    with pytest.raises(ValueError):
+        P.RemoteFile("https://x/a", "a", sha256="ab")  # not 64 digits
+    with pytest.raises(ValueError):
+        P.PretrainedModel(name="x", size="base", task="caption", format="onnx",
+                          files=(P.RemoteFile("https://x/a", "a"),), vocab="bpe")
