@@ -9,6 +9,216 @@ from pathlib import Path
 
 from .errors import OFAError
 
+DEFAULT_MODELS = {"caption": "ofa-base-caption", "vqa": "ofa-base-vqa",
+                  "ground": "ofa-base-refcoco", "entail": "ofa-base-snli-ve",
+                  "classify": "ofa-large-imagenet",
+                  "summarize": "ofa-large-gigaword", "generate": "ofa-base"}
+# CLI flag -> GenerationConfig field
+DECODING_FLAGS = {"beam": "beam_size", "max_len": "max_len_b", "max_len_a": "max_len_a",
+                  "min_len": "min_len", "no_repeat_ngram": "no_repeat_ngram_size",
+                  "lenpen": "lenpen", "nbest": "nbest", "temperature": "temperature",
+                  "top_k": "top_k", "top_p": "top_p", "seed": "seed"}
+
+
+def _common(p: argparse.ArgumentParser, task: str, decoding: bool = True) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=DEFAULT_MODELS[task],
+                   help=f"registry name (see `ofa models`) or checkpoint path "
+                        f"(default: {DEFAULT_MODELS[task]})")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    g.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                   help="weights and activations dtype (default: float32)")
+    g.add_argument("--vocab", type=Path, default=None,
+                   help="tokenizer folder for checkpoints that ship none")
+    o = p.add_argument_group("output")
+    o.add_argument("--batch-size", type=int, default=8, help="inputs per batch (default: 8)")
+    o.add_argument("--json", action="store_true",
+                   help="one JSON object per line: input, result, tokens, score")
+    if decoding:
+        d = p.add_argument_group("decoding (defaults: the official settings of the task)")
+        d.add_argument("--beam", type=int, help="beam size")
+        d.add_argument("--max-len", type=int, help="max generated tokens (fairseq max_len_b)")
+        d.add_argument("--max-len-a", type=float, help="extra max length per source token")
+        d.add_argument("--min-len", type=int, help="min generated tokens before EOS")
+        d.add_argument("--no-repeat-ngram", type=int, help="block repeated n-grams of this size")
+        d.add_argument("--lenpen", type=float, help="length penalty exponent")
+        d.add_argument("--unnormalized", action="store_true", default=None,
+                       help="rank by summed log-prob, not per-token average")
+        d.add_argument("--nbest", type=int, help="hypotheses to output per input")
+        d.add_argument("--sampling", action="store_true", default=None,
+                       help="sample instead of beam search")
+        d.add_argument("--temperature", type=float, help="softmax temperature")
+        d.add_argument("--top-k", type=int, help="sampling: keep the k most likely tokens")
+        d.add_argument("--top-p", type=float, help="sampling: nucleus probability mass")
+        d.add_argument("--seed", type=int, help="sampling: random seed")
+
+
+def _decoding(args: argparse.Namespace) -> dict:
+    out = {field: getattr(args, flag) for flag, field in DECODING_FLAGS.items()
+           if getattr(args, flag, None) is not None}
+    if getattr(args, "unnormalized", None):
+        out["normalize_scores"] = False
+    if getattr(args, "sampling", None):
+        out["sampling"] = True
+    return out
+
+
+def _read_lines(path: Path, what: str) -> list[str]:
+    from .errors import InputError
+
+    try:
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read {what} file {path}: {e}") from None
+    lines = [ln for ln in lines if ln]
+    if not lines:
+        raise InputError(f"{what} file {path} is empty")
+    return lines
+
+
+def _add_tasks(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("caption", help="describe images",
+                       description="Caption images (official: beam 5, <= 16 tokens).")
+    p.add_argument("images", nargs="+", help="image files")
+    _common(p, "caption")
+
+    p = sub.add_parser("vqa", help="answer a question about images",
+                       description="Visual question answering. Fine-tuned VQA checkpoints force "
+                                   "the question as decoder prefix; pre-trained ones answer "
+                                   "zero-shot (beam 20, no trie).")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--question", "-q", required=True, help="the question")
+    p.add_argument("--answers", type=Path, help="file of allowed answers, one per line "
+                                                "(e.g. the 3,129 VQAv2 answers)")
+    p.add_argument("--mode", choices=["beam", "all", "open"], default="beam",
+                   help="beam: beam search (within --answers if given); all: score every "
+                        "answer (official numbers); open: unconstrained")
+    p.add_argument("--objects", help="VinVL object tags, comma-separated, for fine-tunes "
+                                     "trained with them")
+    zs = p.add_mutually_exclusive_group()
+    zs.add_argument("--zero-shot", dest="zero_shot", action="store_true", default=None,
+                    help="pre-trained model settings (default for non-VQA checkpoints)")
+    zs.add_argument("--finetuned", dest="zero_shot", action="store_false",
+                    help="fine-tuned VQA settings (default for VQA checkpoints)")
+    _common(p, "vqa")
+
+    p = sub.add_parser("ground", help="locate the region a text describes",
+                       description="Visual grounding: prints the box x0 y0 x1 y1 in pixels.")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--text", "-t", required=True, help="referring expression")
+    p.add_argument("--bins-only", action="store_true",
+                   help="allow only location tokens (the official evaluation does not)")
+    _common(p, "ground")
+
+    p = sub.add_parser("entail", help="visual entailment: yes / no / maybe",
+                       description="Does the image (and an optional premise) imply the text?")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--hypothesis", required=True, help="the statement to test")
+    p.add_argument("--premise", help="optional text premise")
+    _common(p, "entail", decoding=False)
+
+    p = sub.add_parser("classify", help="rank class names for images",
+                       description="Image classification by scoring every class name.")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--classes", type=Path, required=True, help="file of class names, one per line")
+    p.add_argument("--topk", type=int, default=5, help="classes to report (default: 5)")
+    _common(p, "classify", decoding=False)
+
+    p = sub.add_parser("summarize", help="summarise texts (text only)",
+                       description="Summarise each TEXT argument; '-' reads one text per line "
+                                   "from standard input.")
+    p.add_argument("texts", nargs="+", help="texts, or - for stdin")
+    _common(p, "summarize")
+
+    p = sub.add_parser("generate", help="follow a free instruction, with or without images",
+                       description="Run any instruction, e.g. ' what is the color of the car?'")
+    p.add_argument("images", nargs="*", help="image files (none: text only)")
+    p.add_argument("--prompt", "-p", required=True, help="the instruction")
+    _common(p, "generate")
+    for name in ("caption", "vqa", "ground", "entail", "classify", "summarize", "generate"):
+        sub.choices[name].set_defaults(func=_run_task)
+
+    p = sub.add_parser("models", help="list the registered pretrained checkpoints")
+    p.add_argument("--task", help="only this task")
+    p.add_argument("--size", help="only this size")
+    p.set_defaults(func=_run_models)
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    from .pretrained import list_models, resolve
+
+    for name in list_models(task=args.task, size=args.size):
+        entry = resolve(name)
+        print(f"{name:32s} {entry.task:10s} {entry.format:10s} {entry.description}")
+    return 0
+
+
+def _text_line(command: str, r: dict) -> str:
+    if command == "caption":
+        value = r["caption"]
+    elif command == "vqa":
+        value = r["answer"]
+    elif command == "ground":
+        value = "none" if r["box"] is None else " ".join(f"{v:.2f}" for v in r["box"])
+    elif command == "entail":
+        value = f"{r['answer']} ({r['label']})"
+    elif command == "classify":
+        value = ", ".join(f"{n} ({s:.3f})" for n, s in r["topk"])
+    elif command == "summarize":
+        value = r["summary"]
+    else:
+        value = r["text"]
+    return f"{r['input']}\t{value}"
+
+
+def _run_task(args: argparse.Namespace) -> int:
+    import json
+
+    from .api import load
+
+    cmd = args.command
+    ofa = load(args.model, device=args.device, dtype=args.dtype, vocab=args.vocab)
+    common = dict(batch_size=args.batch_size, errors="return")
+    decoding = _decoding(args) if hasattr(args, "beam") else {}
+    many = len(getattr(args, "images", None) or getattr(args, "texts", None) or []) > 1
+    common["progress"] = many
+    if cmd == "caption":
+        results = ofa.caption(list(args.images), **common, **decoding)
+    elif cmd == "vqa":
+        answers = _read_lines(args.answers, "answers") if args.answers else None
+        objects = [o.strip() for o in args.objects.split(",")] if args.objects else None
+        results = ofa.vqa(list(args.images), args.question, answers=answers, mode=args.mode,
+                          objects=objects, zero_shot=args.zero_shot, **common, **decoding)
+    elif cmd == "ground":
+        results = ofa.ground(list(args.images), args.text, bins_only=args.bins_only, **common,
+                             **decoding)
+    elif cmd == "entail":
+        results = ofa.entail(list(args.images), args.hypothesis, premises=args.premise,
+                             **common)
+    elif cmd == "classify":
+        results = ofa.classify(list(args.images), _read_lines(args.classes, "classes"),
+                               topk=args.topk, **common)
+    elif cmd == "summarize":
+        texts = [t for arg in args.texts
+                 for t in (sys.stdin.read().splitlines() if arg == "-" else [arg])]
+        results = ofa.summarize(texts, **common, **decoding)
+    else:
+        images = list(args.images) or None
+        prompts = [args.prompt] if images is None else args.prompt
+        results = ofa.generate(prompts, images, **common, **decoding)
+    failed = 0
+    for r in results:
+        if "error" in r:
+            failed += 1
+            print(f"ofa: error: {r['input']}: {r['error']}", file=sys.stderr)
+        elif args.json:
+            print(json.dumps(r, ensure_ascii=False))
+        else:
+            print(_text_line(cmd, r))
+        sys.stdout.flush()
+    return 1 if failed else 0
+
+
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -66,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ofa", description="OFA: one vision-language model for captioning, VQA, "
                                 "grounding, entailment, classification and more.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_tasks(sub)
     _add_convert(sub)
     return parser
 

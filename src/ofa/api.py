@@ -1,0 +1,409 @@
+"""The Python API: ``ofa.load(...)`` returns an :class:`OFA` with one method per task.
+
+Every method takes one input or a list (batched internally); images may be paths, PIL images,
+numpy arrays or tensors. One input gives one result dict, a list gives a list of dicts.
+Each result holds ``input``, the task's fields, ``tokens`` (decoded ids without the decoder
+start token, with the final EOS, including a forced prefix) and ``score``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from .errors import InputError, OFAError
+from .generate import Trie, encode_answers, generate, score_candidates
+from .model import OFAModel
+from .preprocess import ImageTransform
+from .tasks import (
+    CaptionTask,
+    ClassificationTask,
+    EntailmentTask,
+    GroundingTask,
+    InstructionTask,
+    SummarizationTask,
+    Task,
+    VQATask,
+)
+from .tasks.base import Example
+from .tasks.vqa import MODES as VQA_MODES
+from .tokenizer import BOS, EOS, OFATokenizer, pad_batch
+
+TEXT_ONLY_TASKS = ("gigaword",)
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+           "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
+           "bf16": torch.bfloat16}
+
+
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise InputError(f"unknown dtype {dtype!r}; choose one of {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def parse_device(device: str | torch.device | None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"unknown device {device!r} (use cpu, cuda, cuda:1, mps, auto)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("device 'cuda' requested but no CUDA GPU is available; use --device cpu")
+    return dev
+
+
+def _is_batch(x: Any) -> bool:
+    return isinstance(x, list | tuple)
+
+
+def _label(image: Any) -> str:
+    if isinstance(image, str | os.PathLike):
+        return str(image)
+    return f"<{type(image).__name__}>"
+
+
+class OFA:
+    """A loaded OFA model with its tokenizer, ready for every task."""
+
+    def __init__(self, model: OFAModel, tokenizer: OFATokenizer, *, name: str | None = None,
+                 task: str | None = None) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.task = task  # what the checkpoint was fine-tuned for, when known
+
+    def __repr__(self) -> str:
+        return (f"OFA(name={self.name!r}, task={self.task!r}, size={self.model.config.name!r},"
+                f" device={self.device}, dtype={self.dtype})")
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.embed_tokens.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.embed_tokens.weight.dtype
+
+    # ------------------------------------------------------------------ tasks
+    def caption(self, images, *, prompt: str | None = None, batch_size: int = 8,
+                progress: bool = False, errors: str = "raise", **decoding) -> dict | list[dict]:
+        """Describe each image (official: beam 5, no-repeat 3-grams, at most 16 tokens)."""
+        fields = {} if prompt is None else {"prompt": prompt}
+        items = [(img, dict(fields)) for img in self._as_list(images)]
+        out = self._generate(CaptionTask(), items, decoding, None, batch_size, progress, errors)
+        return out if _is_batch(images) else out[0]
+
+    def vqa(self, images, questions, *, answers: Sequence[str] | None = None,
+            mode: str = "beam", objects: Sequence[str] | Sequence[Sequence[str]] | None = None,
+            zero_shot: bool | None = None, batch_size: int = 8, progress: bool = False,
+            errors: str = "raise", **decoding) -> dict | list[dict]:
+        """Answer questions about images.
+
+        ``mode``: ``beam`` (beam search, constrained to ``answers`` when given), ``all``
+        (score every candidate in ``answers``; what the published numbers use) or ``open``
+        (unconstrained). ``zero_shot`` (default: unless the checkpoint is a VQA fine-tune)
+        uses the pre-trained model's settings: no question prefix, no trie, beam 20.
+        ``objects``: VinVL tags per image for fine-tuned checkpoints trained with them.
+        """
+        if mode not in VQA_MODES:
+            raise InputError(f"mode must be one of {', '.join(VQA_MODES)}, got {mode!r}")
+        if zero_shot is None:
+            zero_shot = self.task not in (None, "vqa")
+        if mode == "all" and not answers:
+            raise InputError("mode 'all' scores candidate answers: pass answers=[...]")
+        pairs = self._pairs(images, questions, "questions")
+        object_lists = self._per_item(objects, len(pairs), "objects", nested=True)
+        items = [(img, {"question": q, "objects": o})
+                 for (img, q), o in zip(pairs, object_lists, strict=True)]
+        task = VQATask(zero_shot=zero_shot)
+        if mode == "all":
+            out = self._score(task, items, list(answers), batch_size, progress, errors,
+                              lambda ex, scores: {"question": ex.info["question"],
+                                                  "answer": max(scores, key=scores.get)})
+        else:
+            trie = None
+            if mode == "beam" and answers:
+                trie = Trie.from_answers(self.tokenizer, answers)
+            out = self._generate(task, items, decoding, trie, batch_size, progress, errors)
+        return out if _is_batch(images) or _is_batch(questions) else out[0]
+
+    def ground(self, images, texts, *, bins_only: bool = False, batch_size: int = 8,
+               progress: bool = False, errors: str = "raise", **decoding) -> dict | list[dict]:
+        """Locate the region a referring expression describes: ``box`` = [x0, y0, x1, y1] in
+        original-image pixels (None if the model did not emit 4 location tokens)."""
+        self._require_images("visual grounding")
+        pairs = self._pairs(images, texts, "texts")
+        items = [(img, {"text": t}) for img, t in pairs]
+        out = self._generate(GroundingTask(bins_only), items, decoding, None, batch_size,
+                             progress, errors)
+        return out if _is_batch(images) or _is_batch(texts) else out[0]
+
+    def entail(self, images, hypotheses, *, premises: str | Sequence[str] | None = None,
+               batch_size: int = 8, progress: bool = False,
+               errors: str = "raise") -> dict | list[dict]:
+        """Visual entailment: ``answer`` yes / no / maybe (``label`` entailment /
+        contradiction / neutral) by scoring the three answers, as the official evaluation."""
+        self._require_images("visual entailment")
+        pairs = self._pairs(images, hypotheses, "hypotheses")
+        prem = self._per_item(premises, len(pairs), "premises")
+        items = [(img, {"hypothesis": h, "premise": p})
+                 for (img, h), p in zip(pairs, prem, strict=True)]
+        task = EntailmentTask()
+        out = self._score(task, items, list(task.candidates), batch_size, progress, errors,
+                          task.result_from_scores)
+        return out if _is_batch(images) or _is_batch(hypotheses) else out[0]
+
+    def classify(self, images, class_names: Sequence[str], *, topk: int = 5,
+                 batch_size: int = 8, progress: bool = False,
+                 errors: str = "raise") -> dict | list[dict]:
+        """Rank ``class_names`` for each image by the summed log-prob of the name."""
+        self._require_images("image classification")
+        if not class_names or isinstance(class_names, str):
+            raise InputError("class_names must be a non-empty list of names")
+        if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
+            raise InputError(f"topk must be a positive integer, got {topk!r}")
+
+        def result(ex: Example, scores: dict[str, float]) -> dict:
+            ranked = sorted(scores.items(), key=lambda kv: -kv[1])[:topk]
+            return {"label": ranked[0][0], "topk": [[n, s] for n, s in ranked]}
+
+        items = [(img, {}) for img in self._as_list(images)]
+        out = self._score(ClassificationTask(), items, list(class_names), batch_size, progress,
+                          errors, result)
+        return out if _is_batch(images) else out[0]
+
+    def summarize(self, texts, *, batch_size: int = 8, progress: bool = False,
+                  errors: str = "raise", **decoding) -> dict | list[dict]:
+        """Summarise articles (text only; official Gigaword settings)."""
+        items = [(None, {"text": t}) for t in self._as_list(texts)]
+        out = self._generate(SummarizationTask(), items, decoding, None, batch_size, progress,
+                             errors)
+        return out if _is_batch(texts) else out[0]
+
+    def generate(self, prompts, images=None, *, batch_size: int = 8, progress: bool = False,
+                 errors: str = "raise", **decoding) -> dict | list[dict]:
+        """Follow a free instruction (any prompt), with an image or without."""
+        if images is None:
+            items = [(None, {"prompt": p}) for p in self._as_list(prompts)]
+        else:
+            self._require_images("an instruction with an image")
+            items = [(img, {"prompt": p}) for img, p in self._pairs(images, prompts, "prompts")]
+        out = self._generate(InstructionTask(), items, decoding, None, batch_size, progress,
+                             errors)
+        return out if _is_batch(prompts) or _is_batch(images) else out[0]
+
+    # ------------------------------------------------------------------ plumbing
+    def _require_images(self, what: str) -> None:
+        if self.task in TEXT_ONLY_TASKS:
+            raise InputError(f"{self.name or 'this model'} is a text-only ({self.task}) model; "
+                             f"{what} needs an image model such as ofa-base or a fine-tune")
+
+    @staticmethod
+    def _as_list(x: Any) -> list:
+        return list(x) if _is_batch(x) else [x]
+
+    def _pairs(self, images, texts, what: str) -> list[tuple[Any, Any]]:
+        imgs, txts = self._as_list(images), self._as_list(texts)
+        if len(imgs) == 1 and len(txts) > 1:
+            imgs = imgs * len(txts)
+        elif len(txts) == 1 and len(imgs) > 1:
+            txts = txts * len(imgs)
+        if len(imgs) != len(txts):
+            raise InputError(f"{len(imgs)} images but {len(txts)} {what}")
+        return list(zip(imgs, txts, strict=True))
+
+    @staticmethod
+    def _per_item(value, n: int, what: str, nested: bool = False) -> list:
+        """None, one value for all items, or one value per item."""
+        if value is None:
+            return [None] * n
+        per_item = _is_batch(value) and (not nested or (value and _is_batch(value[0])))
+        if not per_item:
+            return [value] * n
+        if len(value) != n:
+            raise InputError(f"{len(value)} {what} for {n} inputs")
+        return list(value)
+
+    def _prepare(self, task: Task, image: Any, fields: dict) -> Example:
+        label = _label(image) if image is not None else str(next(iter(fields.values()), ""))
+        ex = task.prepare(self.tokenizer, label, **{k: v for k, v in fields.items()
+                                                    if v is not None})
+        if image is not None:
+            transform = ImageTransform(task.image_size or 480, task.mean, task.std)
+            tensor, sizes = transform.batch([image])
+            ex.image, ex.image_size = tensor[0], sizes[0]
+        return ex
+
+    def _batches(self, task: Task, items: list, batch_size: int, progress: bool,
+                 errors: str, results: list) -> Iterator[list[tuple[int, Example]]]:
+        """Prepared examples in batches; a bad input becomes an error result (or raises)."""
+        if errors not in ("raise", "return"):
+            raise InputError(f"errors must be 'raise' or 'return', got {errors!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        bar = tqdm(total=len(items), disable=not progress, unit="input", dynamic_ncols=True)
+        try:
+            for start in range(0, len(items), batch_size):
+                batch = []
+                for i in range(start, min(start + batch_size, len(items))):
+                    image, fields = items[i]
+                    try:
+                        batch.append((i, self._prepare(task, image, fields)))
+                    except OFAError as e:
+                        if errors == "raise":
+                            raise
+                        results[i] = {"input": _label(image), "error": str(e)}
+                if batch:
+                    yield batch
+                bar.update(min(batch_size, len(items) - start))
+        finally:
+            bar.close()
+
+    def _tensors(self, batch: list[tuple[int, Example]]):
+        ids = pad_batch([ex.source for _, ex in batch]).to(self.device)
+        with_image = [ex.image is not None for _, ex in batch]
+        images = mask = None
+        if any(with_image):
+            shape = next(ex.image.shape for _, ex in batch if ex.image is not None)
+            images = torch.stack([ex.image if ex.image is not None else torch.zeros(shape)
+                                  for _, ex in batch]).to(self.device, self.dtype)
+            mask = None if all(with_image) else torch.tensor(with_image, device=self.device)
+        return ids, images, mask
+
+    def _generate(self, task: Task, items: list, decoding: dict, trie: Trie | None,
+                  batch_size: int, progress: bool, errors: str) -> list[dict]:
+        try:
+            config = task.generation_config(self.model.config).replace(**decoding)
+        except TypeError as e:
+            raise InputError(f"unknown decoding option: {e}") from None
+        results: list = [None] * len(items)
+        for batch in self._batches(task, items, batch_size, progress, errors, results):
+            ids, images, mask = self._tensors(batch)
+            prefix = None
+            if any(ex.prefix for _, ex in batch):
+                prefix = pad_batch([ex.prefix for _, ex in batch]).to(self.device)
+            hyps = generate(self.model, ids, images, mask, config, prefix_tokens=prefix,
+                            trie=trie)
+            for (i, ex), nbest in zip(batch, hyps, strict=True):
+                best = nbest[0]
+                results[i] = {"input": ex.input, **task.result(self.tokenizer, ex, best),
+                              "tokens": best.tokens.tolist(), "score": float(best.score)}
+                if config.nbest > 1:
+                    results[i]["nbest"] = [
+                        {**task.result(self.tokenizer, ex, h), "tokens": h.tokens.tolist(),
+                         "score": float(h.score)} for h in nbest]
+        return results
+
+    def _score(self, task: Task, items: list, candidates: list[str], batch_size: int,
+               progress: bool, errors: str,
+               make_result: Callable[[Example, dict[str, float]], dict]) -> list[dict]:
+        """All-candidate scoring: one encoder pass per input, every candidate scored."""
+        cand_ids = encode_answers(self.tokenizer, candidates)
+        trie = Trie([BOS, *c, EOS] for c in cand_ids)
+        results: list = [None] * len(items)
+        for batch in self._batches(task, items, batch_size, progress, errors, results):
+            ids, images, mask = self._tensors(batch)
+            with torch.no_grad():
+                enc = self.model.encode(ids, images, mask)
+            prompts = [[BOS, *ex.prefix] for _, ex in batch]
+            scores = score_candidates(self.model, enc, prompts, cand_ids, trie)
+            for row, (i, ex) in enumerate(batch):
+                table = {c: float(s) for c, s in zip(candidates, scores[row].tolist(),
+                                                     strict=True)}
+                best = int(scores[row].argmax())
+                results[i] = {"input": ex.input, **make_result(ex, table),
+                              "tokens": [*ex.prefix, *cand_ids[best], EOS],
+                              "score": table[candidates[best]], "scores": table}
+        return results
+
+
+# ---------------------------------------------------------------------- loading
+def load(name_or_path: str | os.PathLike[str], device: str | torch.device | None = None,
+         dtype: str | torch.dtype | None = None, *, ema: bool | None = None,
+         vocab: str | os.PathLike[str] | None = None, progress: bool = True) -> OFA:
+    """Load a model by registry name (downloaded once into ``$OFA_HOME``) or from a local
+    checkpoint in any layout (fairseq .pt, HF folder, mmpretrain .pth, native folder).
+
+    ``device``: cpu / cuda / auto (default: cuda when available). ``dtype``: float32 (default),
+    float16, bfloat16. ``vocab``: tokenizer folder for checkpoints that ship none.
+    """
+    from .checkpoints import model_from_checkpoint, read_checkpoint
+    from .download import fetch_pretrained
+    from .pretrained import resolve
+
+    path = Path(name_or_path)
+    dev, dt = parse_device(device), parse_dtype(dtype)
+    if not path.exists():
+        if os.sep in str(name_or_path) or str(name_or_path).endswith((".pt", ".pth", ".bin")):
+            try:
+                resolve(str(name_or_path))
+            except InputError:
+                raise InputError(f"no such checkpoint file or folder: {name_or_path}") from None
+        path = fetch_pretrained(str(name_or_path), progress=progress)
+    ckpt = read_checkpoint(path, ema=ema)
+    if vocab is not None:
+        tokenizer = OFATokenizer.from_dir(vocab)
+    else:
+        try:
+            tokenizer = OFATokenizer.from_dir(ckpt.tokenizer_dir)
+        except InputError:
+            raise InputError(f"no tokenizer files next to {path}; pass vocab=DIR (--vocab) with "
+                             "encoder.json + vocab.bpe + dict.txt or vocab.json + merges.txt"
+                             ) from None
+    task = ckpt.meta.get("task")
+    name = ckpt.meta.get("registry_name")
+    if task is None:  # an official file under its published name tells its task
+        try:
+            entry = resolve(ckpt.meta.get("file", ""))
+            task, name = entry.task, entry.name
+        except InputError:
+            pass
+    model = model_from_checkpoint(ckpt, device=dev, dtype=dt)
+    return OFA(model, tokenizer, name=name or path.name, task=task)
+
+
+_LOADED: dict[tuple[str, str], OFA] = {}
+
+
+def inference_model(model: str | OFA, *args: Any, device: str | None = None,
+                    **kwargs: Any) -> dict:
+    """mmpretrain-compatible one-call inference: the same arguments and result keys as
+    ``mmpretrain.inference_model`` for its OFA models, so switching is an import change.
+
+    ``inference_model("ofa-base_3rdparty-finetuned_caption", img)`` -> ``{"pred_caption"}``;
+    ``..._vqa`` / ``..._zeroshot_vqa`` with ``(img, question)`` -> ``{"question",
+    "pred_answer"}``; ``..._refcoco`` with ``(img, text)`` -> ``{"pred_bboxes": tensor[[x1,
+    y1, x2, y2]]}``. Loaded models are kept for later calls.
+    """
+    if isinstance(model, OFA):
+        ofa = model
+    else:
+        key = (str(model), str(device))
+        if key not in _LOADED:
+            _LOADED[key] = load(model, device=device)
+        ofa = _LOADED[key]
+    task = ofa.task or "caption"
+    if not args:
+        raise InputError("inference_model needs an image")
+    if task == "caption":
+        return {"pred_caption": ofa.caption(args[0], **kwargs)["caption"]}
+    if task in ("vqa", "pretrained"):
+        if len(args) < 2:
+            raise InputError("VQA models need (image, question)")
+        r = ofa.vqa(args[0], args[1], **kwargs)
+        return {"question": r["question"], "pred_answer": r["answer"]}
+    if task.startswith("refcoco"):
+        if len(args) < 2:
+            raise InputError("grounding models need (image, text)")
+        box = ofa.ground(args[0], args[1], **kwargs)["box"]
+        return {"pred_bboxes": torch.tensor([box]) if box else torch.zeros(0, 4)}
+    raise InputError(f"inference_model supports caption, VQA and grounding models; "
+                     f"{ofa.name} is a {task} model: use ofa.load(...) and its methods")

@@ -1,0 +1,33 @@
+"""Visual entailment (SNLI-VE): does the image (and an optional premise) imply the hypothesis?
+Scored over the candidates " yes" / " no" / " maybe" with the question as decoder prefix."""
+
+from __future__ import annotations
+
+from ..tokenizer import OFATokenizer
+from .base import Example, Task
+from .text import pre_caption, require_text
+
+ANSWERS = {"yes": "entailment", "no": "contradiction", "maybe": "neutral"}
+PROMPT = ' does the image describe " {} "?'
+PROMPT_WITH_PREMISE = ' can image and text1 " {} " imply text2 " {} "?'
+
+
+class EntailmentTask(Task):
+    name = "entail"
+    image_size = 480
+    candidates = tuple(ANSWERS)
+
+    def prepare(self, tokenizer: OFATokenizer, label: str, hypothesis: str = "",
+                premise: str | None = None) -> Example:
+        hyp = pre_caption(require_text(hypothesis, "hypothesis"), 80)
+        if premise:
+            text = PROMPT_WITH_PREMISE.format(pre_caption(premise, 80), hyp)
+        else:
+            text = PROMPT.format(hyp)
+        source = tokenizer.encode(text)
+        return Example(label, source, prefix=source[1:-1], info={"hypothesis": hyp})
+
+    def result_from_scores(self, example: Example, scores: dict[str, float]) -> dict:
+        answer = max(scores, key=scores.get)
+        return {"hypothesis": example.info["hypothesis"], "answer": answer,
+                "label": ANSWERS[answer]}

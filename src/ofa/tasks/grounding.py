@@ -1,0 +1,39 @@
+"""Visual grounding (RefCOCO/+/g): exactly 4 ``<bin_i>`` tokens, decoded to a box in pixels."""
+
+from __future__ import annotations
+
+from ..boxes import bins_to_box, is_bin_token
+from ..generate import GenerationConfig, Hypothesis
+from ..model import OFAConfig
+from ..tokenizer import BIN_OFFSET, NUM_BINS, OFATokenizer
+from .base import Example, Task
+from .text import pre_caption, require_text
+
+PROMPT = ' which region does the text " {} " describe?'
+
+
+class GroundingTask(Task):
+    name = "ground"
+    image_size = 512
+
+    def __init__(self, bins_only: bool = False) -> None:
+        # The official evaluation does not constrain the vocabulary; bins_only restricts the
+        # 4 steps to <bin_i> tokens only.
+        self.bins_only = bins_only
+
+    def generation_config(self, model_config: OFAConfig) -> GenerationConfig:
+        return GenerationConfig(beam_size=5, max_len_b=4, min_len=4, no_repeat_ngram_size=3,
+                                constraint_range=(BIN_OFFSET, BIN_OFFSET + NUM_BINS)
+                                if self.bins_only else None, strict_range=self.bins_only)
+
+    def prepare(self, tokenizer: OFATokenizer, label: str, text: str = "") -> Example:
+        expr = pre_caption(require_text(text, "referring expression"), 80)
+        return Example(label, tokenizer.encode(PROMPT.format(expr)), info={"text": expr})
+
+    def result(self, tokenizer: OFATokenizer, example: Example, hyp: Hypothesis) -> dict:
+        tokens = hyp.tokens.tolist()[:4]
+        box = None
+        if len(tokens) == 4 and all(is_bin_token(t) for t in tokens):
+            w, h = example.image_size
+            box = [round(v, 2) for v in bins_to_box(tokens, (w, h), self.image_size)]
+        return {"text": example.info["text"], "box": box}

@@ -1,0 +1,28 @@
+"""Text summarisation (Gigaword): text only, beam 6, at most 32 tokens, lenpen 0.7."""
+
+from __future__ import annotations
+
+from ..generate import GenerationConfig, Hypothesis
+from ..model import OFAConfig
+from ..tokenizer import OFATokenizer
+from .base import Example, Task, answer_tokens
+from .text import require_text
+
+PROMPT = ' what is the summary of article " {} "?'
+MAX_SOURCE_WORDS = 512
+
+
+class SummarizationTask(Task):
+    name = "summarize"
+    image_size = None
+
+    def generation_config(self, model_config: OFAConfig) -> GenerationConfig:
+        return GenerationConfig(beam_size=6, max_len_b=32, min_len=1, no_repeat_ngram_size=3,
+                                lenpen=0.7)
+
+    def prepare(self, tokenizer: OFATokenizer, label: str, text: str = "") -> Example:
+        words = require_text(text, "article").lower().split()[:MAX_SOURCE_WORDS]
+        return Example(label, tokenizer.encode(PROMPT.format(" ".join(words))))
+
+    def result(self, tokenizer: OFATokenizer, example: Example, hyp: Hypothesis) -> dict:
+        return {"summary": tokenizer.decode(answer_tokens(example, hyp)).strip()}

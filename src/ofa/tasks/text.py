@@ -1,0 +1,45 @@
+"""Text normalisation exactly as the official data code does it (``pre_caption``,
+``pre_question``, caption punctuation stripping)."""
+
+from __future__ import annotations
+
+import re
+import string
+
+from ..errors import InputError
+
+_LEADING = ",.!?*#:;~"
+_PUNCT_TABLE = str.maketrans("", "", string.punctuation)
+
+
+def _normalise(text: str, max_words: int) -> str:
+    text = text.lower().lstrip(_LEADING).replace("-", " ").replace("/", " ")
+    text = re.sub(r"\s{2,}", " ", text).rstrip("\n").strip(" ")
+    words = text.split(" ")
+    return " ".join(words[:max_words])
+
+
+def pre_caption(text: str, max_words: int = 80) -> str:
+    """Captions, referring expressions, hypotheses: lowercase, drop leading punctuation, turn
+    ``-`` and ``/`` into spaces, collapse whitespace, keep at most ``max_words`` words."""
+    return _normalise(text, max_words)
+
+
+def pre_question(question: str, max_words: int = 80) -> str:
+    """VQA questions: as ``pre_caption``, then end with ``?`` as the VQA dataset does."""
+    q = _normalise(question, max_words)
+    return q if q.endswith("?") else q + "?"
+
+
+def strip_punctuation(text: str) -> str:
+    """Caption post-processing of the official evaluation (``str.translate`` of punctuation)."""
+    return text.translate(_PUNCT_TABLE).strip()
+
+
+def require_text(text: object, what: str) -> str:
+    """A non-empty string, or a clear InputError naming ``what`` was wrong."""
+    if not isinstance(text, str):
+        raise InputError(f"{what} must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise InputError(f"{what} is empty")
+    return text
