@@ -22,10 +22,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from ofa.checkpoints import load_model  # noqa: E402
+from ofa.tokenizer import OFATokenizer  # noqa: E402
 
-from oracle_cases import case_names, measure, write_checkpoint  # noqa: E402
+from oracle_cases import case_names, compare_generation, measure, write_checkpoint  # noqa: E402
 
 BEGIN, END = "<!-- parity:begin -->", "<!-- parity:end -->"
+GEN_BEGIN, GEN_END = "<!-- generation:begin -->", "<!-- generation:end -->"
+
+
+def replace_block(text: str, begin: str, end: str, block: str) -> str:
+    if begin in text:
+        return re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text,
+                      flags=re.S)
+    return text + "\n" + block + "\n"
 
 
 def main() -> None:
@@ -38,7 +47,8 @@ def main() -> None:
     synth = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(synth)
 
-    rows = []
+    tokenizer = OFATokenizer.from_dir(args.shared / "bpe")
+    rows, gen_rows = [], []
     for config in ("ofa-tiny", "ofa-base"):
         keys = synth.read_keys(oracle / "keys" / f"{config}.mmpretrain.tsv")
         state = synth.synth_state_dict(keys, "v2")
@@ -51,6 +61,11 @@ def main() -> None:
                     d = measure(model, oracle, name)
                     rows.append((name, config, layout, d))
                     print(name, layout, {k: f"{v:.2e}" for k, v in d.items()}, flush=True)
+                    if layout == "mmpretrain":
+                        for run, r in compare_generation(model, tokenizer, oracle,
+                                                         name).items():
+                            gen_rows.append((name, run, r))
+                            print(name, run, r, flush=True)
                 del model
         del state
 
@@ -68,13 +83,24 @@ def main() -> None:
     lines += ["", f"Worst max abs diff over all rows: **{worst:.1e}** (tolerance 1e-4; the two "
               "references differ from each other by up to 4.4e-5).", "", END]
     table = "\n".join(lines)
+    gen = [GEN_BEGIN, "",
+           "| case | run | ids equal | n-best equal | max abs diff of scores |",
+           "|---|---|---|---|---|"]
+    for name, run, r in gen_rows:
+        diff = "ids only" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.1e}"
+        gen.append(f"| {name} | {run} | {'yes' if r['ids_equal'] else 'NO'} | "
+                   f"{'yes' if r['nbest_equal'] else 'NO'} | {diff} |")
+    worst_gen = max(r["max_abs_diff"] or 0.0 for *_, r in gen_rows)
+    all_equal = all(r["ids_equal"] and r["nbest_equal"] for *_, r in gen_rows)
+    gen += ["", f"Token ids {'equal in every run' if all_equal else 'DIFFER'}; worst score "
+            f"difference **{worst_gen:.1e}** (tolerance 1e-4).", "", GEN_END]
+    gen_table = "\n".join(gen)
     print(table)
+    print(gen_table)
     if args.write:
         text = args.write.read_text() if args.write.exists() else ""
-        if BEGIN in text:
-            text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), table, text, flags=re.S)
-        else:
-            text += "\n" + table + "\n"
+        text = replace_block(text, BEGIN, END, table)
+        text = replace_block(text, GEN_BEGIN, GEN_END, gen_table)
         args.write.write_text(text)
 
 

@@ -71,3 +71,78 @@ def measure(model, oracle_dir: Path, name: str) -> dict[str, float]:
         torch.tensor(meta["teacher_forced"]["per_reference"]["mmpretrain"][
             "argmax_per_position"])))
     return out
+
+
+def fairseq_config(settings: dict):
+    """Our GenerationConfig for modelscope ``SequenceGenerator(**settings)``."""
+    from ofa.generate import GenerationConfig
+
+    beam = settings.get("beam_size", 1)
+    return GenerationConfig(
+        beam_size=beam, nbest=beam, max_len_a=settings.get("max_len_a", 0.0),
+        max_len_b=settings.get("max_len_b", 200), min_len=settings.get("min_len", 1),
+        no_repeat_ngram_size=settings.get("no_repeat_ngram_size", 0),
+        lenpen=settings.get("len_penalty", 1.0),
+        normalize_scores=settings.get("normalize_scores", True),
+        zero_shot=settings.get("zero_shot", False),
+        constraint_range=settings.get("constraint_range"))
+
+
+def compare_generation(model, tokenizer, oracle_dir: Path, name: str, encoder_out=None) -> dict:
+    """Run every stored generation of a case with our generator.
+
+    Returns ``{run: {"ids_equal", "nbest_equal", "max_abs_diff"}}`` for the fairseq-style
+    (modelscope) runs, ``allcand`` for VQA candidate scores, and ``mmpretrain_greedy`` (ids
+    equal to mmpretrain's greedy run, whose ids start with 0 and are padded with 1).
+    """
+    from ofa.generate import Trie, encode_answers, generate, score_candidates
+
+    spec, tensors = load_case(oracle_dir, name)
+    input_ids, images = tensors["prompt_ids"], tensors["image_input"]
+    if encoder_out is None:
+        with torch.no_grad():
+            encoder_out = model.encode(input_ids, images)
+    answers = spec["inputs"].get("answers")
+    trie = Trie.from_answers(tokenizer, answers) if answers else None
+    # VQA prev_output prompt: the question tokens, without BOS and EOS, as a forced prefix
+    lengths = input_ids.ne(1).sum(1).tolist()
+    prefix = torch.full((len(lengths), max(lengths) - 2), 1, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        prefix[i, :n - 2] = input_ids[i, 1:n - 1]
+
+    out: dict = {}
+    greedy = None
+    for run, ref in spec["generation"]["modelscope"].items():
+        if run == "allcand":
+            prompts = [input_ids[i, :n - 1].tolist() for i, n in enumerate(lengths)]
+            scores = score_candidates(model, encoder_out, prompts,
+                                      encode_answers(tokenizer, answers), trie=trie)
+            expected = tensors["allcand_scores"]
+            out[run] = {"ids_equal": scores.argmax(1).tolist() == expected.argmax(1).tolist(),
+                        "nbest_equal": True,
+                        "max_abs_diff": float((scores - expected).abs().max())}
+            continue
+        settings = ref["settings"]
+        hyps = generate(model, input_ids, config=fairseq_config(settings),
+                        encoder_out=encoder_out,
+                        prefix_tokens=prefix if settings.get("prefix_tokens") else None,
+                        trie=trie if settings.get("constraint_trie") else None)
+        diff, nbest_equal = 0.0, True
+        for ours, nbest in zip(hyps, ref["nbest"], strict=True):
+            nbest_equal &= [h.tokens.tolist() for h in ours] == [x["ids"] for x in nbest]
+            for h, x in zip(ours, nbest, strict=False):
+                diff = max(diff, abs(h.score - x["score"]))
+                if h.positional_scores.shape[0] == len(x["positional_scores"]):
+                    diff = max(diff, float((h.positional_scores - torch.tensor(
+                        x["positional_scores"])).abs().max()))
+        out[run] = {"ids_equal": [h[0].tokens.tolist() for h in hyps] == ref["ids"],
+                    "nbest_equal": nbest_equal, "max_abs_diff": diff}
+        if run == "greedy":
+            greedy = hyps
+    expected = spec["generation"]["mmpretrain"]["greedy"]["ids"]
+    rows = [[0, *h[0].tokens.tolist()] for h in greedy]
+    out["mmpretrain_greedy"] = {
+        "ids_equal": all(r + [1] * (len(e) - len(r)) == e for r, e in zip(rows, expected,
+                                                                           strict=True)),
+        "nbest_equal": True, "max_abs_diff": None}  # ids only: HF scores are not stored
+    return out

@@ -455,3 +455,29 @@ def test_fetch_pretrained_unknown_name():
     with pytest.raises(OFAError, match="did you mean ofa-base-caption"):
         D.fetch_pretrained("caption_base_bets")
     assert resolve("caption_base_best").name == "ofa-base-caption"
+
+
+def test_load_and_cli_by_registry_name(server, bpe_dir, tiny_entry, monkeypatch, ofa_home,
+                                       tmp_path, capsys):
+    """``ofa.load(name)`` and ``ofa caption --model name`` download, convert once, and know
+    the checkpoint's task from the registry."""
+    import numpy as np
+    from PIL import Image
+
+    import ofa
+    from ofa.cli import main
+
+    entry, data = tiny_entry
+    server.files["/checkpoints/test_tiny_best.pt"] = data
+    _serve_bpe(server, bpe_dir)
+    monkeypatch.setenv("OFA_MIRROR", server.url)
+    m = ofa.load("test_tiny_best", device="cpu", progress=False)
+    assert (m.name, m.task) == ("test-tiny-caption", "caption")
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((20, 30, 3), dtype=np.uint8)).save(image)
+    assert main(["caption", str(image), "--model", "test-tiny-caption", "--device", "cpu",
+                 "--json", "--max-len", "3"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["tokens"] == m.caption(str(image), max_len_b=3)["tokens"]
+    # downloaded once: the CLI run made no request
+    assert [p for p, _ in server.requests].count("/checkpoints/test_tiny_best.pt") == 1

@@ -13,14 +13,14 @@ The measured differences are printed (``pytest -s``) and recorded as junit prope
 """
 
 import hashlib
-import json
 from pathlib import Path
 
 import pytest
 import torch
 
 from ofa.checkpoints import Checkpoint, infer_config, model_from_checkpoint, to_official_keys
-from ofa.generate import GenerationConfig, Trie, encode_answers, generate, score_candidates
+
+from oracle_cases import compare_generation, load_case
 
 TOL = 1e-4
 CASES = ["caption_base", "caption_chelsea", "refcoco_base", "vqa_base", "zsvqa_base",
@@ -65,72 +65,18 @@ def tokenizer(bpe_dir):
     return OFATokenizer.from_dir(bpe_dir)
 
 
-def fairseq_config(settings: dict) -> GenerationConfig:
-    """Our config for modelscope ``SequenceGenerator(**settings)`` (its defaults otherwise)."""
-    beam = settings.get("beam_size", 1)
-    return GenerationConfig(
-        beam_size=beam, nbest=beam, max_len_a=settings.get("max_len_a", 0.0),
-        max_len_b=settings.get("max_len_b", 200), min_len=settings.get("min_len", 1),
-        no_repeat_ngram_size=settings.get("no_repeat_ngram_size", 0),
-        lenpen=settings.get("len_penalty", 1.0),
-        normalize_scores=settings.get("normalize_scores", True),
-        zero_shot=settings.get("zero_shot", False),
-        constraint_range=settings.get("constraint_range"))
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_generation_matches_official(case, oracle_dir, get_model, encode, tokenizer,
                                      record_property):
-    from safetensors.torch import load_file
-
-    spec = json.loads((oracle_dir / "cases" / f"{case}.json").read_text())
-    tensors = load_file(oracle_dir / "cases" / f"{case}.safetensors")
+    spec, tensors = load_case(oracle_dir, case)
     model = get_model(spec["config"]["name"])
-    input_ids, images = tensors["prompt_ids"], tensors["image_input"]
-    enc = encode(model, input_ids, images)
-    answers = spec["inputs"].get("answers")
-    trie = Trie.from_answers(tokenizer, answers) if answers else None
-    # VQA prev_output prompt: the question tokens, without BOS and EOS, as a forced prefix
-    lengths = input_ids.ne(1).sum(1).tolist()
-    prefix = torch.full((len(lengths), max(lengths) - 2), 1, dtype=torch.long)
-    for i, n in enumerate(lengths):
-        prefix[i, :n - 2] = input_ids[i, 1:n - 1]
-
-    diffs: dict[str, float] = {}
-    ours_greedy = None
-    for run, ref in spec["generation"]["modelscope"].items():
-        if run == "allcand":
-            prompts = [input_ids[i, :n - 1].tolist() for i, n in enumerate(lengths)]
-            scores = score_candidates(model, enc, prompts, encode_answers(tokenizer, answers),
-                                      trie=trie)
-            diffs[run] = float((scores - tensors["allcand_scores"]).abs().max())
-            assert scores.argmax(1).tolist() == tensors["allcand_scores"].argmax(1).tolist()
-            continue
-        settings = ref["settings"]
-        out = generate(model, input_ids, config=fairseq_config(settings), encoder_out=enc,
-                       prefix_tokens=prefix if settings.get("prefix_tokens") else None,
-                       trie=trie if settings.get("constraint_trie") else None)
-        assert [o[0].tokens.tolist() for o in out] == ref["ids"], run
-        d = 0.0
-        for hyps, nbest in zip(out, ref["nbest"], strict=True):
-            assert [h.tokens.tolist() for h in hyps] == [x["ids"] for x in nbest], run
-            for h, x in zip(hyps, nbest, strict=True):
-                d = max(d, abs(h.score - x["score"]),
-                        float((h.positional_scores - torch.tensor(x["positional_scores"]))
-                              .abs().max()))
-        diffs[run] = d
-        if run == "greedy":
-            ours_greedy = out
-
-    # mmpretrain/HF greedy (matched settings): ids start with 0, batch rows padded with 1
-    expected = spec["generation"]["mmpretrain"]["greedy"]["ids"]
-    assert ours_greedy is not None
-    for hyps, row in zip(ours_greedy, expected, strict=True):
-        ids = [0, *hyps[0].tokens.tolist()]
-        assert ids + [1] * (len(row) - len(ids)) == row
-
-    print(f"\n{case}: max |delta score| " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
-    for k, v in diffs.items():
-        record_property(f"{case}.{k}.max_abs_diff", v)
-    bad = {k: v for k, v in diffs.items() if not v <= TOL}
-    assert not bad, f"{case}: score differences above {TOL}: {bad}"
+    enc = encode(model, tensors["prompt_ids"], tensors["image_input"])
+    runs = compare_generation(model, tokenizer, oracle_dir, case, encoder_out=enc)
+    print(f"\n{case}: " + ", ".join(f"{k} {v['max_abs_diff']}" for k, v in runs.items()))
+    for run, r in runs.items():
+        assert r["ids_equal"], f"{case}/{run}: ids differ from the reference"
+        assert r["nbest_equal"], f"{case}/{run}: n-best list differs from the reference"
+        if r["max_abs_diff"] is not None:
+            record_property(f"{case}.{run}.max_abs_diff", r["max_abs_diff"])
+            assert r["max_abs_diff"] <= TOL, f"{case}/{run}: diff {r['max_abs_diff']:.2e}"
+    assert {"greedy", "mmpretrain_greedy"} <= set(runs)

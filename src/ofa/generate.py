@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from .errors import InputError
 from .model.config import BOS_ID, EOS_ID, PAD_ID, UNK_ID
-from .model.decoder import DecoderCache, LayerCache
+from .model.decoder import DecoderCache
 from .model.encoder import EncoderOutput
 
 if TYPE_CHECKING:
@@ -392,7 +392,7 @@ class _Search:
             scores = torch.cat([scores.index_select(0, parent), new_score], dim=1)
             ignored = new_ignored[keep]
             same_sentences = r == k and keep.shape[0] == n_sent
-            _reorder_cache(cache, parent, self_only=same_sentences)
+            cache.reorder(parent, keep_cross=same_sentences)
             if not same_sentences:  # the decoder reads the encoder rows' padding every step
                 enc = enc.index_select(parent)
             sent = sent[keep]
@@ -558,30 +558,6 @@ def _block_repeated_ngrams(lprobs: torch.Tensor, tokens: torch.Tensor, n: int) -
     rows, starts = hit.nonzero(as_tuple=True)
     if rows.numel():
         lprobs[rows, tokens[rows, starts + n - 1]] = _NEG_INF
-
-
-_LAYER_FIELDS = {"self_k", "self_v", "cross_k", "cross_v"}
-_CACHE_FIELDS = {"layers", "length", "padding", "cross_pos_k"}
-
-
-def _reorder_cache(cache: DecoderCache, index: torch.Tensor, self_only: bool) -> None:
-    """Follow the chosen parents. While the set of sentences is unchanged the cross-attention
-    keys/values are the same for every beam of a sentence, so only the self-attention state
-    needs moving (saves copying [rows, heads, source, d_h] per layer each step)."""
-    if not self_only or not _cache_layout_known():
-        cache.reorder(index)
-        return
-    for layer in cache.layers:
-        layer.self_k = layer.self_k.index_select(0, index)
-        layer.self_v = layer.self_v.index_select(0, index)
-    if cache.padding is not None:
-        cache.padding = cache.padding.index_select(0, index)
-
-
-def _cache_layout_known() -> bool:
-    # the shortcut above must not silently skip state that a newer DecoderCache might add
-    return ({f.name for f in dataclasses.fields(DecoderCache)} == _CACHE_FIELDS
-            and {f.name for f in dataclasses.fields(LayerCache)} == _LAYER_FIELDS)
 
 
 # ---------------------------------------------------------------- all-candidate scoring

@@ -39,10 +39,17 @@ class DecoderCache:
     padding: torch.Tensor | None = None  # [B, T_past] key padding of past decoder tokens
     cross_pos_k: torch.Tensor | None = None  # [H, S, d_h] projected encoder positions
 
-    def reorder(self, index: torch.Tensor) -> None:
-        """Keep/duplicate batch rows: row i of the new cache is row ``index[i]`` of the old."""
+    def reorder(self, index: torch.Tensor, keep_cross: bool = False) -> None:
+        """Keep/duplicate batch rows: row i of the new cache is row ``index[i]`` of the old.
+
+        ``keep_cross``: the caller guarantees row i keeps the same source (beam search moving
+        hypotheses between beams of one sentence), so the cross-attention keys/values, the
+        same for every beam of a sentence, need not be copied.
+        """
+        names = ("self_k", "self_v") if keep_cross else ("self_k", "self_v", "cross_k",
+                                                         "cross_v")
         for c in self.layers:
-            for name in ("self_k", "self_v", "cross_k", "cross_v"):
+            for name in names:
                 t = getattr(c, name)
                 if t is not None:
                     setattr(c, name, t.index_select(0, index))
