@@ -157,6 +157,16 @@ def test_text_only_model_refuses_image_tasks(native_dir, images):
         m.ground(images[0], "the dog")
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision(native_dir, images, m, dtype):
+    half = ofa.load(native_dir, device="cpu", dtype=dtype)
+    assert half.dtype == getattr(torch, dtype)
+    ref = m.vqa(images[0], "what is it", answers=["yes", "no", "red"], mode="all")
+    out = half.vqa(images[0], "what is it", answers=["yes", "no", "red"], mode="all")
+    for a in ref["scores"]:  # log-softmax runs in fp32; only the weights are rounded
+        assert out["scores"][a] == pytest.approx(ref["scores"][a], abs=0.05)
+
+
 def test_load_errors(tmp_path):
     with pytest.raises(InputError, match="unknown|no such"):
         ofa.load("ofa-gigantic", device="cpu")

@@ -44,6 +44,7 @@ from .errors import InputError
 from .model.config import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from .model.decoder import DecoderCache
 from .model.encoder import EncoderOutput
+from .tokenizer import as_id_list
 
 if TYPE_CHECKING:
     from .model.ofa import OFAModel
@@ -177,7 +178,7 @@ class Trie:
 
     def insert(self, sequence: Sequence[int]) -> None:
         node = self._root
-        for t in _as_int_list(sequence, "trie sequence"):
+        for t in as_id_list(sequence, "trie sequence"):
             node = node.setdefault(t, {})
         self._count += 1
 
@@ -202,17 +203,6 @@ def encode_answers(tokenizer: OFATokenizer, answers: Iterable[str]) -> list[list
             raise InputError(f"answers must be non-empty strings, got {a!r}")
         out.append(tokenizer.encode(" " + a, add_bos_eos=False))
     return out
-
-
-def _as_int_list(seq: Sequence[int] | torch.Tensor, what: str) -> list[int]:
-    if isinstance(seq, torch.Tensor):
-        if seq.dim() != 1:
-            raise InputError(f"{what} must be 1-D, got shape {tuple(seq.shape)}")
-        return [int(x) for x in seq.tolist()]
-    try:
-        return [int(x) for x in seq]
-    except (TypeError, ValueError):
-        raise InputError(f"{what} must be a sequence of token ids, got {seq!r}") from None
 
 
 # ---------------------------------------------------------------- generation
@@ -584,12 +574,12 @@ def score_candidates(model: OFAModel, encoder_out: EncoderOutput,
             raise InputError("decoder_prompts tensor must be [batch, length]")
         prompts = [[t for t in row if t != PAD_ID] for row in decoder_prompts.tolist()]
     else:
-        prompts = [_as_int_list(p, "decoder prompt") for p in decoder_prompts]
+        prompts = [as_id_list(p, "decoder prompt") for p in decoder_prompts]
     if len(prompts) != b:
         raise InputError(f"{len(prompts)} decoder prompts for {b} encoder rows")
     if any(not p or p[0] != BOS_ID for p in prompts):
         raise InputError("every decoder prompt must start with BOS (0)")
-    answers = [_as_int_list(a, "candidate") for a in candidates]
+    answers = [as_id_list(a, "candidate") for a in candidates]
     if not answers or any(not a for a in answers):
         raise InputError("candidates must be a non-empty list of non-empty id sequences")
     device = encoder_out.hidden.device

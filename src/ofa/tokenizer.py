@@ -36,6 +36,7 @@ __all__ = [
     "UNK",
     "VOCAB_SIZE",
     "OFATokenizer",
+    "as_id_list",
     "pad_batch",
 ]
 
@@ -243,7 +244,7 @@ class OFATokenizer:
         """
         pieces: list[str] = []
         run: list[int] = []
-        for i in _as_id_list(ids):
+        for i in as_id_list(ids):
             if 4 <= i < MASK:
                 run.append(i)
                 continue
@@ -304,7 +305,7 @@ def pad_batch(
     """
     if isinstance(seqs, torch.Tensor):
         raise InputError("pad_batch expects a list of id lists, not a tensor")
-    rows = [_as_id_list(s) for s in seqs]
+    rows = [as_id_list(s) for s in seqs]
     if not rows:
         raise InputError("pad_batch got an empty batch")
     longest = max(len(r) for r in rows)
@@ -330,15 +331,16 @@ def _extra_token(i: int) -> str | None:
     return None
 
 
-def _as_id_list(ids: IdSequence) -> list[int]:
+def as_id_list(ids: IdSequence, what: str = "ids") -> list[int]:
+    """A 1-D id tensor or sequence of ints as a list; InputError naming ``what`` otherwise."""
     if isinstance(ids, torch.Tensor):
         if ids.dim() != 1:
-            raise InputError(f"expected a 1-D id tensor, got shape {tuple(ids.shape)}")
+            raise InputError(f"{what} must be 1-D, got shape {tuple(ids.shape)}")
         return [int(i) for i in ids.tolist()]
     try:
         return [int(i) for i in ids]
     except (TypeError, ValueError):
-        raise InputError(f"expected a sequence of integer ids, got {ids!r:.80}") from None
+        raise InputError(f"{what} must be a sequence of integer ids, got {ids!r:.80}") from None
 
 
 def _check_text_vocab(vocab: dict[str, int]) -> dict[str, int]:

@@ -18,7 +18,12 @@ from .attention import MultiheadAttention
 from .config import OFAConfig
 from .encoder import EncoderOutput, position_bias
 from .layers import FeedForwardLayer, drop_path_rates
-from .positions import decoder_image_position_ids, image_rel_buckets, token_rel_buckets
+from .positions import (
+    decoder_image_position_ids,
+    image_rel_buckets,
+    relative_bias_tables,
+    token_rel_buckets,
+)
 
 
 @dataclass
@@ -110,10 +115,8 @@ class OFADecoder(nn.Module):
         self.cross_pos_q_linear = nn.Linear(d, d)
         self.cross_pos_k_linear = nn.Linear(d, d)
         self.pos_scaling = (d / heads * cfg.attn_scale_factor) ** -0.5
-        self.token_rel_pos_table_list = nn.ModuleList(
-            nn.Embedding(2 * cfg.token_bucket_size - 1, heads) for _ in range(cfg.decoder_layers))
-        self.image_rel_pos_table_list = nn.ModuleList(
-            nn.Embedding(cfg.num_image_rel_buckets, heads) for _ in range(cfg.decoder_layers))
+        self.token_rel_pos_table_list, self.image_rel_pos_table_list = relative_bias_tables(
+            cfg.decoder_layers, cfg.token_bucket_size, cfg.num_image_rel_buckets, heads)
         rates = drop_path_rates(cfg.decoder_drop_path_rate, cfg.decoder_layers)
         self.layers = nn.ModuleList(DecoderLayer(cfg, r) for r in rates)
         self.layer_norm = nn.LayerNorm(d, eps=eps)

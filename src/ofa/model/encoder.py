@@ -16,7 +16,12 @@ from .attention import MultiheadAttention
 from .backbone import ResNet
 from .config import OFAConfig
 from .layers import FeedForwardLayer, drop_path_rates
-from .positions import image_position_ids, image_rel_buckets, token_rel_buckets
+from .positions import (
+    image_position_ids,
+    image_rel_buckets,
+    relative_bias_tables,
+    token_rel_buckets,
+)
 
 
 @dataclass
@@ -76,12 +81,9 @@ class OFAEncoder(nn.Module):
         self.pos_q_linear = nn.Linear(d, d)
         self.pos_k_linear = nn.Linear(d, d)
         self.pos_scaling = (d / cfg.attention_heads * cfg.attn_scale_factor) ** -0.5
-        self.token_rel_pos_table_list = nn.ModuleList(
-            nn.Embedding(2 * cfg.token_bucket_size - 1, cfg.attention_heads)
-            for _ in range(cfg.encoder_layers))
-        self.image_rel_pos_table_list = nn.ModuleList(
-            nn.Embedding(cfg.num_image_rel_buckets, cfg.attention_heads)
-            for _ in range(cfg.encoder_layers))
+        self.token_rel_pos_table_list, self.image_rel_pos_table_list = relative_bias_tables(
+            cfg.encoder_layers, cfg.token_bucket_size, cfg.num_image_rel_buckets,
+            cfg.attention_heads)
         rates = drop_path_rates(cfg.encoder_drop_path_rate, cfg.encoder_layers)
         self.layers = nn.ModuleList(EncoderLayer(cfg, r) for r in rates)
         self.layer_norm = nn.LayerNorm(d, eps=eps)

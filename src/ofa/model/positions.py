@@ -7,6 +7,7 @@ them; here the same integers are computed only for the (query, key) pairs a forw
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 
 def token_rel_buckets(q_pos: torch.Tensor, k_pos: torch.Tensor, bucket_size: int,
@@ -64,3 +65,12 @@ def decoder_image_position_ids(code_image_size: int, bucket_size: int,
     grid = [r * bucket_size + c + 1 for r in range(window) for c in range(window)]
     # the official filler is a fixed 769 entries of id 1024, whatever the grid size
     return torch.tensor([0] + grid + [max_target_positions] * 769)
+
+
+def relative_bias_tables(num_layers: int, token_bucket_size: int, num_image_buckets: int,
+                         num_heads: int) -> tuple[nn.ModuleList, nn.ModuleList]:
+    """Per-layer (text, image) relative-bias tables: [2*bucket-1, H] and [image buckets, H]."""
+    text = nn.ModuleList(nn.Embedding(2 * token_bucket_size - 1, num_heads)
+                         for _ in range(num_layers))
+    image = nn.ModuleList(nn.Embedding(num_image_buckets, num_heads) for _ in range(num_layers))
+    return text, image
