@@ -126,13 +126,17 @@ class OFAEncoder(nn.Module):
             x = torch.cat([img_x, x], dim=1)
             padding = torch.cat([img_pad, padding], dim=1)
             pos = torch.cat([self.image_pos_ln(self.embed_image_positions(img_ids)), pos])
-        if padding.any():
+        has_padding = bool(padding.any())
+        if has_padding:
             x = x * (~padding).unsqueeze(-1).to(x.dtype)
 
         abs_bias = position_bias(self.pos_q_linear, self.pos_k_linear, pos, pos,
                                  cfg.attention_heads, self.pos_scaling)
-        key_pad = torch.zeros(padding.shape, dtype=abs_bias.dtype, device=x.device)
-        key_pad = key_pad.masked_fill(padding, float("-inf"))[:, None, None, :]
+        # key padding as -inf; without padding the [1, H, T, T] bias broadcasts over the batch
+        key_pad = None
+        if has_padding:
+            key_pad = torch.zeros(padding.shape, dtype=abs_bias.dtype, device=x.device)
+            key_pad = key_pad.masked_fill(padding, float("-inf"))[:, None, None, :]
         text_buckets = token_rel_buckets(text_pos, text_pos, cfg.token_bucket_size,
                                          cfg.max_source_positions)
         img_buckets = image_rel_buckets(img_ids, img_ids, cfg.image_bucket_size) if n_img else None
@@ -144,5 +148,6 @@ class OFAEncoder(nn.Module):
             if img_buckets is not None:
                 img_rel = self.image_rel_pos_table_list[i](img_buckets)
                 bias[:, :n_img, :n_img] += img_rel.permute(2, 0, 1)
-            x = layer(x, bias.unsqueeze(0) + key_pad)
+            bias = bias.unsqueeze(0)
+            x = layer(x, bias if key_pad is None else bias + key_pad)
         return EncoderOutput(self.layer_norm(x), padding, pos)

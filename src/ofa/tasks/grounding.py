@@ -35,5 +35,5 @@ class GroundingTask(Task):
         box = None
         if len(tokens) == 4 and all(is_bin_token(t) for t in tokens):
             w, h = example.image_size
-            box = [round(v, 2) for v in bins_to_box(tokens, (w, h), self.image_size)]
+            box = list(bins_to_box(tokens, (w, h), self.image_size))
         return {"text": example.info["text"], "box": box}
