@@ -241,3 +241,25 @@ def test_dtype_and_device_on_load(small, tmp_path):
     C.save_native(small, tmp_path / "n")
     m = C.load_model(tmp_path / "n", dtype=torch.bfloat16)
     assert m.embed_tokens.weight.dtype == torch.bfloat16 and not m.training
+
+
+@pytest.mark.parametrize("layout", ["mmpretrain", "hf"])
+def test_convert_cli_other_layouts(small, tmp_path, bpe_dir, layout, capsys):
+    sd = official_state(small)
+    if layout == "mmpretrain":
+        src = tmp_path / "weights.pth"
+        torch.save({"model." + _to_mm(k): v for k, v in sd.items()}, src)
+        extra = ["--vocab", str(bpe_dir)]
+    else:  # an HF folder ships its own vocab.json + merges.txt: no --vocab needed
+        src = tmp_path / "hf"
+        src.mkdir()
+        torch.save({_to_hf(k): v for k, v in sd.items()}, src / "pytorch_model.bin")
+        (src / "config.json").write_text(json.dumps({"model_type": "ofa"}))
+        from ofa.tokenizer import OFATokenizer
+
+        OFATokenizer.from_dir(bpe_dir).save(src)
+        extra = []
+    dst = tmp_path / "native"
+    assert cli_main(["convert", str(src), str(dst), *extra]) == 0
+    assert f"({layout}," in capsys.readouterr().out
+    torch.testing.assert_close(logits_of(C.load_model(dst)), logits_of(small), rtol=0, atol=0)
