@@ -232,12 +232,14 @@ class OFA:
             raise InputError(f"{len(value)} {what} for {n} inputs")
         return list(value)
 
-    def _prepare(self, task: Task, image: Any, fields: dict) -> Example:
+    def _prepare(self, task: Task, transform: ImageTransform | None, image: Any,
+                 fields: dict) -> Example:
         label = _label(image) if image is not None else str(next(iter(fields.values()), ""))
         ex = task.prepare(self.tokenizer, label, **{k: v for k, v in fields.items()
                                                     if v is not None})
         if image is not None:
-            transform = ImageTransform(task.image_size or 480, task.mean, task.std)
+            if transform is None:
+                raise InputError(f"the {task.name} task takes no image")
             tensor, sizes = transform.batch([image])
             ex.image, ex.image_size = tensor[0], sizes[0]
         return ex
@@ -249,6 +251,8 @@ class OFA:
             raise InputError(f"errors must be 'raise' or 'return', got {errors!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        transform = (ImageTransform(task.image_size, task.mean, task.std)
+                     if task.image_size is not None else None)
         bar = tqdm(total=len(items), disable=not progress, unit="input", dynamic_ncols=True)
         try:
             for start in range(0, len(items), batch_size):
@@ -256,7 +260,7 @@ class OFA:
                 for i in range(start, min(start + batch_size, len(items))):
                     image, fields = items[i]
                     try:
-                        batch.append((i, self._prepare(task, image, fields)))
+                        batch.append((i, self._prepare(task, transform, image, fields)))
                     except OFAError as e:
                         if errors == "raise":
                             raise

@@ -63,27 +63,12 @@ class OFAConfig:
                              f"{self.resnet_layers}")
 
     @property
-    def embed_dim(self) -> int:
-        """Width of q/k/v projections (heads x head_dim); equals d_model for every preset."""
-        assert self.head_dim is not None
-        return self.attention_heads * self.head_dim
-
-    @property
-    def image_feature_dim(self) -> int:
-        return self.resnet_width * 16
-
-    @property
     def num_image_positions(self) -> int:
         return self.image_bucket_size**2 + 1  # row 0 is reserved (decoder BOS in code mode)
 
     @property
     def num_image_rel_buckets(self) -> int:
         return (2 * self.image_bucket_size - 1) ** 2 + 3
-
-    @property
-    def max_image_grid(self) -> int:
-        """Largest patch grid side the image position table covers (42 -> 672 px images)."""
-        return self.image_bucket_size
 
     @classmethod
     def preset(cls, name: str, **overrides) -> OFAConfig:

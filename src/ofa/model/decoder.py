@@ -16,7 +16,7 @@ from torch import nn
 from ..errors import InputError
 from .attention import MultiheadAttention
 from .config import OFAConfig
-from .encoder import EncoderOutput, position_bias
+from .encoder import EncoderOutput
 from .layers import FeedForwardLayer, drop_path_rates
 from .positions import (
     decoder_image_position_ids,
@@ -43,6 +43,9 @@ class DecoderCache:
     length: int = 0  # decoder positions already processed
     padding: torch.Tensor | None = None  # [B, T_past] key padding of past decoder tokens
     cross_pos_k: torch.Tensor | None = None  # [H, S, d_h] projected encoder positions
+    # projected self-attention key positions [H, T_past, d_h], per mode (False text, True code):
+    # they depend on the position only, so each is computed once, not at every step
+    self_pos_k: dict[bool, torch.Tensor] = field(default_factory=dict)
 
     def reorder(self, index: torch.Tensor, keep_cross: bool = False) -> None:
         """Keep/duplicate batch rows: row i of the new cache is row ``index[i]`` of the old.
@@ -129,29 +132,33 @@ class OFADecoder(nn.Module):
         return decoder_image_position_ids(cfg.code_image_size, cfg.image_bucket_size,
                                           cfg.max_target_positions)
 
-    def _position_terms(self, rows: torch.Tensor, cols: torch.Tensor, code: bool):
-        """(LayerNormed query positions, LayerNormed key positions, rel-bucket index, tables)."""
-        cfg = self.cfg
-        if code:
-            ids_q, ids_k = self.image_position_idx[rows], self.image_position_idx[cols]
-            table = self.embed_image_positions.weight
-            q, k = self.image_pos_ln(table[ids_q]), self.image_pos_ln(table[ids_k])
-            buckets = image_rel_buckets(ids_q, ids_k, cfg.image_bucket_size)
-            return q, k, buckets, self.image_rel_pos_table_list
-        table = self.embed_positions.weight
-        q, k = self.pos_ln(table[rows]), self.pos_ln(table[cols])
-        buckets = token_rel_buckets(rows, cols, cfg.token_bucket_size, cfg.max_target_positions)
-        return q, k, buckets, self.token_rel_pos_table_list
-
     def _biases(self, rows: torch.Tensor, cols: torch.Tensor, code: bool,
-                cross_k: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Per-layer self-attention biases [H, Tq, Tk] and the cross bias [H, Tq, S]."""
-        heads = self.cfg.attention_heads
-        q, k, buckets, tables = self._position_terms(rows, cols, code)
-        self_abs = position_bias(self.self_pos_q_linear, self.self_pos_k_linear, q, k, heads,
-                                 self.pos_scaling)
-        cross_q = self.cross_pos_q_linear(q).view(q.shape[0], heads, -1).transpose(0, 1)
-        cross = (cross_q * self.pos_scaling) @ cross_k.transpose(1, 2)
+                cross_k: torch.Tensor, cache: DecoderCache | None
+                ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Per-layer self-attention biases [H, Tq, Tk] and the cross bias [H, Tq, S] for query
+        positions ``rows`` (the new ones) against key positions ``cols`` (all so far)."""
+        cfg, heads = self.cfg, self.cfg.attention_heads
+        if code:  # image codes: image position table, its LayerNorm, 2-D buckets
+            ids_q, ids_k = self.image_position_idx[rows], self.image_position_idx[cols]
+            q = self.image_pos_ln(self.embed_image_positions.weight[ids_q])
+            buckets = image_rel_buckets(ids_q, ids_k, cfg.image_bucket_size)
+            tables = self.image_rel_pos_table_list
+        else:
+            q = self.pos_ln(self.embed_positions.weight[rows])
+            buckets = token_rel_buckets(rows, cols, cfg.token_bucket_size,
+                                        cfg.max_target_positions)
+            tables = self.token_rel_pos_table_list
+        # the new query positions are also the newest key positions (rows = cols[-Tq:])
+        k = self.self_pos_k_linear(q).view(q.shape[0], heads, -1).transpose(0, 1)
+        if cache is not None:
+            if code in cache.self_pos_k:
+                k = torch.cat([cache.self_pos_k[code], k], dim=1)
+            cache.self_pos_k[code] = k
+        q_heads = q.shape[0], heads, -1
+        self_q = self.self_pos_q_linear(q).view(*q_heads).transpose(0, 1) * self.pos_scaling
+        self_abs = self_q @ k.transpose(1, 2)
+        cross_q = self.cross_pos_q_linear(q).view(*q_heads).transpose(0, 1) * self.pos_scaling
+        cross = cross_q @ cross_k.transpose(1, 2)
         return [self_abs + t(buckets).permute(2, 0, 1) for t in tables], cross
 
     def forward(self, tokens: torch.Tensor, encoder_out: EncoderOutput,
@@ -188,9 +195,9 @@ class OFADecoder(nn.Module):
             cross_k = cross_k.transpose(0, 1)
             if cache is not None:
                 cache.cross_pos_k = cross_k
-        self_biases, cross_bias = self._biases(rows, cols, all_code, cross_k)
+        self_biases, cross_bias = self._biases(rows, cols, all_code, cross_k, cache)
         if any_code and not all_code:  # mixed batch: per-sample choice of text/code positions
-            code_self, code_cross = self._biases(rows, cols, True, cross_k)
+            code_self, code_cross = self._biases(rows, cols, True, cross_k, cache)
             sel = code_mask.view(b, 1, 1, 1)
             self_biases = [torch.where(sel, c, s) for s, c in zip(self_biases, code_self,
                                                                    strict=True)]

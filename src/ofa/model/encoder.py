@@ -93,8 +93,8 @@ class OFAEncoder(nn.Module):
         """Patch embeddings [B, P, D] and their position ids [P] (row-major r*42+c+1)."""
         feat = self.embed_images(images)
         h, w = feat.shape[-2:]
-        if max(h, w) > self.cfg.max_image_grid:
-            side = self.cfg.max_image_grid * 16
+        if max(h, w) > self.cfg.image_bucket_size:
+            side = self.cfg.image_bucket_size * 16
             raise InputError(f"image of {images.shape[-2]}x{images.shape[-1]} px gives a "
                              f"{h}x{w} patch grid; OFA's position table covers at most "
                              f"{side}x{side} px")

@@ -31,7 +31,7 @@ class Task:
     :meth:`generation_config`, :meth:`prepare` and :meth:`result`."""
 
     name: str = ""
-    image_size: int | None = 480  # None: text-only task
+    image_size: int | None = None  # official patch_image_size; None: text-only task
     mean: tuple[float, float, float] = OFA_MEAN
     std: tuple[float, float, float] = OFA_STD
 

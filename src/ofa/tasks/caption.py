@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..generate import GenerationConfig, Hypothesis
 from ..model import OFAConfig
+from ..preprocess import TASK_IMAGE_SIZES
 from ..tokenizer import OFATokenizer
 from .base import Example, Task, answer_tokens
 from .text import strip_punctuation
@@ -13,7 +14,7 @@ PROMPT = " what does the image describe?"
 
 class CaptionTask(Task):
     name = "caption"
-    image_size = 480
+    image_size = TASK_IMAGE_SIZES["caption"]
 
     def generation_config(self, model_config: OFAConfig) -> GenerationConfig:
         if model_config.name == "huge":  # evaluate_caption_huge: beam 10, lenpen/temp 0.98

@@ -3,7 +3,7 @@ ImageNet mean/std, decoder prompt = BOS only."""
 
 from __future__ import annotations
 
-from ..preprocess import IMAGENET_MEAN, IMAGENET_STD
+from ..preprocess import IMAGENET_MEAN, IMAGENET_STD, TASK_IMAGE_SIZES
 from ..tokenizer import OFATokenizer
 from .base import Example, Task
 
@@ -12,7 +12,7 @@ PROMPT = " what does the image describe?"
 
 class ClassificationTask(Task):
     name = "classify"
-    image_size = 480
+    image_size = TASK_IMAGE_SIZES["classification"]
     mean = IMAGENET_MEAN
     std = IMAGENET_STD
 

@@ -3,6 +3,7 @@ Scored over the candidates " yes" / " no" / " maybe" with the question as decode
 
 from __future__ import annotations
 
+from ..preprocess import TASK_IMAGE_SIZES
 from ..tokenizer import OFATokenizer
 from .base import Example, Task
 from .text import pre_caption, require_text
@@ -14,7 +15,7 @@ PROMPT_WITH_PREMISE = ' can image and text1 " {} " imply text2 " {} "?'
 
 class EntailmentTask(Task):
     name = "entail"
-    image_size = 480
+    image_size = TASK_IMAGE_SIZES["snli_ve"]
     candidates = tuple(ANSWERS)
 
     def prepare(self, tokenizer: OFATokenizer, label: str, hypothesis: str = "",

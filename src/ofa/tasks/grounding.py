@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..boxes import bins_to_box, is_bin_token
 from ..generate import GenerationConfig, Hypothesis
 from ..model import OFAConfig
+from ..preprocess import TASK_IMAGE_SIZES
 from ..tokenizer import BIN_OFFSET, NUM_BINS, OFATokenizer
 from .base import Example, Task
 from .text import pre_caption, require_text
@@ -14,7 +15,7 @@ PROMPT = ' which region does the text " {} " describe?'
 
 class GroundingTask(Task):
     name = "ground"
-    image_size = 512
+    image_size = TASK_IMAGE_SIZES["grounding"]
 
     def __init__(self, bins_only: bool = False) -> None:
         # The official evaluation does not constrain the vocabulary; bins_only restricts the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..generate import GenerationConfig, Hypothesis
 from ..model import OFAConfig
+from ..preprocess import TASK_IMAGE_SIZES
 from ..tokenizer import OFATokenizer
 from .base import Example, Task, answer_tokens
 from .text import require_text
@@ -11,7 +12,7 @@ from .text import require_text
 
 class InstructionTask(Task):
     name = "generate"
-    image_size = 480
+    image_size = TASK_IMAGE_SIZES["caption"]
 
     def generation_config(self, model_config: OFAConfig) -> GenerationConfig:
         return GenerationConfig(beam_size=5, max_len_b=32, min_len=1, no_repeat_ngram_size=3)

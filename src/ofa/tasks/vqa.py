@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from ..errors import InputError
 from ..generate import GenerationConfig, Hypothesis
 from ..model import OFAConfig
+from ..preprocess import TASK_IMAGE_SIZES
 from ..tokenizer import OFATokenizer
 from .base import Example, Task, answer_tokens
 from .text import pre_question, require_text
@@ -32,7 +33,7 @@ def source_text(question: str, objects: Sequence[str] | None = None) -> str:
 
 class VQATask(Task):
     name = "vqa"
-    image_size = 480
+    image_size = TASK_IMAGE_SIZES["vqa"]
 
     def __init__(self, zero_shot: bool = False) -> None:
         self.zero_shot = zero_shot
