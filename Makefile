@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint slow clean
+.PHONY: install test lint slow clean demo demo-model
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,17 @@ install: $(VENV)/.installed
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# The embedded demo model on the demo image: caption, VQA, grounding (writes demo_out.png).
+demo: install
+	$(BIN)/ofa demo
+
+# Rebuild the embedded demo model from scratch: ShapesWorld data, training (about 40 minutes
+# on 2 CPU cores), export to src/ofa/assets/shapes-demo (fp16).
+demo-model: install
+	$(BIN)/ofa data shapes data/shapes --train 20000 --val 300 --test 1000
+	$(BIN)/ofa train configs/shapes-demo.yaml
+	$(BIN)/python -m ofa.demo runs/shapes-demo/best
 
 slow: install
 	$(BIN)/python -m pytest -m slow

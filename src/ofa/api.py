@@ -74,11 +74,14 @@ class OFA:
     """A loaded OFA model with its tokenizer, ready for every task."""
 
     def __init__(self, model: OFAModel, tokenizer: OFATokenizer, *, name: str | None = None,
-                 task: str | None = None) -> None:
+                 task: str | None = None, image_size: int | None = None) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
         self.task = task  # what the checkpoint was fine-tuned for, when known
+        # input resolution the model was trained at, for every image task (None: the official
+        # per-task sizes); models trained here record it in their folder
+        self.image_size = image_size
 
     def __repr__(self) -> str:
         return (f"OFA(name={self.name!r}, task={self.task!r}, size={self.model.config.name!r},"
@@ -251,6 +254,8 @@ class OFA:
             raise InputError(f"errors must be 'raise' or 'return', got {errors!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if self.image_size is not None and task.image_size is not None:
+            task.image_size = self.image_size  # also what grounding boxes are decoded against
         transform = (ImageTransform(task.image_size, task.mean, task.std)
                      if task.image_size is not None else None)
         bar = tqdm(total=len(items), disable=not progress, unit="input", dynamic_ncols=True)
@@ -333,18 +338,22 @@ class OFA:
 def load(name_or_path: str | os.PathLike[str], device: str | torch.device | None = None,
          dtype: str | torch.dtype | None = None, *, ema: bool | None = None,
          vocab: str | os.PathLike[str] | None = None, progress: bool = True) -> OFA:
-    """Load a model by registry name (downloaded once into ``$OFA_HOME``) or from a local
-    checkpoint in any layout (fairseq .pt, HF folder, mmpretrain .pth, native folder).
+    """Load a model by registry name (downloaded once into ``$OFA_HOME``), ``"shapes-demo"``
+    (the embedded ShapesWorld model) or a local checkpoint in any layout (fairseq .pt, HF
+    folder, mmpretrain .pth, native folder).
 
     ``device``: cpu / cuda / auto (default: cuda when available). ``dtype``: float32 (default),
     float16, bfloat16. ``vocab``: tokenizer folder for checkpoints that ship none.
     """
     from .checkpoints import model_from_checkpoint, read_checkpoint
+    from .demo import DEMO_DIR, DEMO_NAME
     from .download import fetch_pretrained
     from .pretrained import resolve
 
     path = Path(name_or_path)
     dev, dt = parse_device(device), parse_dtype(dtype)
+    if str(name_or_path) == DEMO_NAME:
+        path = DEMO_DIR
     if not path.exists():
         if os.sep in str(name_or_path) or str(name_or_path).endswith((".pt", ".pth", ".bin")):
             try:
@@ -371,7 +380,8 @@ def load(name_or_path: str | os.PathLike[str], device: str | torch.device | None
         except InputError:
             pass
     model = model_from_checkpoint(ckpt, device=dev, dtype=dt)
-    return OFA(model, tokenizer, name=name or path.name, task=task)
+    return OFA(model, tokenizer, name=name or path.name, task=task,
+               image_size=ckpt.meta.get("image_size"))
 
 
 _LOADED: dict[tuple[str, str], OFA] = {}

@@ -9,6 +9,9 @@ from pathlib import Path
 
 from .errors import OFAError
 
+# tasks the embedded ShapesWorld model was trained for: their default when no official
+# checkpoint is in the cache
+DEMO_TASKS = ("caption", "vqa", "ground", "entail", "classify")
 DEFAULT_MODELS = {"caption": "ofa-base-caption", "vqa": "ofa-base-vqa",
                   "ground": "ofa-base-refcoco", "entail": "ofa-base-snli-ve",
                   "classify": "ofa-large-imagenet",
@@ -22,9 +25,11 @@ DECODING_FLAGS = {"beam": "beam_size", "max_len": "max_len_b", "max_len_a": "max
 
 def _common(p: argparse.ArgumentParser, task: str, decoding: bool = True) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", default=DEFAULT_MODELS[task],
-                   help=f"registry name (see `ofa models`) or checkpoint path "
-                        f"(default: {DEFAULT_MODELS[task]})")
+    g.add_argument("--model", default=None,
+                   help=f"registry name (see `ofa models`), checkpoint path or shapes-demo "
+                        f"(default: {DEFAULT_MODELS[task]} when it is downloaded"
+                        + (", else the embedded shapes-demo model)" if task in DEMO_TASKS
+                           else ")"))
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     g.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                    help="weights and activations dtype (default: float32)")
@@ -171,13 +176,31 @@ def _text_line(command: str, r: dict) -> str:
     return f"{r['input']}\t{value}"
 
 
+def _default_model(task: str) -> str:
+    """The task's official checkpoint when it is downloaded; else, for the tasks it knows, the
+    embedded demo model (with a note), so nothing is fetched behind the user's back."""
+    from .demo import DEMO_NAME
+    from .download import model_dir
+    from .pretrained import resolve
+
+    official = DEFAULT_MODELS[task]
+    folder = model_dir(resolve(official).name)
+    if task not in DEMO_TASKS or (folder / "model.safetensors").is_file():
+        return official
+    print(f"ofa: note: {official} is not downloaded; using the embedded {DEMO_NAME} model "
+          f"(synthetic shapes only). Pass --model {official} to download and use it.",
+          file=sys.stderr)
+    return DEMO_NAME
+
+
 def _run_task(args: argparse.Namespace) -> int:
     import json
 
     from .api import load
 
     cmd = args.command
-    ofa = load(args.model, device=args.device, dtype=args.dtype, vocab=args.vocab)
+    ofa = load(args.model or _default_model(cmd), device=args.device, dtype=args.dtype,
+               vocab=args.vocab)
     common = dict(batch_size=args.batch_size, errors="return")
     decoding = _decoding(args) if hasattr(args, "beam") else {}
     many = len(getattr(args, "images", None) or getattr(args, "texts", None) or []) > 1
@@ -271,6 +294,151 @@ def _run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train or fine-tune from a YAML config",
+        description="Train or fine-tune OFA as CONFIG describes (see configs/ and the README). "
+                    "Many processes: torchrun --nproc_per_node N -m ofa.train CONFIG.")
+    p.add_argument("config", type=Path, help="YAML training config")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in the config's output_dir from checkpoint_last.pt")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set max_updates=100 --set "
+                        "data.num_workers=2 (repeatable; values are YAML)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .errors import InputError
+    from .train import load_config, run
+
+    overrides = {}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
+    cfg = load_config(args.config, overrides)
+    result = run(cfg, resume=args.resume, progress=not args.no_progress)
+    metrics = result.get("metrics") or {}
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+    print(f"trained {result['step']} updates -> {cfg.output_dir}" + (f" ({shown})"
+                                                                    if shown else ""))
+    return 0
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="build datasets")
+    dsub = p.add_subparsers(dest="dataset", required=True, metavar="DATASET")
+    s = dsub.add_parser(
+        "shapes", help="write the synthetic ShapesWorld dataset",
+        description="Render ShapesWorld scenes and write images plus train/val/test JSONL "
+                    "records for captioning, VQA, grounding, entailment and classification.")
+    s.add_argument("out", type=Path, help="output folder")
+    s.add_argument("--train", type=int, default=20000, help="training scenes (default 20000)")
+    s.add_argument("--val", type=int, default=500, help="validation scenes (default 500)")
+    s.add_argument("--test", type=int, default=1000, help="test scenes (default 1000)")
+    s.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
+    s.add_argument("--image-size", type=int, default=128, help="image side (default 128)")
+    s.add_argument("--max-shapes", type=int, default=3, help="shapes per scene (default 3)")
+    s.set_defaults(func=_run_data_shapes)
+
+
+def _run_data_shapes(args: argparse.Namespace) -> int:
+    from .data.shapes import ShapesWorld
+    from .errors import InputError
+
+    counts = {"train": args.train, "val": args.val, "test": args.test}
+    if any(n < 0 for n in counts.values()):
+        raise InputError("scene counts must not be negative")
+    world = ShapesWorld(seed=args.seed, image_size=args.image_size, max_shapes=args.max_shapes)
+    files = world.write(args.out, {k: n for k, n in counts.items() if n > 0})
+    for split, path in files.items():
+        print(f"{split}: {counts[split]} scenes -> {path}")
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo", help="caption, VQA and grounding with the embedded demo model",
+        description="Run the embedded ShapesWorld model on the demo image (or yours): caption "
+                    "it, answer a question, ground an object and save the image with the box.")
+    p.add_argument("--image", default=None, help="image (default: the demo image)")
+    p.add_argument("--question", default=None, help="question (default: one about the image)")
+    p.add_argument("--text", default=None, help="referring expression to ground")
+    p.add_argument("--out", type=Path, default=Path("demo_out.png"),
+                   help="where to write the image with the box (default: demo_out.png)")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    import time
+
+    from .demo import run_demo
+
+    start = time.perf_counter()
+    r = run_demo(args.out, image=args.image, question=args.question, text=args.text)
+    box = "none" if r["box"] is None else "[" + ", ".join(f"{v:.1f}" for v in r["box"]) + "]"
+    print(f"image:    {r['image']}")
+    print(f"caption:  {r['caption']}")
+    print(f"question: {r['question']} -> {r['answer']}")
+    print(f"ground:   \"{r['text']}\" -> box {box}")
+    print(f"wrote {r['output_image']} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval", help="score a model on records (JSONL) with each task's metric",
+        description="Run MODEL over the records of a JSONL file (the training format) and "
+                    "report caption BLEU/CIDEr, VQA accuracy, grounding Acc@0.5, entailment and "
+                    "classification accuracy. Writes predictions.jsonl and metrics.json.")
+    p.add_argument("--model", required=True, help="registry name, checkpoint or shapes-demo")
+    p.add_argument("--data", type=Path, required=True, help="records (.jsonl)")
+    p.add_argument("--tasks", default=None, help="comma-separated tasks to keep (default all)")
+    p.add_argument("--limit", type=int, default=None, help="first N records only")
+    p.add_argument("--vqa-answers", type=Path, default=None,
+                   help="candidate answers (one per line): trie-constrained VQA decoding")
+    p.add_argument("--out", type=Path, default=None, help="folder for predictions and metrics")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--batch-size", type=int, default=32, help="inputs per batch (default: 32)")
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from .api import load
+    from .data.records import read_jsonl
+    from .evaluate import evaluate_records
+
+    tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
+    records = read_jsonl(args.data, tasks)[:args.limit]
+    answers = _read_lines(args.vqa_answers, "answers") if args.vqa_answers else None
+    ofa = load(args.model, device=args.device, dtype=args.dtype)
+    metrics, predictions = evaluate_records(ofa, records, vqa_answers=answers,
+                                            batch_size=args.batch_size, progress=True)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        with (args.out / "predictions.jsonl").open("w", encoding="utf-8") as f:
+            for p in predictions:
+                f.write(json.dumps(p) + "\n")
+        (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n",
+                                               encoding="utf-8")
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r["task"]] = counts.get(r["task"], 0) + 1
+    shown = ", ".join(f"{k} {v}" for k, v in counts.items())
+    print(f"{args.data}: {len(records)} records ({shown})")
+    for k, v in metrics.items():
+        print(f"{k}\t{v:.4f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ofa", description="OFA: one vision-language model for captioning, VQA, "
@@ -278,6 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_tasks(sub)
     _add_convert(sub)
+    _add_train(sub)
+    _add_data(sub)
+    _add_eval(sub)
+    _add_demo(sub)
     return parser
 
 

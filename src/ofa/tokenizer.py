@@ -214,6 +214,32 @@ class OFATokenizer:
         merges_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return [vocab_path, merges_path]
 
+    def restricted_to(self, texts: Iterable[str]) -> OFATokenizer:
+        """A tokenizer that encodes ``texts`` to exactly the ids this one gives, but holds only
+        the tokens and merges they need plus the 256 byte symbols; every other text id is an
+        ``<unusedN>`` placeholder. Lets a model for a closed vocabulary (the embedded demo)
+        ship without the full BPE files. Other text still encodes, as byte-level pieces."""
+        ranks = {pair: r for r, pair in enumerate(self._merges)}
+        keep = set(pre_tokenizers.ByteLevel.alphabet()) | set(_SPECIALS)
+        merges: set[int] = set()
+        for text in texts:
+            for word, _ in self._tok.pre_tokenizer.pre_tokenize_str(text):
+                parts = list(word)
+                while len(parts) > 1:  # GPT-2 BPE: merge the best-ranked adjacent pair
+                    rank, i = min((ranks.get(pair, len(ranks)), i)
+                                  for i, pair in enumerate(zip(parts, parts[1:], strict=False)))
+                    if rank == len(ranks):
+                        break
+                    merges.add(rank)
+                    parts[i:i + 2] = [parts[i] + parts[i + 1]]
+                keep.update(parts)
+        kept_merges = [self._merges[r] for r in sorted(merges)]
+        keep.update(a + b for a, b in kept_merges)
+        vocab = {t: i for t, i in self._vocab.items() if t in keep}
+        used = set(vocab.values())
+        vocab.update({f"<unused{i}>": i for i in range(TEXT_VOCAB_SIZE) if i not in used})
+        return OFATokenizer(vocab, kept_merges)
+
     # ------------------------------------------------------------------ encoding
 
     def encode(self, text: str, add_bos_eos: bool = True) -> list[int]:

@@ -67,10 +67,15 @@ class OFAModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, decoder_input_ids: torch.Tensor,
                 images: torch.Tensor | None = None, image_mask: torch.Tensor | None = None,
-                code_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Teacher-forced logits [B, T, V]."""
-        return self.decode(decoder_input_ids, self.encode(input_ids, images, image_mask),
-                           code_mask=code_mask)
+                code_mask: torch.Tensor | None = None,
+                output_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits [B, T, V]; with ``output_mask`` [B, T] (bool) only the [N, V]
+        logits of the marked positions (training projects only the positions with a loss)."""
+        enc = self.encode(input_ids, images, image_mask)
+        if output_mask is None:
+            return self.decode(decoder_input_ids, enc, code_mask=code_mask)
+        hidden = self.decoder(decoder_input_ids, enc, None, code_mask)
+        return F.linear(hidden[output_mask], self.embed_tokens.weight)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

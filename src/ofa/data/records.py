@@ -1,0 +1,265 @@
+"""The training/evaluation record format and its conversion to model inputs.
+
+One record is one example of one task, a JSON object per line in a ``.jsonl`` file:
+
+=========  ================================================================================
+task       required fields (besides ``"task"``; every record may have ``"id"``, ``"weight"``)
+=========  ================================================================================
+caption    ``image``, ``caption`` (a string, or a list of reference strings)
+vqa        ``image``, ``question``, ``answers`` (``{answer: confidence}``) or ``answer``;
+           optional ``objects`` (list of detected object tags)
+ground     ``image``, ``text``, ``box`` (``[x0, y0, x1, y1]`` in original-image pixels)
+entail     ``image``, ``hypothesis``, ``label`` (entailment / contradiction / neutral);
+           optional ``premise``
+classify   ``image``, ``label``
+summarize  ``source``, ``summary``
+=========  ================================================================================
+
+``image`` is a path, relative to the ``.jsonl`` file's folder or absolute (readers of the
+official TSV files put decoded images there instead). Prompts come from :mod:`ofa.tasks`, so a
+model is trained on exactly the inputs it is later asked with.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..boxes import box_to_bins, validate_box
+from ..errors import InputError
+from ..preprocess import ImageTransform, load_image
+from ..tasks import (
+    CaptionTask,
+    ClassificationTask,
+    EntailmentTask,
+    GroundingTask,
+    SummarizationTask,
+    Task,
+    VQATask,
+    pre_caption,
+    strip_punctuation,
+)
+from ..tasks.entailment import ANSWERS as ENTAIL_ANSWERS
+from ..tokenizer import BOS, EOS, PAD, OFATokenizer, pad_batch
+
+REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "caption": ("image", "caption"),
+    "vqa": ("image", "question"),
+    "ground": ("image", "text", "box"),
+    "entail": ("image", "hypothesis", "label"),
+    "classify": ("image", "label"),
+    "summarize": ("source", "summary"),
+}
+TASK_NAMES = tuple(REQUIRED_FIELDS)
+ENTAIL_LABEL_TO_ANSWER = {label: answer for answer, label in ENTAIL_ANSWERS.items()}
+MAX_TARGET_WORDS = 20  # official caption --max-tgt-length
+
+
+def task_for(name: str) -> Task:
+    """The task module whose prompt a record of ``name`` is trained with (fine-tuned style:
+    VQA and entailment take the question as decoder prefix)."""
+    tasks: dict[str, Task] = {"caption": CaptionTask(), "vqa": VQATask(),
+                              "ground": GroundingTask(), "entail": EntailmentTask(),
+                              "classify": ClassificationTask(), "summarize": SummarizationTask()}
+    if name not in tasks:
+        raise InputError(f"unknown task {name!r}; choose one of {list(tasks)}")
+    return tasks[name]
+
+
+def validate_record(record: Any, where: str) -> dict:
+    """Check one record's fields and types; raise one InputError naming ``where``."""
+    if not isinstance(record, dict):
+        raise InputError(f"{where}: a record must be a JSON object")
+    task = record.get("task")
+    if task not in REQUIRED_FIELDS:
+        raise InputError(f"{where}: 'task' must be one of {list(TASK_NAMES)}, got {task!r}")
+    missing = [f for f in REQUIRED_FIELDS[task] if record.get(f) in (None, "")]
+    if task == "vqa" and not record.get("answers") and not record.get("answer"):
+        missing.append("answers")
+    if missing:
+        raise InputError(f"{where}: {task} record lacks {', '.join(missing)}")
+    weight = record.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not (
+            math.isfinite(weight) and weight >= 0):
+        raise InputError(f"{where}: weight must be a non-negative number, got {weight!r}")
+    try:
+        if task == "ground":
+            validate_box(record["box"])
+        elif task == "entail" and record["label"] not in ENTAIL_LABEL_TO_ANSWER:
+            raise InputError(f"label must be one of {sorted(ENTAIL_LABEL_TO_ANSWER)}")
+        elif task == "vqa":
+            answers_of(record)
+        elif task == "caption":
+            references(record)
+    except InputError as e:
+        raise InputError(f"{where}: {e}") from None
+    return record
+
+
+def references(record: dict) -> list[str]:
+    """A caption record's reference captions."""
+    refs = record["caption"]
+    refs = [refs] if isinstance(refs, str) else refs
+    if not isinstance(refs, list) or not refs or not all(isinstance(r, str) and r.strip()
+                                                         for r in refs):
+        raise InputError("caption must be a non-empty string or list of strings")
+    return refs
+
+
+def answers_of(record: dict) -> dict[str, float]:
+    """A VQA record's ``{answer: confidence}``."""
+    answers = record.get("answers") or {record["answer"]: 1.0}
+    if isinstance(answers, list):
+        answers = {a: 1.0 for a in answers}
+    if not isinstance(answers, dict) or not answers or not all(
+            isinstance(a, str) and a.strip() and isinstance(c, int | float)
+            and not isinstance(c, bool) and c >= 0 for a, c in answers.items()):
+        raise InputError("answers must map answer strings to non-negative confidences")
+    return {a: float(c) for a, c in answers.items()}
+
+
+def read_jsonl(path: str | os.PathLike[str], tasks: Sequence[str] | None = None) -> list[dict]:
+    """All valid records of a ``.jsonl`` file (optionally only some tasks), with image paths
+    made absolute. Any malformed line is an error naming the file and line."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"dataset file not found: {p}")
+    if tasks is not None:
+        unknown = sorted(set(tasks) - set(TASK_NAMES))
+        if unknown:
+            raise InputError(f"unknown tasks {unknown}; choose from {list(TASK_NAMES)}")
+    records = []
+    with p.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{p}:{n}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{where}: not valid JSON ({e.msg})") from None
+            validate_record(record, where)
+            if tasks is not None and record["task"] not in tasks:
+                continue
+            if isinstance(record.get("image"), str):
+                record["image"] = str(p.resolve().parent / record["image"])
+            record.setdefault("id", f"{p.stem}-{n}")
+            records.append(record)
+    return records
+
+
+@dataclass
+class Sample:
+    """One teacher-forced training example. ``decoder_input`` is BOS + prefix + answer;
+    ``target`` is aligned with it: PAD under the prefix (no loss), then answer + EOS."""
+
+    task: str
+    source: list[int]
+    decoder_input: list[int]
+    target: list[int]
+    weight: float = 1.0
+    image: torch.Tensor | None = None
+
+
+def target_text(record: dict) -> tuple[str, float]:
+    """What the decoder must produce for a record, and the sample's confidence weight."""
+    task, weight = record["task"], float(record.get("weight", 1.0))
+    if task == "caption":
+        caption = references(record)[0]
+        return " " + strip_punctuation(pre_caption(caption, MAX_TARGET_WORDS)), weight
+    if task == "vqa":
+        answers = answers_of(record)
+        best = max(answers, key=answers.get)  # official: most confident answer, its conf
+        return " " + best.strip(), weight * answers[best]
+    if task == "entail":
+        return " " + ENTAIL_LABEL_TO_ANSWER[record["label"]], weight
+    if task == "classify":
+        return " " + record["label"].strip(), weight
+    if task == "summarize":
+        return " " + record["summary"].strip().lower(), weight
+    raise InputError(f"{task} targets are not text")
+
+
+def build_sample(record: dict, tokenizer: OFATokenizer, image_size: int | None = None,
+                 max_source_length: int = 128, max_target_length: int = 64) -> Sample:
+    """Tokens (and image) of one record, prompts exactly as :mod:`ofa.tasks` builds them.
+    ``image_size`` overrides the task's official input size (small models use small images)."""
+    name = record["task"]
+    task = task_for(name)
+    image = size = None
+    patch = image_size or task.image_size
+    if task.image_size is not None:
+        transform = ImageTransform(patch, task.mean, task.std)
+        pil = load_image(record["image"])
+        size = pil.size
+        image = transform(pil)
+    if name == "ground":
+        example = task.prepare(tokenizer, record["id"], text=record["text"])
+        answer = box_to_bins(record["box"], size, patch)
+        weight = float(record.get("weight", 1.0))
+    else:
+        fields = {"caption": {}, "classify": {}, "summarize": {"text": record.get("source")},
+                  "vqa": {"question": record.get("question"), "objects": record.get("objects")},
+                  "entail": {"hypothesis": record.get("hypothesis"),
+                             "premise": record.get("premise")}}[name]
+        example = task.prepare(tokenizer, record["id"],
+                               **{k: v for k, v in fields.items() if v is not None})
+        text, weight = target_text(record)
+        answer = tokenizer.encode(text, add_bos_eos=False)
+    source = example.source
+    if len(source) > max_source_length:
+        source = source[:max_source_length - 1] + [EOS]
+    answer = answer[:max_target_length]
+    prefix = list(example.prefix)
+    decoder_input = [BOS, *prefix, *answer]
+    target = [PAD] * len(prefix) + [*answer, EOS]
+    return Sample(name, source, decoder_input, target, weight, image)
+
+
+@dataclass
+class Batch:
+    """Padded tensors of a list of samples (``images`` is None for a text-only batch)."""
+
+    tasks: list[str]
+    source: torch.Tensor
+    images: torch.Tensor | None
+    image_mask: torch.Tensor | None
+    decoder_input: torch.Tensor
+    target: torch.Tensor
+    weights: torch.Tensor
+
+    @property
+    def ntokens(self) -> int:
+        return int(self.target.ne(PAD).sum())
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Batch:
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        images = self.images
+        if images is not None:
+            images = images.to(device, dtype if dtype is not None else images.dtype)
+        return Batch(self.tasks, move(self.source), images, move(self.image_mask),
+                     move(self.decoder_input), move(self.target), move(self.weights))
+
+
+def collate(samples: Sequence[Sample]) -> Batch:
+    """Right-pad every sequence with PAD; zero images stand in for text-only samples."""
+    if not samples:
+        raise InputError("cannot collate an empty batch")
+    with_image = [s.image is not None for s in samples]
+    images = mask = None
+    if any(with_image):
+        shape = next(s.image.shape for s in samples if s.image is not None)
+        images = torch.stack([s.image if s.image is not None else torch.zeros(shape)
+                              for s in samples])
+        mask = None if all(with_image) else torch.tensor(with_image)
+    return Batch([s.task for s in samples], pad_batch([s.source for s in samples]), images,
+                 mask, pad_batch([s.decoder_input for s in samples]),
+                 pad_batch([s.target for s in samples]),
+                 torch.tensor([s.weight for s in samples], dtype=torch.float32))

@@ -1,0 +1,200 @@
+"""Training configuration: one YAML file, read into dataclasses with clear errors.
+
+Example (``configs/shapes-demo.yaml`` is a complete one)::
+
+    output_dir: runs/my-finetune
+    model: {init: ofa-base, image_size: 480, drop_path: 0.1}
+    data:
+      train: [{path: data/train.jsonl, ratio: 1.0}]
+      valid: [{path: data/val.jsonl, limit: 500}]
+    batch_size: 8
+    max_updates: 10000
+    lr: 5.0e-5
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+
+@dataclass
+class ModelSettings:
+    init: str | None = None  # checkpoint path or registry name to fine-tune; None: from scratch
+    preset: str | None = None  # official size to build from scratch (tiny ... huge)
+    config: dict[str, Any] = field(default_factory=dict)  # OFAConfig fields (from scratch)
+    image_size: int | None = None  # None: each task's official size
+    ema_weights: bool | None = None  # fine-tune from a fairseq file's EMA weights (default yes)
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    drop_path: float = 0.1  # encoder and decoder stochastic depth (official fine-tuning 0.1)
+    freeze_embeddings: bool = False  # --freeze-encoder/decoder-embedding
+    freeze_resnet: bool = False  # the whole ResNet (weights and BatchNorm statistics)
+    freeze_batchnorm: bool = False  # official --freeze-resnet: frozen BatchNorm, convs train
+    smooth_bins: bool = False  # from scratch: <bin_i> rows start as a smooth code of i
+    # from scratch: "bert" = fairseq's N(0, 0.02) for every Linear (official); "fan_in" =
+    # N(0, 1/fan_in), which small models need to start using the image quickly
+    linear_init: str = "bert"
+
+
+@dataclass
+class DatasetSpec:
+    path: str
+    tasks: list[str] | None = None  # keep only these tasks' records
+    ratio: float = 1.0  # share of each training batch (normalised over the datasets)
+    limit: int | None = None  # use only the first N records (validation)
+
+
+@dataclass
+class DataSettings:
+    train: list[DatasetSpec] = field(default_factory=list)
+    valid: list[DatasetSpec] = field(default_factory=list)
+    vqa_answers: str | None = None  # answer list (one per line) for trie-constrained VQA
+    max_source_length: int = 80
+    max_target_length: int = 30
+    num_workers: int = 0
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/ofa"
+    tokenizer: str | None = None  # BPE folder; default: the init checkpoint's tokenizer files
+    model: ModelSettings = field(default_factory=ModelSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    seed: int = 1
+    device: str = "auto"  # auto / cpu / cuda
+    dtype: str = "fp32"  # fp32 / bf16 / fp16 autocast (fp16 with a gradient scaler)
+    batch_size: int = 8  # per process and micro-batch
+    update_freq: int = 1  # gradient accumulation steps
+    max_updates: int = 1000
+    lr: float = 5e-5
+    end_lr: float = 0.0
+    power: float = 1.0
+    warmup_ratio: float = 0.06
+    warmup_updates: int | None = None  # overrides warmup_ratio
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    clip_norm: float = 1.0
+    label_smoothing: float = 0.1
+    drop_worst_ratio: float = 0.0
+    drop_worst_after: int = 0
+    ema_decay: float | None = None  # e.g. 0.9999; None: no EMA
+    ema_start: int = 0
+    fsdp: bool = False  # shard parameters/optimizer state (large/huge); default DDP
+    log_interval: int = 50
+    valid_interval: int = 1000
+    save_interval: int = 1000
+    keep_best: str | None = None  # metric to keep the best model by, e.g. "ground/acc@0.5"
+    valid_batch_size: int = 32
+    threads: int | None = None  # CPU threads per process (default: torch's choice)
+
+    @property
+    def warmup(self) -> int:
+        if self.warmup_updates is not None:
+            return self.warmup_updates
+        return int(self.warmup_ratio * self.max_updates)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise InputError(f"{where} must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise InputError(f"unknown setting(s) in {where}: {', '.join(unknown)}; "
+                         f"known: {', '.join(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        nested = {"model": ModelSettings, "data": DataSettings}.get(name)
+        if cls is TrainConfig and nested is not None:
+            value = _build(nested, value, f"{where}.{name}")
+        elif cls is DataSettings and name in ("train", "valid"):
+            if not isinstance(value, list):
+                raise InputError(f"{where}.{name} must be a list of datasets")
+            value = [_build(DatasetSpec, v, f"{where}.{name}[{i}]") for i, v in enumerate(value)]
+        elif name == "betas":
+            value = tuple(value)
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise InputError(f"{where}: {e}") from None
+
+
+def _check(cfg: TrainConfig) -> None:
+    positive = {"batch_size": cfg.batch_size, "update_freq": cfg.update_freq,
+                "max_updates": cfg.max_updates, "log_interval": cfg.log_interval,
+                "valid_interval": cfg.valid_interval, "save_interval": cfg.save_interval,
+                "valid_batch_size": cfg.valid_batch_size}
+    for name, value in positive.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value!r}")
+    if not (isinstance(cfg.lr, int | float) and cfg.lr > 0):
+        raise InputError(f"lr must be a positive number, got {cfg.lr!r}")
+    if not 0 <= cfg.label_smoothing < 1 or not 0 <= cfg.drop_worst_ratio < 1:
+        raise InputError("label_smoothing and drop_worst_ratio must lie in [0, 1)")
+    if cfg.dtype not in ("fp32", "bf16", "fp16"):
+        raise InputError(f"dtype must be fp32, bf16 or fp16, got {cfg.dtype!r}")
+    if cfg.ema_decay is not None and not 0 < cfg.ema_decay < 1:
+        raise InputError(f"ema_decay must lie in (0, 1), got {cfg.ema_decay!r}")
+    if not cfg.data.train:
+        raise InputError("data.train lists no dataset")
+    if any(not (d.ratio > 0) for d in cfg.data.train):
+        raise InputError("every training dataset needs a positive ratio")
+    if cfg.model.init is None and cfg.model.preset is None and not cfg.model.config:
+        raise InputError("model needs init (a checkpoint to fine-tune), preset or config")
+    if cfg.model.linear_init not in ("bert", "fan_in"):
+        raise InputError(f"model.linear_init must be bert or fan_in, got "
+                         f"{cfg.model.linear_init!r}")
+    if cfg.model.init is None and cfg.tokenizer is None:
+        raise InputError("a model trained from scratch needs tokenizer: a folder with "
+                         "encoder.json + vocab.bpe + dict.txt")
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> None:
+    """``data["a"]["b"][0]["c"] = value`` for the key ``"a.b.0.c"``."""
+    node: Any = data
+    *parents, last = key.split(".")
+    try:
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+    except (ValueError, IndexError, TypeError, AttributeError):
+        raise InputError(f"cannot set {key!r}: no such place in the config") from None
+
+
+def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None
+                ) -> TrainConfig:
+    """Read a YAML config (relative paths in it are relative to the working directory, as on
+    the command line); ``overrides`` maps dotted keys (``"data.num_workers"``) to values."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise InputError(f"{p}: invalid YAML ({e})") from None
+    for key, value in (overrides or {}).items():
+        _set_dotted(data, key, value)
+    return build_config(data, str(p))
+
+
+def build_config(data: dict[str, Any], where: str = "config") -> TrainConfig:
+    """A checked TrainConfig from a plain mapping (what the YAML file holds)."""
+    cfg = _build(TrainConfig, data, where)
+    _check(cfg)
+    return cfg

@@ -1,0 +1,90 @@
+"""OFA's training criterion: label-smoothed cross-entropy with constraints and drop-worst.
+
+Mirrors ``adjust_label_smoothed_cross_entropy`` of the official code (reference section 6.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+# Ids 0..3 (bos, pad, eos, unk) always stay allowed under a constraint range, as in the
+# official criterion, which only masks logits[..., 4:start] and logits[..., end:].
+NUM_SPECIAL_IDS = 4
+
+
+@dataclass
+class LossOutput:
+    """Summed loss terms of one batch; the caller normalises by the (global) ``ntokens``."""
+
+    loss: torch.Tensor  # scalar, sum over kept tokens
+    nll: torch.Tensor  # scalar, NLL (no smoothing, but times weights) summed over kept tokens
+    ntokens: int  # tokens kept after drop-worst
+    correct: int  # kept tokens whose argmax equals the target
+
+
+def range_mask(vocab_size: int, start: int, end: int, device: torch.device | None = None
+               ) -> torch.Tensor:
+    """[V] bool mask of a ``constraint_range``: ids 0..3 and ``start <= id < end``."""
+    ids = torch.arange(vocab_size, device=device)
+    return (ids < NUM_SPECIAL_IDS) | ((ids >= start) & (ids < end))
+
+
+def label_smoothed_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    epsilon: float,
+    *,
+    weights: torch.Tensor | None = None,
+    allowed: torch.Tensor | None = None,
+    constraint_range: tuple[int, int] | None = None,
+    drop_worst_ratio: float = 0.0,
+) -> LossOutput:
+    """Label-smoothed NLL over N target positions (pads already removed).
+
+    ``logits`` [N, V] (any float dtype; the softmax runs in fp32), ``target`` [N]. ``weights``
+    [N] is the per-token confidence multiplying the log-probs (the official ``conf``).
+    ``allowed`` [N, V] (trie masks) and/or ``constraint_range`` restrict the vocabulary: logits
+    outside are set to -inf and the smoothing mass is spread over the allowed ids only, with
+    ``eps_i = epsilon / (num_allowed - 1 + 1e-6)``; unconstrained, ``eps_i = epsilon / (V - 1)``.
+    With both given, their intersection is used (the official code assumes trie masks lie inside
+    the range). ``drop_worst_ratio`` r keeps the ``int(N * (1 - r))`` lowest-loss tokens; pass 0
+    until the official ``drop_worst_after`` update count is exceeded. As officially, ``nll`` is
+    weighted by ``weights`` too; ``correct`` counts kept tokens only.
+    """
+    n, vocab = logits.shape
+    mask = allowed
+    if constraint_range is not None:
+        rmask = range_mask(vocab, *constraint_range, device=logits.device)
+        mask = rmask.expand(n, vocab) if mask is None else mask & rmask
+    x = logits.float()
+    if mask is not None:
+        x = x.masked_fill(~mask, float("-inf"))
+    lprobs = F.log_softmax(x, dim=-1)
+
+    nll = -lprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    # Zero the excluded entries before summing: they are -inf, and -inf must neither reach the
+    # sum nor meet a zero weight (nan). Unconstrained, only -inf logits are excluded this way,
+    # where the official code would return an infinite loss; eps_i still counts all V ids.
+    excluded = ~mask if mask is not None else torch.isneginf(lprobs)
+    smooth = -lprobs.masked_fill(excluded, 0.0).sum(-1)
+    if mask is not None:
+        eps_i: torch.Tensor | float = epsilon / (mask.sum(-1).float() - 1 + 1e-6)
+    else:
+        eps_i = epsilon / (vocab - 1)
+    if weights is not None:
+        # the official code multiplies lprobs by conf; both terms are linear in lprobs
+        w = weights.to(device=nll.device, dtype=torch.float32)
+        nll, smooth = nll * w, smooth * w
+    loss = (1.0 - epsilon - eps_i) * nll + eps_i * smooth
+
+    with torch.no_grad():
+        hit = lprobs.argmax(-1) == target
+    if drop_worst_ratio > 0:
+        k = int(n * (1 - drop_worst_ratio))  # same float expression as the official code
+        loss, keep = torch.topk(loss, k=k, largest=False)
+        nll, hit = nll[keep], hit[keep]
+    correct = int(hit.sum().item())
+    return LossOutput(loss=loss.sum(), nll=nll.sum(), ntokens=int(loss.numel()), correct=correct)

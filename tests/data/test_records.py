@@ -1,0 +1,144 @@
+"""The JSONL record format: validation, prompts/targets per task, collation, mixing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from ofa.boxes import box_to_bins
+from ofa.data.records import build_sample, collate, read_jsonl, validate_record
+from ofa.errors import InputError
+from ofa.tasks import EntailmentTask, GroundingTask, VQATask
+from ofa.tokenizer import BOS, EOS, PAD, OFATokenizer
+from ofa.train.data import StepBatches, shares
+
+
+@pytest.fixture(scope="module")
+def tokenizer(bpe_dir: Path) -> OFATokenizer:
+    return OFATokenizer.from_dir(bpe_dir)
+
+
+@pytest.fixture()
+def image(tmp_path: Path) -> str:
+    path = tmp_path / "img.png"
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(path)
+    return str(path)
+
+
+def test_read_jsonl_resolves_images_and_filters(tmp_path, image):
+    rows = [{"task": "caption", "image": "img.png", "caption": "a red square"},
+            {"task": "vqa", "image": "img.png", "question": "what color?", "answer": "red"},
+            {"task": "summarize", "source": "long text", "summary": "short"}]
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    recs = read_jsonl(path)
+    assert [r["task"] for r in recs] == ["caption", "vqa", "summarize"]
+    assert recs[0]["image"] == image and recs[0]["id"] == "d-1"
+    assert [r["task"] for r in read_jsonl(path, ["vqa"])] == ["vqa"]
+    with pytest.raises(InputError, match="unknown tasks"):
+        read_jsonl(path, ["captioning"])
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"task": "caption", "image": "x"}, "lacks caption"),
+    ({"task": "detect", "image": "x"}, "'task' must be one of"),
+    ({"task": "vqa", "image": "x", "question": "q"}, "lacks answers"),
+    ({"task": "vqa", "image": "x", "question": "q", "answers": {"a": -1}}, "confidences"),
+    ({"task": "ground", "image": "x", "text": "t", "box": [5, 5, 1, 1]}, "box"),
+    ({"task": "ground", "image": "x", "text": "t", "box": [1, 2, 3]}, "box"),
+    ({"task": "entail", "image": "x", "hypothesis": "h", "label": "true"}, "label must be"),
+    ({"task": "caption", "image": "x", "caption": "c", "weight": -2}, "weight"),
+    ({"task": "caption", "image": "x", "caption": ["", "b"]}, "caption must be"),
+    ([1, 2], "JSON object"),
+])
+def test_validate_record_errors(record, message):
+    with pytest.raises(InputError, match=message) as e:
+        validate_record(record, "file.jsonl:7")
+    assert "file.jsonl:7" in str(e.value)
+
+
+def test_bad_json_line_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"task": "summarize", "source": "a", "summary": "b"}\n{oops\n')
+    with pytest.raises(InputError, match=r"bad.jsonl:2: not valid JSON"):
+        read_jsonl(path)
+
+
+def test_caption_sample(tokenizer, image):
+    s = build_sample({"task": "caption", "id": "c", "image": image,
+                      "caption": ["A Red, square!", "other"]}, tokenizer, image_size=32)
+    answer = tokenizer.encode(" a red square", add_bos_eos=False)
+    assert s.source == tokenizer.encode(" what does the image describe?")
+    assert s.decoder_input == [BOS, *answer] and s.target == [*answer, EOS]
+    assert s.image.shape == (3, 32, 32)
+
+
+def test_vqa_sample_uses_question_prefix_and_best_answer(tokenizer, image):
+    rec = {"task": "vqa", "id": "v", "image": image, "question": "What color is it",
+           "answers": {"red": 0.6, "pink": 0.3}, "weight": 0.5}
+    s = build_sample(rec, tokenizer)
+    ex = VQATask().prepare(tokenizer, "v", question="What color is it")
+    answer = tokenizer.encode(" red", add_bos_eos=False)
+    assert s.source == ex.source and len(ex.prefix) > 0
+    assert s.decoder_input == [BOS, *ex.prefix, *answer]
+    assert s.target == [PAD] * len(ex.prefix) + [*answer, EOS]
+    assert s.weight == pytest.approx(0.3)  # record weight x answer confidence
+    assert s.image.shape == (3, 480, 480)  # the task's official size by default
+
+
+def test_ground_and_entail_samples(tokenizer, image):
+    s = build_sample({"task": "ground", "id": "g", "image": image, "text": "the red thing",
+                      "box": [8, 4, 40, 30]}, tokenizer, image_size=64)
+    bins = box_to_bins([8, 4, 40, 30], (64, 48), 64)
+    assert s.source == GroundingTask().prepare(tokenizer, "g", text="the red thing").source
+    assert s.decoder_input == [BOS, *bins] and s.target == [*bins, EOS]
+    e = build_sample({"task": "entail", "id": "e", "image": image, "hypothesis": "it is red",
+                      "premise": "a photo", "label": "neutral"}, tokenizer, image_size=32)
+    ex = EntailmentTask().prepare(tokenizer, "e", hypothesis="it is red", premise="a photo")
+    maybe = tokenizer.encode(" maybe", add_bos_eos=False)
+    assert e.source == ex.source and e.target == [PAD] * len(ex.prefix) + [*maybe, EOS]
+
+
+def test_collate_pads_and_mixes_text_only(tokenizer, image):
+    a = build_sample({"task": "caption", "id": "c", "image": image, "caption": "a red square"},
+                     tokenizer, image_size=32)
+    b = build_sample({"task": "summarize", "id": "s", "source": "the quick brown fox jumps",
+                      "summary": "fox jumps"}, tokenizer)
+    batch = collate([a, b])
+    assert batch.images.shape == (2, 3, 32, 32) and batch.image_mask.tolist() == [True, False]
+    assert batch.source.shape[0] == 2 and batch.target.shape == batch.decoder_input.shape
+    assert batch.ntokens == len(a.target) + len(b.target)
+    assert batch.target[0, len(a.target):].eq(PAD).all()
+
+
+def test_shares_follow_ratios():
+    assert shares([1, 1], 4) == [2, 2]
+    assert shares([0.25, 0.25, 0.25, 0.15, 0.10], 64) == [16, 16, 16, 10, 6]
+    assert sum(shares([3, 1, 1], 7)) == 7
+    with pytest.raises(InputError, match="cannot hold"):
+        shares([1, 1000], 8)
+
+
+def test_step_batches_deterministic_epochs_and_ranks(tokenizer, image):
+    recs = [{"task": "summarize", "id": f"s{i}", "source": f"text number {i}",
+             "summary": f"n {i}"} for i in range(10)]
+    caps = [{"task": "caption", "id": f"c{i}", "image": image, "caption": f"cap {i}"}
+            for i in range(3)]
+    one = StepBatches([recs, caps], [2, 1], tokenizer, batch_size=6, seed=4)
+    again = StepBatches([recs, caps], [2, 1], tokenizer, batch_size=6, seed=4)
+    assert one.counts == [4, 2]
+    assert one.global_indices(7) == again.global_indices(7)
+    assert one.global_indices(7) != one.global_indices(8)
+    # dataset 0 is read in epoch order: 10 records over steps 0..4 (4 per step), each once
+    seen = [i for step in range(5) for d, i in one.global_indices(step) if d == 0][:10]
+    assert sorted(seen) == list(range(10))
+    # two ranks with half the batch read exactly the single-process samples
+    ranks = [StepBatches([recs, caps], [2, 1], tokenizer, batch_size=3, seed=4, rank=r,
+                         world_size=2) for r in (0, 1)]
+    whole = one[3][0]
+    parts = [r[3][0] for r in ranks]
+    assert parts[0].tasks + parts[1].tasks == whole.tasks
+    assert sum(p.ntokens for p in parts) == whole.ntokens

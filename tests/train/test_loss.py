@@ -1,0 +1,152 @@
+"""Label-smoothed cross-entropy against hand-written formulas (reference section 6.1)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ofa.train.loss import label_smoothed_cross_entropy, range_mask
+
+
+def hand_token_loss(row: list[float], target: int, eps: float, allowed: list[int],
+                    weight: float = 1.0, extra: float = 0.0) -> tuple[float, float]:
+    """(loss, nll) of one token by explicit loops; ``extra`` is the official 1e-6 under a
+    constraint (0 unconstrained)."""
+    lse = math.log(sum(math.exp(row[v]) for v in allowed))
+    lp = {v: (row[v] - lse) * weight for v in allowed}
+    nll = -lp[target]
+    smooth = -sum(lp[v] for v in allowed)
+    eps_i = eps / (len(allowed) - 1 + extra)
+    return (1 - eps - eps_i) * nll + eps_i * smooth, nll
+
+
+def test_epsilon_zero_is_cross_entropy():
+    torch.manual_seed(0)
+    logits, target = torch.randn(6, 7), torch.randint(0, 7, (6,))
+    out = label_smoothed_cross_entropy(logits, target, 0.0)
+    ref = F.cross_entropy(logits, target, reduction="sum")
+    torch.testing.assert_close(out.loss, ref)
+    torch.testing.assert_close(out.nll, ref)
+    assert out.ntokens == 6
+    assert out.correct == int((logits.argmax(-1) == target).sum())
+
+
+def test_smoothing_by_hand():
+    logits = torch.tensor([[1.0, 2.0, 0.5, -1.0, 0.0],
+                           [0.3, -0.2, 2.5, 1.0, -3.0],
+                           [0.0, 0.0, 0.0, 0.0, 4.0]])
+    target = torch.tensor([1, 3, 4])
+    out = label_smoothed_cross_entropy(logits, target, 0.1)
+    loss = nll = 0.0
+    for row, t in zip(logits.tolist(), target.tolist(), strict=True):
+        token_loss, token_nll = hand_token_loss(row, t, 0.1, list(range(5)))
+        loss, nll = loss + token_loss, nll + token_nll
+    assert out.loss.dtype == torch.float32
+    assert out.loss.item() == pytest.approx(loss, rel=1e-6)
+    assert out.nll.item() == pytest.approx(nll, rel=1e-6)
+    assert out.ntokens == 3 and out.correct == 2
+
+
+def test_constraint_range_by_hand_and_gradients():
+    torch.manual_seed(1)
+    logits = torch.randn(4, 10, requires_grad=True)
+    target = torch.tensor([6, 7, 8, 2])
+    out = label_smoothed_cross_entropy(logits, target, 0.1, constraint_range=(6, 9))
+    allowed = [0, 1, 2, 3, 6, 7, 8]  # ids 0..3 always stay allowed
+    expected = sum(hand_token_loss(row, t, 0.1, allowed, extra=1e-6)[0]
+                   for row, t in zip(logits.tolist(), target.tolist(), strict=True))
+    assert out.loss.item() == pytest.approx(expected, rel=1e-6)
+    out.loss.backward()
+    assert torch.all(logits.grad[:, [4, 5, 9]] == 0)
+    assert torch.all(logits.grad[:, allowed] != 0)
+
+
+def test_range_mask():
+    assert range_mask(10, 6, 9).nonzero().flatten().tolist() == [0, 1, 2, 3, 6, 7, 8]
+
+
+def test_allowed_mask_matches_range_and_per_row_masks():
+    torch.manual_seed(2)
+    logits, target = torch.randn(5, 12), torch.tensor([6, 7, 8, 9, 0])
+    by_range = label_smoothed_cross_entropy(logits, target, 0.1, constraint_range=(5, 10))
+    mask = range_mask(12, 5, 10).expand(5, 12).clone()
+    by_mask = label_smoothed_cross_entropy(logits, target, 0.1, allowed=mask)
+    torch.testing.assert_close(by_mask.loss, by_range.loss)
+    torch.testing.assert_close(by_mask.nll, by_range.nll)
+    # rows with different allowed sets (trie masks): each row uses its own count
+    mask = torch.zeros(2, 6, dtype=torch.bool)
+    mask[0, [1, 2, 3]] = True
+    mask[1, [0, 4]] = True
+    logits2, target2 = torch.randn(2, 6), torch.tensor([2, 4])
+    out = label_smoothed_cross_entropy(logits2, target2, 0.2, allowed=mask)
+    expected = (hand_token_loss(logits2[0].tolist(), 2, 0.2, [1, 2, 3], extra=1e-6)[0]
+                + hand_token_loss(logits2[1].tolist(), 4, 0.2, [0, 4], extra=1e-6)[0])
+    assert out.loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_weights_scale_each_token():
+    torch.manual_seed(3)
+    logits, target = torch.randn(4, 8), torch.randint(0, 8, (4,))
+    weights = torch.tensor([1.0, 2.0, 0.5, 0.0])
+    out = label_smoothed_cross_entropy(logits, target, 0.1, weights=weights)
+    expected = sum(hand_token_loss(row, t, 0.1, list(range(8)), weight=w)[0]
+                   for row, t, w in zip(logits.tolist(), target.tolist(), weights.tolist(),
+                                        strict=True))
+    assert out.loss.item() == pytest.approx(expected, rel=1e-6)
+    single = [label_smoothed_cross_entropy(logits[i:i + 1], target[i:i + 1], 0.1).loss
+              for i in range(4)]
+    torch.testing.assert_close(out.loss, sum(w * s for w, s in zip(weights, single,
+                                                                     strict=True)))
+
+
+def test_drop_worst_keeps_lowest_losses():
+    torch.manual_seed(4)
+    logits, target = torch.randn(10, 6), torch.randint(0, 6, (10,))
+    per_token = torch.stack([
+        label_smoothed_cross_entropy(logits[i:i + 1], target[i:i + 1], 0.1).loss
+        for i in range(10)])
+    nll = F.cross_entropy(logits, target, reduction="none")
+    out = label_smoothed_cross_entropy(logits, target, 0.1, drop_worst_ratio=0.2)
+    keep = per_token.argsort()[:8]  # int(10 * 0.8) = 8 tokens
+    assert out.ntokens == 8
+    torch.testing.assert_close(out.loss, per_token[keep].sum())
+    torch.testing.assert_close(out.nll, nll[keep].sum())
+    assert out.correct == int((logits.argmax(-1) == target)[keep].sum())
+
+
+def test_bf16_logits_give_float32_loss():
+    torch.manual_seed(5)
+    logits, target = torch.randn(8, 50) * 3, torch.randint(0, 50, (8,))
+    ref = label_smoothed_cross_entropy(logits, target, 0.1)
+    half = logits.bfloat16().requires_grad_()
+    out = label_smoothed_cross_entropy(half, target, 0.1)
+    assert out.loss.dtype == torch.float32
+    torch.testing.assert_close(out.loss, ref.loss, rtol=2e-2, atol=0.0)
+    # the only difference is the bf16 rounding of the inputs
+    exact = label_smoothed_cross_entropy(half.detach().float(), target, 0.1)
+    torch.testing.assert_close(out.loss, exact.loss)
+    out.loss.backward()
+    assert half.grad.dtype == torch.bfloat16
+
+
+def test_no_nan_with_minus_inf_logits():
+    torch.manual_seed(6)
+    mask = torch.zeros(3, 9, dtype=torch.bool)
+    mask[:, [2, 5, 7]] = True
+    logits = torch.randn(3, 9).masked_fill(~mask, float("-inf")).requires_grad_()
+    target = torch.tensor([2, 5, 7])
+    weights = torch.tensor([1.0, 0.0, 2.0])
+    for kwargs in ({"allowed": mask}, {}):  # unconstrained: -inf entries are skipped too
+        out = label_smoothed_cross_entropy(logits, target, 0.1, weights=weights, **kwargs)
+        assert torch.isfinite(out.loss) and torch.isfinite(out.nll)
+        (grad,) = torch.autograd.grad(out.loss, logits)
+        assert torch.isfinite(grad).all()
+        assert torch.all(grad[~mask] == 0)
+
+
+def test_empty_batch():
+    logits = torch.randn(0, 7, requires_grad=True)
+    out = label_smoothed_cross_entropy(logits, torch.zeros(0, dtype=torch.long), 0.1)
+    assert out.loss.item() == 0.0 and out.ntokens == 0 and out.correct == 0
+    out.loss.backward()

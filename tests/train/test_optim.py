@@ -1,0 +1,142 @@
+"""Optimizer groups, fairseq polynomial_decay schedule, clipping and freezing."""
+
+import pytest
+import torch
+from torch import nn
+
+from ofa.model import OFAConfig, OFAModel
+from ofa.train.optim import (
+    PolynomialDecaySchedule,
+    build_optimizer,
+    clip_grad_norm,
+    freeze,
+    param_groups,
+    polynomial_decay_lr,
+    polynomial_decay_schedule,
+    set_batchnorm_eval,
+    warmup_updates_from_ratio,
+)
+
+
+def tiny_model() -> OFAModel:
+    torch.manual_seed(0)
+    return OFAModel(OFAConfig(d_model=32, encoder_layers=1, decoder_layers=1, attention_heads=2,
+                              ffn_dim=64, resnet_layers=(1, 1, 1), resnet_width=8))
+
+
+def train_step(model: OFAModel, opt: torch.optim.Optimizer) -> None:
+    input_ids = torch.tensor([[0, 5, 6, 2]])
+    decoder_ids = torch.tensor([[0, 7, 8]])
+    images = torch.randn(1, 3, 64, 64)
+    logits = model(input_ids, decoder_ids, images=images)
+    opt.zero_grad()
+    logits.float().logsumexp(-1).sum().backward()
+    opt.step()
+
+
+@pytest.mark.parametrize("u, lr", [(0, 0.0), (1, 0.25), (2, 0.5), (4, 1.0),
+                                   (6, 0.9 * (1 - 2 / 8) ** 2 + 0.1), (11, 0.9 / 64 + 0.1),
+                                   (12, 0.1), (50, 0.1)])
+def test_polynomial_decay_values(u, lr):
+    assert polynomial_decay_lr(u, 1.0, warmup_updates=4, total_updates=12, end_lr=0.1,
+                               power=2.0) == pytest.approx(lr)
+
+
+def test_no_warmup_starts_at_peak():
+    assert polynomial_decay_lr(0, 2.0, 0, 10) == 2.0
+    assert polynomial_decay_lr(5, 2.0, 0, 10) == pytest.approx(1.0)
+    assert polynomial_decay_lr(10, 2.0, 0, 10) == 0.0
+
+
+def test_warmup_from_ratio():
+    assert warmup_updates_from_ratio(0.06, 1000) == 60
+    assert warmup_updates_from_ratio(0.1, 15) == 1
+    assert warmup_updates_from_ratio(0.0, 15) == 0
+
+
+def test_scheduler_follows_updates_and_resumes():
+    w = nn.Parameter(torch.zeros(2))
+    opt = torch.optim.AdamW([w], lr=1e-3)
+    sched = polynomial_decay_schedule(opt, 3, 7, 1e-5)
+    assert isinstance(sched, PolynomialDecaySchedule)
+    seen = [opt.param_groups[0]["lr"]]
+    for _ in range(9):
+        opt.step()
+        sched.step()
+        seen.append(opt.param_groups[0]["lr"])
+    expected = [polynomial_decay_lr(u, 1e-3, 3, 7, 1e-5) for u in range(10)]
+    assert seen == pytest.approx(expected)
+    assert seen[0] == 0.0 and seen[3] == pytest.approx(1e-3) and seen[7] == 1e-5
+
+    opt2 = torch.optim.AdamW([nn.Parameter(torch.zeros(2))], lr=1e-3)
+    sched2 = PolynomialDecaySchedule(opt2, warmup_updates=3, total_updates=7, end_lr=1e-5)
+    sched2.load_state_dict(sched.state_dict())
+    opt2.step()
+    sched2.step()
+    assert opt2.param_groups[0]["lr"] == pytest.approx(polynomial_decay_lr(10, 1e-3, 3, 7, 1e-5))
+
+
+def test_groups_cover_trainable_parameters_once():
+    model = tiny_model()
+    frozen = freeze(model, embeddings=True)
+    assert frozen == model.embed_tokens.weight.numel()
+    opt = build_optimizer(model, lr=1e-4, weight_decay=0.01)
+    ids = [id(p) for g in opt.param_groups for p in g["params"]]
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert len(ids) == len(set(ids)) and set(ids) == trainable
+    assert id(model.embed_tokens.weight) not in ids
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.01, 0.0]
+    assert opt.param_groups[0]["betas"] == (0.9, 0.999) and opt.param_groups[0]["eps"] == 1e-8
+
+
+def test_decay_split():
+    model = tiny_model()
+    decay, no_decay = ({id(p) for p in g["params"]} for g in param_groups(model, 0.1))
+    names = dict(model.named_parameters())
+    for name, p in names.items():
+        expect_decay = p.ndim > 1  # Linear/Conv/Embedding weights: the only >1-D parameters
+        assert (id(p) in decay) == expect_decay, name
+        assert (id(p) in no_decay) == (not expect_decay), name
+    assert id(model.embed_tokens.weight) in decay
+    assert id(names["encoder.layers.0.self_attn.c_attn"]) in no_decay
+    assert id(names["encoder.embed_images.bn1.weight"]) in no_decay
+    assert id(names["encoder.layer_norm.weight"]) in no_decay
+
+
+def test_frozen_parameters_do_not_move():
+    model = tiny_model()
+    backbone = model.encoder.embed_images
+    n_resnet = sum(p.numel() for p in backbone.parameters())
+    assert freeze(model, embeddings=True, resnet=True) == (
+        n_resnet + model.embed_tokens.weight.numel())
+    before = {k: v.clone() for k, v in model.named_parameters()}
+    opt = build_optimizer(model, lr=1e-2)
+    train_step(model, opt)
+    for name, p in model.named_parameters():
+        moved = not torch.equal(p, before[name])
+        frozen = name.startswith("encoder.embed_images.") or "embed_tokens" in name
+        if frozen:
+            assert not moved, name
+    assert not torch.equal(model.encoder.image_proj.weight, before["encoder.image_proj.weight"])
+
+
+def test_freeze_batchnorm_only():
+    model = tiny_model()
+    bns = [m for m in model.encoder.embed_images.modules() if isinstance(m, nn.BatchNorm2d)]
+    count = freeze(model, batchnorm=True)
+    assert count == sum(p.numel() for m in bns for p in m.parameters())
+    assert model.encoder.embed_images.conv1.weight.requires_grad
+    model.train()
+    assert set_batchnorm_eval(model) == len(bns)
+    assert not any(m.training for m in bns) and model.encoder.embed_images.conv1.training
+
+
+def test_clip_grad_norm():
+    a, b = nn.Parameter(torch.zeros(3)), nn.Parameter(torch.zeros(4))
+    a.grad, b.grad = torch.tensor([3.0, 0.0, 0.0]), torch.tensor([0.0, 4.0, 0.0, 0.0])
+    assert clip_grad_norm([a, b], 0.0) == pytest.approx(5.0)
+    assert a.grad[0].item() == 3.0  # max_norm 0: measured, not clipped
+    assert clip_grad_norm([a, b], 1.0) == pytest.approx(5.0)
+    total = torch.cat([a.grad, b.grad]).norm().item()
+    assert total == pytest.approx(1.0, rel=1e-5)
+    assert clip_grad_norm([nn.Parameter(torch.zeros(2))], 1.0) == 0.0

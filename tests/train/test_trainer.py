@@ -1,0 +1,202 @@
+"""The trainer end to end on a tiny model and a tiny ShapesWorld: DDP equals one process,
+a killed run resumes exactly, a from-scratch model overfits, checkpoints and exports load."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+import yaml
+
+from ofa.api import load
+from ofa.data.shapes import ShapesWorld
+from ofa.errors import InputError
+from ofa.train import Trainer, build_config
+from ofa.train.distributed import DistInfo
+
+TINY_MODEL = {"d_model": 32, "encoder_layers": 1, "decoder_layers": 1, "attention_heads": 2,
+              "ffn_dim": 64, "resnet_layers": [1, 1, 1], "resnet_width": 8,
+              "max_source_positions": 64, "max_target_positions": 64, "image_bucket_size": 8}
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("shapes")
+    ShapesWorld(seed=3, image_size=32, max_shapes=2).write(out, {"train": 24, "val": 4},
+                                                           progress=False)
+    return out
+
+
+def tiny_config(shapes: Path, bpe_dir: Path, out: Path, **overrides) -> dict:
+    cfg = {"output_dir": str(out), "tokenizer": str(bpe_dir), "seed": 5, "device": "cpu",
+           "model": {"config": dict(TINY_MODEL), "image_size": 32, "dropout": 0.0,
+                     "drop_path": 0.0, "freeze_batchnorm": True},
+           "data": {"train": [{"path": str(shapes / "train.jsonl"), "tasks": ["caption"],
+                               "ratio": 1.0},
+                              {"path": str(shapes / "train.jsonl"),
+                               "tasks": ["vqa", "ground", "entail"], "ratio": 1.0}],
+                    "max_source_length": 40, "max_target_length": 16},
+           "batch_size": 4, "max_updates": 3, "lr": 1e-3, "warmup_updates": 0,
+           "log_interval": 1000, "valid_interval": 1000, "save_interval": 1000, "threads": 1}
+    for key, value in overrides.items():
+        node = cfg
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    return cfg
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, cfg: dict, out_file: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    try:
+        info = DistInfo(rank, world, rank, torch.device("cpu"))
+        trainer = Trainer(build_config(cfg), progress=False, info=info)
+        trainer.train_step(trainer.batches[0])
+        state = trainer._full_model_state()  # collective under FSDP
+        if rank == 0:
+            torch.save(state, out_file)
+    finally:
+        dist.destroy_process_group()
+
+
+def _one_step_single(cfg: dict) -> dict[str, torch.Tensor]:
+    info = DistInfo(0, 1, 0, torch.device("cpu"))
+    trainer = Trainer(build_config(cfg), progress=False, info=info)
+    trainer.train_step(trainer.batches[0])
+    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+
+@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
+def test_two_process_step_equals_one_process(shapes, bpe_dir, tmp_path, fsdp):
+    # 2 processes x batch 3 read exactly the 6 samples one process reads with batch 6; the loss
+    # is normalised by the global token count, so the update must be the same
+    # Adam's first step is lr * sign(grad) for any gradient above eps: a larger eps keeps
+    # summation-order noise in near-zero gradients from flipping whole lr-sized steps
+    base = tiny_config(shapes, bpe_dir, tmp_path / "one", batch_size=6, adam_eps=1e-6)
+    single = _one_step_single(base)
+    cfg = tiny_config(shapes, bpe_dir, tmp_path / "two", batch_size=3, fsdp=fsdp,
+                      adam_eps=1e-6)
+    out_file = str(tmp_path / "ddp_state.pt")
+    mp.start_processes(_ddp_worker, args=(2, _free_port(), cfg, out_file), nprocs=2,
+                       start_method="spawn")
+    multi = torch.load(out_file, weights_only=True)
+    assert set(multi) == set(single)
+    worst = max((multi[k].float() - single[k].float()).abs().max().item() for k in single)
+    assert worst < 1e-5, worst
+    # and the step did change the weights
+    init = Trainer(build_config(tiny_config(shapes, bpe_dir, tmp_path / "init")),
+                   progress=False, info=DistInfo(0, 1, 0, torch.device("cpu"))).model
+    moved = max((init.state_dict()[k].float() - single[k].float()).abs().max().item()
+                for k in single)
+    assert moved > 1e-4
+
+
+def _losses(run_dir: Path) -> list[tuple[int, float]]:
+    lines = (run_dir / "train_log.jsonl").read_text().splitlines()
+    return [(r["step"], r["loss"]) for r in map(json.loads, lines)]
+
+
+def _train_cmd(config: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "ofa.train", str(config), "--no-progress", *extra]
+
+
+def test_killed_run_resumes_exactly(shapes, bpe_dir, tmp_path):
+    steps = 24
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # dropout, drop-path and EMA on: their state must survive the restart too
+    settings = {"max_updates": steps, "save_interval": 4, "ema_decay": 0.9,
+                "model.dropout": 0.1, "model.drop_path": 0.1}
+    full_cfg, cut_cfg = tmp_path / "full.yaml", tmp_path / "cut.yaml"
+    full_cfg.write_text(yaml.safe_dump(tiny_config(shapes, bpe_dir, tmp_path / "full",
+                                                   **settings)))
+    cut_cfg.write_text(yaml.safe_dump(tiny_config(shapes, bpe_dir, tmp_path / "cut",
+                                                  **settings)))
+    subprocess.run(_train_cmd(full_cfg), check=True, env=env, capture_output=True)
+    reference = _losses(tmp_path / "full")
+    assert [s for s, _ in reference] == list(range(1, steps + 1))
+
+    proc = subprocess.Popen(_train_cmd(cut_cfg), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    log = tmp_path / "cut" / "train_log.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if log.exists() and len(log.read_text().splitlines()) >= 6:
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)  # no chance to clean up, as a crash or a preemption
+    proc.wait()
+    killed_at = len(log.read_text().splitlines())
+    assert killed_at < steps, "the run finished before it could be killed"
+    ckpt = torch.load(tmp_path / "cut" / "checkpoint_last.pt", weights_only=False)
+    assert ckpt["step"] % 4 == 0 and ckpt["step"] <= killed_at
+
+    # without --resume the folder is protected
+    again = subprocess.run(_train_cmd(cut_cfg), env=env, capture_output=True, text=True)
+    assert again.returncode == 1 and "--resume" in again.stderr
+    subprocess.run(_train_cmd(cut_cfg, "--resume"), check=True, env=env, capture_output=True)
+    resumed = _losses(tmp_path / "cut")
+    assert [s for s, _ in resumed] == list(range(1, steps + 1))
+    assert resumed == reference  # bit-for-bit the same losses
+    a = load(tmp_path / "full" / "final", device="cpu").model.state_dict()
+    b = load(tmp_path / "cut" / "final", device="cpu").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_from_scratch_model_overfits_and_exports(shapes, bpe_dir, tmp_path):
+    from ofa.data.records import read_jsonl
+
+    captions = read_jsonl(shapes / "train.jsonl", ["caption"])[:4]
+    one = tmp_path / "four.jsonl"
+    one.write_text("".join(json.dumps(r) + "\n" for r in captions))
+    cfg = tiny_config(shapes, bpe_dir, tmp_path / "run", max_updates=150, lr=3e-3,
+                      warmup_updates=10, label_smoothing=0.0, valid_interval=150,
+                      **{"data.train": [{"path": str(one)}], "data.valid": [{"path": str(one)}],
+                         "model.freeze_batchnorm": False})
+    cfg["model"]["config"].update(d_model=64, attention_heads=4, ffn_dim=128)
+    trainer = Trainer(build_config(cfg), progress=False,
+                      info=DistInfo(0, 1, 0, torch.device("cpu")))
+    result = trainer.train()
+    losses = _losses(tmp_path / "run")
+    assert losses[-1][1] < 0.05 < losses[0][1]
+    assert result["metrics"]["caption/bleu4"] > 0.99
+    ofa = load(tmp_path / "run" / "best", device="cpu")
+    assert ofa.image_size == 32
+    got = ofa.caption([r["image"] for r in captions])
+    assert [g["caption"] for g in got] == [r["caption"] for r in captions]
+    valid = (tmp_path / "run" / "valid_log.jsonl").read_text().splitlines()
+    assert json.loads(valid[-1])["caption/bleu4"] > 0.99
+
+
+def test_config_errors(shapes, bpe_dir, tmp_path):
+    good = tiny_config(shapes, bpe_dir, tmp_path / "x")
+    with pytest.raises(InputError, match="unknown setting.*colour"):
+        build_config({**good, "colour": 1})
+    with pytest.raises(InputError, match="batch_size"):
+        build_config({**good, "batch_size": 0})
+    with pytest.raises(InputError, match="dtype"):
+        build_config({**good, "dtype": "int8"})
+    with pytest.raises(InputError, match="tokenizer"):
+        build_config({**good, "tokenizer": None})
+    with pytest.raises(InputError, match="data.train"):
+        build_config({**good, "data": {"train": []}})
