@@ -200,3 +200,26 @@ def test_config_errors(shapes, bpe_dir, tmp_path):
         build_config({**good, "tokenizer": None})
     with pytest.raises(InputError, match="data.train"):
         build_config({**good, "data": {"train": []}})
+
+
+def test_trains_from_official_tsv(shapes, bpe_dir, tmp_path):
+    import base64
+
+    from ofa.data.records import read_jsonl
+
+    rows = []
+    for r in read_jsonl(shapes / "train.jsonl", ["ground"])[:6]:
+        b64 = base64.b64encode(Path(r["image"]).read_bytes()).decode()
+        box = ",".join(str(v) for v in r["box"])
+        rows.append("\t".join([r["id"], "0", r["text"], box, b64]))  # official refcoco layout
+    tsv = tmp_path / "refcoco_train.tsv"
+    tsv.write_text("\n".join(rows) + "\n")
+    cfg = tiny_config(shapes, bpe_dir, tmp_path / "run", max_updates=2,
+                      **{"data.train": [{"path": str(tsv), "tasks": ["ground"]}]})
+    trainer = Trainer(build_config(cfg), progress=False,
+                      info=DistInfo(0, 1, 0, torch.device("cpu")))
+    assert len(trainer.train_records[0]) == 6
+    assert trainer.train()["step"] == 2
+    with pytest.raises(InputError, match="one task"):
+        build_config(tiny_config(shapes, bpe_dir, tmp_path / "x",
+                                 **{"data.train": [{"path": str(tsv)}]}))

@@ -44,8 +44,9 @@ class ModelSettings:
 
 @dataclass
 class DatasetSpec:
-    path: str
+    path: str  # records (.jsonl), or an official OFA .tsv file (give its one task in tasks)
     tasks: list[str] | None = None  # keep only these tasks' records
+    selected_cols: list[int] | None = None  # .tsv: columns of the task's fields (official)
     ratio: float = 1.0  # share of each training batch (normalised over the datasets)
     limit: int | None = None  # use only the first N records (validation)
 
@@ -148,6 +149,16 @@ def _check(cfg: TrainConfig) -> None:
         raise InputError(f"ema_decay must lie in (0, 1), got {cfg.ema_decay!r}")
     if not cfg.data.train:
         raise InputError("data.train lists no dataset")
+    from ..data.records import TASK_NAMES
+
+    for spec in [*cfg.data.train, *cfg.data.valid]:
+        if spec.path.endswith(".tsv") and len(spec.tasks or ()) != 1:
+            raise InputError(f"{spec.path}: a TSV file holds one task; name it, e.g. "
+                             "tasks: [caption]")
+        unknown = sorted(set(spec.tasks or ()) - set(TASK_NAMES))
+        if unknown:
+            raise InputError(f"{spec.path}: unknown tasks {unknown}; choose from "
+                             f"{list(TASK_NAMES)}")
     if any(not (d.ratio > 0) for d in cfg.data.train):
         raise InputError("every training dataset needs a positive ratio")
     if cfg.model.init is None and cfg.model.preset is None and not cfg.model.config:

@@ -1,0 +1,93 @@
+"""The embedded demo model: shipped, loadable offline, and actually trained (it solves held-out
+ShapesWorld scenes), plus `ofa demo` and the fallback of the task commands to it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from ofa import cli
+from ofa.api import load
+from ofa.data.shapes import VQA_ANSWERS, ShapesWorld
+from ofa.demo import DEMO_DIR, DEMO_IMAGE, DEMO_QUERIES, demo_texts
+from ofa.metrics import caption_scores, grounding_accuracy
+from ofa.tokenizer import OFATokenizer
+
+MAX_WEIGHTS_BYTES = 20_000_000
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return load("shapes-demo", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    """Held-out scenes the model never saw: the test split beyond the shipped test set."""
+    out = tmp_path_factory.mktemp("demo-scenes")
+    world = ShapesWorld(seed=0)
+    items = []
+    for i in range(5000, 5024):
+        scene = world.scene("test", i)
+        path = out / f"{i}.png"
+        scene.render().save(path)
+        items.append((str(path), scene))
+    return items
+
+
+def test_shipped_files_are_small_fp16_and_self_contained():
+    weights = DEMO_DIR / "model.safetensors"
+    assert weights.stat().st_size <= MAX_WEIGHTS_BYTES
+    from safetensors import safe_open
+
+    with safe_open(str(weights), "pt") as f:
+        dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}
+    assert dtypes == {"F16"}
+    config = json.loads((DEMO_DIR / "config.json").read_text())
+    assert config["model"]["vocab_size"] == 59457  # the full OFA vocabulary
+    assert config["source"]["image_size"] == 96
+    assert DEMO_IMAGE.is_file() and set(json.loads(DEMO_QUERIES.read_text())) >= {
+        "question", "text"}
+
+
+def test_reduced_tokenizer_matches_the_full_one(bpe_dir):
+    full = OFATokenizer.from_dir(bpe_dir)
+    shipped = OFATokenizer.from_dir(DEMO_DIR)
+    texts = demo_texts(scenes=60)
+    assert [shipped.encode(t) for t in texts] == [full.encode(t) for t in texts]
+    # anything else still encodes (as byte pieces) and decodes back
+    assert shipped.decode(shipped.encode(" a zebra on the moon")) == " a zebra on the moon"
+
+
+def test_demo_model_solves_held_out_scenes(demo, scenes):
+    images = [p for p, _ in scenes]
+    captions = demo.caption(images, batch_size=8)
+    bleu = caption_scores([c["caption"] for c in captions],
+                          [[s.caption()] for _, s in scenes])["bleu4"]
+    assert bleu > 0.6
+    refs = [(p, *s.referring()[0]) for p, s in scenes]
+    boxes = demo.ground([p for p, _, _ in refs], [t for _, t, _ in refs], batch_size=8)
+    assert grounding_accuracy([b["box"] for b in boxes], [b for _, _, b in refs]) > 0.6
+    qa = [(p, *s.questions()[0]) for p, s in scenes]
+    answers = demo.vqa([p for p, _, _ in qa], [q for _, q, _ in qa], answers=VQA_ANSWERS,
+                       batch_size=8)
+    assert sum(a["answer"] == g for a, (_, _, g) in zip(answers, qa, strict=True)) > 0.6 * len(qa)
+
+
+def test_ofa_demo_command(tmp_path, capsys):
+    out = tmp_path / "boxed.png"
+    assert cli.main(["demo", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    for field in ("caption:", "question:", "ground:", "wrote"):
+        assert field in text
+    assert Image.open(out).size == (4 * 128, 4 * 128)
+
+
+def test_task_commands_fall_back_to_the_demo_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OFA_HOME", str(tmp_path / "empty-cache"))
+    assert cli.main(["caption", str(DEMO_IMAGE), "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert "ofa-base-caption is not downloaded" in captured.err
+    assert captured.out.strip().split("\t")[1].startswith("a ")
