@@ -62,15 +62,18 @@ ENTAIL_LABEL_TO_ANSWER = {label: answer for answer, label in ENTAIL_ANSWERS.item
 MAX_TARGET_WORDS = 20  # official caption --max-tgt-length
 
 
+# The task module whose prompt each record kind is trained with (fine-tuned style: VQA and
+# entailment take the question as decoder prefix). Built once: samples are made per step.
+_TASKS: dict[str, Task] = {"caption": CaptionTask(), "vqa": VQATask(), "ground": GroundingTask(),
+                           "entail": EntailmentTask(), "classify": ClassificationTask(),
+                           "summarize": SummarizationTask()}
+
+
 def task_for(name: str) -> Task:
-    """The task module whose prompt a record of ``name`` is trained with (fine-tuned style:
-    VQA and entailment take the question as decoder prefix)."""
-    tasks: dict[str, Task] = {"caption": CaptionTask(), "vqa": VQATask(),
-                              "ground": GroundingTask(), "entail": EntailmentTask(),
-                              "classify": ClassificationTask(), "summarize": SummarizationTask()}
-    if name not in tasks:
-        raise InputError(f"unknown task {name!r}; choose one of {list(tasks)}")
-    return tasks[name]
+    """The (shared, read-only) task module for records of ``name``."""
+    if name not in _TASKS:
+        raise InputError(f"unknown task {name!r}; choose one of {list(_TASKS)}")
+    return _TASKS[name]
 
 
 def validate_record(record: Any, where: str) -> dict:

@@ -123,10 +123,10 @@ def keep_freed_memory() -> bool:
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
-        big = 1 << 34
+        big = 1 << 30  # mallopt takes a C int: larger values would wrap around
         # M_TRIM_THRESHOLD -1, M_TOP_PAD -2, M_MMAP_THRESHOLD -3 (malloc.h)
         return all(libc.mallopt(opt, val) == 1 for opt, val in
-                   ((-3, big), (-1, big), (-2, 1 << 30)))
+                   ((-3, big), (-1, big), (-2, 1 << 28)))
     except (OSError, AttributeError):
         return False
 
