@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import OFAError
+from .errors import InputError, OFAError
 
 # tasks the embedded ShapesWorld model was trained for: their default when no official
 # checkpoint is in the cache
@@ -69,7 +69,6 @@ def _decoding(args: argparse.Namespace) -> dict:
 
 
 def _read_lines(path: Path, what: str) -> list[str]:
-    from .errors import InputError
 
     try:
         lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
@@ -265,7 +264,6 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
 
 
 def _find_tokenizer(vocab: Path | None, fallback: Path | None):
-    from .errors import InputError
     from .tokenizer import OFATokenizer
 
     if vocab is not None:
@@ -312,7 +310,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     import yaml
 
-    from .errors import InputError
     from .train import load_config, run
 
     overrides = {}
@@ -349,7 +346,6 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 def _run_data_shapes(args: argparse.Namespace) -> int:
     from .data.shapes import ShapesWorld
-    from .errors import InputError
 
     counts = {"train": args.train, "val": args.val, "test": args.test}
     if any(n < 0 for n in counts.values()):
@@ -390,53 +386,154 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+EVAL_TASKS = ("caption", "vqa", "ground", "entail", "classify", "summarize")
+
+
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "eval", help="score a model on records (JSONL) with each task's metric",
-        description="Run MODEL over the records of a JSONL file (the training format) and "
-                    "report caption BLEU/CIDEr, VQA accuracy, grounding Acc@0.5, entailment and "
-                    "classification accuracy. Writes predictions.jsonl and metrics.json.")
+        "eval", help="score a model on a benchmark (COCO, RefCOCO, VQAv2, SNLI-VE, ImageNet, "
+                     "Gigaword) or on JSONL records",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run MODEL over an evaluation set and report the task's published metrics.\n"
+                    "Writes predictions.jsonl, metrics.json and summary.md to --out; an\n"
+                    "interrupted run resumes from the predictions already written. Under\n"
+                    "`torchrun --nproc_per_node N -m ofa.cli eval ...` the records are sharded\n"
+                    "over the processes and rank 0 merges and scores them.\n\n"
+                    "Data formats (detected from --data):\n"
+                    "  caption    Karpathy dataset_coco.json, coco_karpathy_{val,test}.json\n"
+                    "             (+ *_gt.json), official caption TSV\n"
+                    "  ground     refer folder (refs(unc).p / refs(umd).p + instances.json),\n"
+                    "             official refcoco TSV\n"
+                    "  vqa        VQAv2 questions JSON (+ annotations JSON next to it; test-dev:\n"
+                    "             questions only, writes vqa_submission.json), official TSV\n"
+                    "  entail     SNLI-VE JSONL, official TSV\n"
+                    "  classify   ImageNet-style class folder, official TSV\n"
+                    "  summarize  Gigaword text files (src + tgt), official TSV\n"
+                    "  (no task)  JSONL records in the training format, any tasks")
+    p.add_argument("task", nargs="?", default=None, metavar="TASK",
+                   help=f"one of {', '.join(EVAL_TASKS)} or a benchmark name (coco, vqav2, "
+                        "refcoco, refcoco+, refcocog, snli_ve, imagenet, gigaword); omit for "
+                        "JSONL records")
     p.add_argument("--model", required=True, help="registry name, checkpoint or shapes-demo")
-    p.add_argument("--data", type=Path, required=True, help="records (.jsonl)")
-    p.add_argument("--tasks", default=None, help="comma-separated tasks to keep (default all)")
+    p.add_argument("--data", type=Path, required=True,
+                   help="annotation file or folder (see the formats above)")
+    p.add_argument("--split", default=None,
+                   help="split to evaluate where the file holds several (e.g. test, val, testA)")
+    p.add_argument("--images", type=Path, default=None,
+                   help="image folder (default: next to --data)")
+    p.add_argument("--annotations", type=Path, default=None,
+                   help="separate references file (VQAv2 annotations, COCO *_gt.json, "
+                        "Gigaword targets) when not found next to --data")
+    p.add_argument("--class-names", type=Path, default=None,
+                   help="classification: 'folder_name class name' lines mapping class folders")
+    p.add_argument("--tasks", default=None,
+                   help="JSONL records: comma-separated tasks to keep (default all)")
     p.add_argument("--limit", type=int, default=None, help="first N records only")
     p.add_argument("--vqa-answers", type=Path, default=None,
-                   help="candidate answers (one per line): trie-constrained VQA decoding")
-    p.add_argument("--out", type=Path, default=None, help="folder for predictions and metrics")
+                   help="candidate answers for trie-constrained VQA decoding: a text file (one "
+                        "per line) or the official trainval_ans2label.pkl")
+    p.add_argument("--vqa-mode", default="beam", choices=["beam", "all"],
+                   help="with --vqa-answers: beam search in the trie (default) or score every "
+                        "candidate (the official all-candidate figures; slow)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: eval/<model>-<data>[-<split>])")
+    p.add_argument("--no-resume", action="store_true",
+                   help="discard predictions already in --out instead of resuming")
+    p.add_argument("--fast-metrics", action="store_true",
+                   help="captions: BLEU and CIDEr only (skip METEOR, ROUGE-L, SPICE)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--batch-size", type=int, default=32, help="inputs per batch (default: 32)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_eval)
 
 
+def _read_answers(path: Path) -> list[str]:
+    """VQA candidate answers: one per line, or the keys of the official ``ans2label`` pickle
+    (read by a loader that accepts plain data only)."""
+    if path.suffix != ".pkl":
+        return _read_lines(path, "answers")
+    from .data.plain_pickle import load_plain_pickle
+
+    table = load_plain_pickle(path)
+    if not isinstance(table, dict) or not table or not all(
+            isinstance(a, str) and a.strip() for a in table):
+        raise InputError(f"{path}: expected a pickled dict of answer -> label id (ans2label)")
+    return [a.strip() for a in table]
+
+
+def _default_eval_dir(args: argparse.Namespace) -> Path:
+    import re
+
+    parts = [Path(str(args.model)).name, args.task or "", args.data.stem, args.split or ""]
+    name = "-".join(re.sub(r"[^A-Za-z0-9_.+]+", "_", p) for p in parts if p)
+    return Path("eval") / name
+
+
 def _run_eval(args: argparse.Namespace) -> int:
-    import json
+    import os
 
     from .api import load
-    from .data.records import read_jsonl
-    from .evaluate import evaluate_records
+    from .evaluate import run_evaluation
 
-    tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
-    records = read_jsonl(args.data, tasks)[:args.limit]
-    answers = _read_lines(args.vqa_answers, "answers") if args.vqa_answers else None
-    ofa = load(args.model, device=args.device, dtype=args.dtype)
-    metrics, predictions = evaluate_records(ofa, records, vqa_answers=answers,
-                                            batch_size=args.batch_size, progress=True)
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        with (args.out / "predictions.jsonl").open("w", encoding="utf-8") as f:
-            for p in predictions:
-                f.write(json.dumps(p) + "\n")
-        (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n",
-                                               encoding="utf-8")
-    counts: dict[str, int] = {}
-    for r in records:
-        counts[r["task"]] = counts.get(r["task"], 0) + 1
-    shown = ", ".join(f"{k} {v}" for k, v in counts.items())
-    print(f"{args.data}: {len(records)} records ({shown})")
-    for k, v in metrics.items():
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"--limit must be a positive integer, got {args.limit}")
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    records, class_names, described = _eval_records(args)
+    if args.limit is not None:
+        records = records[:args.limit]
+    if not records:
+        raise InputError(f"{args.data}: no records to evaluate")
+    answers = _read_answers(args.vqa_answers) if args.vqa_answers else None
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, device = 0, args.device
+    if world > 1:
+        from .train.distributed import init_distributed
+
+        info = init_distributed(args.device, timeout_minutes=24 * 60)
+        rank, device = info.rank, str(info.device)
+    out = args.out or _default_eval_dir(args)
+    ofa = load(args.model, device=device, dtype=args.dtype)
+    result = run_evaluation(ofa, records, out, vqa_answers=answers, vqa_mode=args.vqa_mode,
+                            class_names=class_names, batch_size=args.batch_size,
+                            resume=not args.no_resume, rank=rank, world_size=world,
+                            progress=not args.no_progress, full=not args.fast_metrics,
+                            title=f"{args.model} on {described}")
+    if result is None:  # not rank 0
+        return 0
+    shown = ", ".join(f"{k} {v}" for k, v in result.counts.items())
+    print(f"{described}: {len(records)} records ({shown}); {result.computed} predicted now")
+    for k, v in result.metrics.items():
         print(f"{k}\t{v:.4f}")
+    if not result.metrics:
+        print("no references: predictions only")
+    for what, path in result.files.items():
+        print(f"wrote {what}: {path}")
     return 0
+
+
+def _eval_records(args: argparse.Namespace) -> tuple[Sequence[dict], list[str] | None, str]:
+    """The records to evaluate (lazy for TSV files), the classification candidates, and a
+    description."""
+    if args.task is None:
+        from .data.records import read_jsonl
+
+        if args.data.suffix != ".jsonl":
+            raise InputError(f"{args.data}: without TASK, --data must be JSONL records; "
+                             f"name the task for benchmark files ({', '.join(EVAL_TASKS)})")
+        from .data.eval_common import check_first_image
+
+        tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
+        records = read_jsonl(args.data, tasks)
+        check_first_image(records, str(args.data))
+        return records, None, str(args.data)
+    from .data.eval_sets import read_eval_data
+
+    data = read_eval_data(args.task, args.data, split=args.split, images=args.images,
+                          annotations=args.annotations, class_names=args.class_names)
+    split = f" [{args.split}]" if args.split else ""
+    return data.records, data.candidates, f"{args.data}{split} ({data.format})"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,9 +40,10 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
-def init_distributed(device: str = "auto") -> DistInfo:
+def init_distributed(device: str = "auto", timeout_minutes: float = 30) -> DistInfo:
     """Join the process group when launched by torchrun (RANK/WORLD_SIZE set): NCCL on GPUs,
-    gloo on CPUs. A plain ``python`` launch is a world of one."""
+    gloo on CPUs. A plain ``python`` launch is a world of one. ``timeout_minutes`` bounds how
+    long a collective waits for the slowest process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -51,7 +52,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo",
-                                timeout=datetime.timedelta(minutes=30))
+                                timeout=datetime.timedelta(minutes=timeout_minutes))
     return DistInfo(rank, world, local, dev)
 
 

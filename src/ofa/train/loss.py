@@ -68,8 +68,12 @@ def label_smoothed_cross_entropy(
     # Zero the excluded entries before summing: they are -inf, and -inf must neither reach the
     # sum nor meet a zero weight (nan). Unconstrained, only -inf logits are excluded this way,
     # where the official code would return an infinite loss; eps_i still counts all V ids.
-    excluded = ~mask if mask is not None else torch.isneginf(lprobs)
-    smooth = -lprobs.masked_fill(excluded, 0.0).sum(-1)
+    if mask is not None:
+        smooth = -lprobs.masked_fill(~mask, 0.0).sum(-1)
+    elif torch.isneginf(x).any():
+        smooth = -lprobs.masked_fill(torch.isneginf(lprobs), 0.0).sum(-1)
+    else:  # the common case: no -inf anywhere, skip two passes over [N, V]
+        smooth = -lprobs.sum(-1)
     if mask is not None:
         eps_i: torch.Tensor | float = epsilon / (mask.sum(-1).float() - 1 + 1e-6)
     else:
@@ -81,7 +85,7 @@ def label_smoothed_cross_entropy(
     loss = (1.0 - epsilon - eps_i) * nll + eps_i * smooth
 
     with torch.no_grad():
-        hit = lprobs.argmax(-1) == target
+        hit = x.argmax(-1) == target
     if drop_worst_ratio > 0:
         k = int(n * (1 - drop_worst_ratio))  # same float expression as the official code
         loss, keep = torch.topk(loss, k=k, largest=False)
