@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint slow clean demo demo-model
+.PHONY: install browser test lint slow clean demo demo-model
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,17 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml requirements-dev.txt
 
 install: $(VENV)/.installed
 
-test: install
+# The browser of the web page's end-to-end test (tests/serve/test_serve_page.py): Debian's
+# chromium, driven by Playwright's Python package, which never downloads a browser itself.
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+
+browser: $(CHROMIUM)
+
+test: install $(CHROMIUM)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

@@ -536,6 +536,100 @@ def _eval_records(args: argparse.Namespace) -> tuple[Sequence[dict], list[str] |
     return data.records, data.candidates, f"{args.data}{split} ({data.format})"
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve", help="HTTP API with dynamic batching, metrics and a web page",
+        description="Serve a model over HTTP: POST /v1/caption, /v1/vqa, /v1/ground, "
+                    "/v1/entail, /v1/classify, /v1/summarize, /v1/generate (JSON with a base64 "
+                    "image, or multipart upload); GET /healthz, /v1/models, /metrics "
+                    "(Prometheus), /openapi.json; the web page at /. Concurrent requests for "
+                    "a task are batched. Binds to 127.0.0.1 unless told otherwise; any other "
+                    "address needs an API key (or --allow-no-auth).")
+    p.add_argument("--model", required=True,
+                   help="registry name (see `ofa models`), checkpoint path or shapes-demo")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free)")
+    p.add_argument("--api-key", default=None,
+                   help="require this key as 'Authorization: Bearer KEY' or 'X-API-Key: KEY' "
+                        "on /v1/* and /metrics (default: $OFA_API_KEY if set, else no key)")
+    p.add_argument("--allow-no-auth", action="store_true",
+                   help="allow a non-loopback --host without an API key (anyone who can reach "
+                        "the port can use the model)")
+    b = p.add_argument_group("batching and limits")
+    b.add_argument("--max-batch-size", type=int, default=8,
+                   help="most requests per model call (default: 8; 1 turns batching off)")
+    b.add_argument("--max-wait-ms", type=float, default=10.0,
+                   help="how long a request waits for companions (default: 10)")
+    b.add_argument("--queue-size", type=int, default=64,
+                   help="waiting requests per task before 503 (default: 64)")
+    b.add_argument("--timeout", type=float, default=30.0,
+                   help="seconds per request, queue included, before 504 (default: 30)")
+    b.add_argument("--max-body-mb", type=float, default=10.0,
+                   help="largest request body in MB before 413 (default: 10)")
+    b.add_argument("--max-pixels", type=int, default=40_000_000,
+                   help="largest decoded image in pixels before 422 (default: 40000000)")
+    b.add_argument("--vqa-answers", type=Path, default=None,
+                   help="default candidate answers for VQA, one per line (default: the "
+                        "demo model's answers for shapes-demo, else none)")
+    g = p.add_argument_group("model")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    g.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                   help="weights and activations dtype (default: float32)")
+    g.add_argument("--vocab", type=Path, default=None,
+                   help="tokenizer folder for checkpoints that ship none")
+    p.add_argument("--log-level", default="info",
+                   choices=["critical", "error", "warning", "info", "debug"],
+                   help="server log level (default: info)")
+    p.set_defaults(func=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import os
+
+    try:
+        from .serve import ServeSettings, bind, create_app, is_loopback, run_server
+    except ImportError as e:
+        raise InputError(f"`ofa serve` needs the serving extras: pip install 'ofa-vl[serve]' "
+                         f"({e})") from None
+    from .api import load
+    from .demo import DEMO_NAME
+
+    api_key = args.api_key or os.environ.get("OFA_API_KEY") or None
+    if not is_loopback(args.host) and not api_key and not args.allow_no_auth:
+        raise InputError(f"refusing to serve on {args.host} without an API key: anyone who "
+                         "can reach it could use the model. Pass --api-key KEY (or set "
+                         "OFA_API_KEY), or --allow-no-auth if that is intended")
+    answers = _read_lines(args.vqa_answers, "VQA answers") if args.vqa_answers else None
+    if answers is None and args.model == DEMO_NAME:
+        from .data.shapes import VQA_ANSWERS
+
+        answers = list(VQA_ANSWERS)
+    settings = ServeSettings(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+                             queue_size=args.queue_size, timeout_s=args.timeout,
+                             max_body_mb=args.max_body_mb, max_pixels=args.max_pixels,
+                             api_key=api_key, vqa_answers=answers)
+    sock = bind(args.host, args.port)
+    try:
+        ofa = load(args.model, device=args.device, dtype=args.dtype, vocab=args.vocab)
+        app = create_app(ofa, settings)
+        host, port = sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        print(f"ofa: serving {ofa.name} on http://{shown}:{port}/ (batch <= "
+              f"{settings.max_batch_size}, wait {settings.max_wait_ms:g} ms, API key "
+              f"{'required' if api_key else 'off'}); Ctrl+C stops", file=sys.stderr, flush=True)
+        run_server(app, sock, settings, log_level=args.log_level)
+    finally:
+        sock.close()
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    from .export_onnx import add_parser
+
+    add_parser(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ofa", description="OFA: one vision-language model for captioning, VQA, "
@@ -547,6 +641,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(sub)
     _add_eval(sub)
     _add_demo(sub)
+    _add_serve(sub)
+    _add_export(sub)
     return parser
 
 

@@ -1,0 +1,121 @@
+"""Fixtures for the server tests: the embedded demo model, and real uvicorn servers on free
+loopback ports (run in a thread), so requests go through HTTP exactly as in production."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pytest
+import uvicorn
+
+from ofa.demo import DEMO_IMAGE
+from ofa.serve import ServeSettings, bind, create_app
+
+
+@pytest.fixture(scope="session")
+def demo_model():
+    import ofa
+
+    return ofa.load("shapes-demo", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def demo_answers() -> list[str]:
+    from ofa.data.shapes import VQA_ANSWERS
+
+    return list(VQA_ANSWERS)
+
+
+@pytest.fixture(scope="session")
+def png_bytes() -> bytes:
+    return DEMO_IMAGE.read_bytes()
+
+
+@pytest.fixture(scope="session")
+def png_b64(png_bytes: bytes) -> str:
+    return base64.b64encode(png_bytes).decode("ascii")
+
+
+@dataclass
+class Live:
+    url: str
+    app: object
+    server: uvicorn.Server
+
+
+@contextmanager
+def live_server(model, **settings) -> Iterator[Live]:
+    """``create_app(model, ServeSettings(**settings))`` served by uvicorn in a thread."""
+    app = create_app(model, ServeSettings(**settings))
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
+                                           timeout_graceful_shutdown=20))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    try:
+        yield Live(f"http://127.0.0.1:{sock.getsockname()[1]}", app, server)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+@pytest.fixture
+def serve(demo_model, demo_answers) -> Callable:
+    """``with serve(**settings) as live:`` a server for the demo model (VQA answers set)."""
+
+    def start(model=None, **settings):
+        settings.setdefault("vqa_answers", demo_answers)
+        return live_server(model or demo_model, **settings)
+
+    return start
+
+
+@pytest.fixture(scope="module")
+def shared_server(demo_model, demo_answers) -> Iterator[Live]:
+    """One server for tests that do not depend on its settings."""
+    with live_server(demo_model, vqa_answers=demo_answers, max_wait_ms=5) as live:
+        yield live
+
+
+class Gated:
+    """The demo model, but every call waits at a gate the test opens: makes "a batch is
+    running" a state the test controls instead of a race."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.calls: list[int] = []
+
+    def __getattr__(self, name: str):
+        attr = getattr(self.inner, name)
+        if name not in ("caption", "vqa", "ground", "entail", "classify", "summarize",
+                        "generate"):
+            return attr
+
+        def gated(images, *args, **kwargs):
+            self.calls.append(len(images) if isinstance(images, list) else 1)
+            self.entered.set()
+            if not self.gate.wait(30):
+                raise RuntimeError("gate never opened")
+            return attr(images, *args, **kwargs)
+
+        return gated
+
+
+@pytest.fixture
+def gated(demo_model) -> Gated:
+    g = Gated(demo_model)
+    yield g
+    g.gate.set()  # never leave a worker thread blocked
