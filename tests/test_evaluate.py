@@ -221,3 +221,12 @@ def test_answer_pickle_with_code_is_refused(tmp_path, capsys):
                      "--vqa-answers", str(pkl)]) == 1
     err = capsys.readouterr().err
     assert "ofa: error:" in err and "posix.system" in err and "pwned" not in err
+
+
+def test_all_candidate_vqa_needs_answers(tmp_path, capsys):
+    recs = tmp_path / "r.jsonl"
+    recs.write_text('{"task": "vqa", "image": "x.png", "question": "q?", "answer": "a"}\n')
+    assert cli.main(["eval", "--model", "shapes-demo", "--data", str(recs),
+                     "--vqa-mode", "all"]) == 1
+    assert "give them with --vqa-answers" in capsys.readouterr().err
+

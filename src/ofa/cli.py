@@ -480,6 +480,8 @@ def _run_eval(args: argparse.Namespace) -> int:
         raise InputError(f"--limit must be a positive integer, got {args.limit}")
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    if args.vqa_mode == "all" and args.vqa_answers is None:
+        raise InputError("--vqa-mode all scores candidate answers: give them with --vqa-answers")
     records, class_names, described = _eval_records(args)
     if args.limit is not None:
         records = records[:args.limit]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,23 +139,29 @@ def read_jsonl(path: str | os.PathLike[str], tasks: Sequence[str] | None = None)
         if unknown:
             raise InputError(f"unknown tasks {unknown}; choose from {list(TASK_NAMES)}")
     records = []
-    with p.open(encoding="utf-8") as f:
+    for n, where, record in iter_jsonl(p):
+        validate_record(record, where)
+        if tasks is not None and record["task"] not in tasks:
+            continue
+        if isinstance(record.get("image"), str):
+            record["image"] = str(p.resolve().parent / record["image"])
+        record.setdefault("id", f"{p.stem}-{n}")
+        records.append(record)
+    return records
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, str, Any]]:
+    """``(line number, "file:line", parsed value)`` for every non-blank line of a JSONL file;
+    a line that is not JSON is an InputError naming it."""
+    with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            where = f"{p}:{n}"
+            where = f"{path}:{n}"
             try:
-                record = json.loads(line)
+                yield n, where, json.loads(line)
             except json.JSONDecodeError as e:
                 raise InputError(f"{where}: not valid JSON ({e.msg})") from None
-            validate_record(record, where)
-            if tasks is not None and record["task"] not in tasks:
-                continue
-            if isinstance(record.get("image"), str):
-                record["image"] = str(p.resolve().parent / record["image"])
-            record.setdefault("id", f"{p.stem}-{n}")
-            records.append(record)
-    return records
 
 
 @dataclass

@@ -13,13 +13,13 @@ them, and any left are skipped (and counted) rather than scored against no label
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
 from .eval_common import place_images, require_file
+from .records import iter_jsonl
 
 __all__ = ["SNLI_VE_FIELDS", "find_snli_ve_file", "is_snli_ve_line", "read_snli_ve"]
 
@@ -53,32 +53,24 @@ def read_snli_ve(path: str | os.PathLike[str], images: str | os.PathLike[str] | 
     including ``flickr30k-images/``)."""
     p = require_file(path, "SNLI-VE file")
     records, skipped = [], 0
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{p}:{n}"
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{where}: not valid JSON ({e.msg})") from None
-            missing = [k for k in SNLI_VE_FIELDS
-                       if not isinstance(item, dict) or not str(item.get(k, "")).strip()]
-            if missing:
-                raise InputError(f"{where}: an SNLI-VE line needs {', '.join(missing)}")
-            label = str(item["gold_label"]).strip().lower()
-            if label == "-":
-                skipped += 1
-                continue
-            if label not in LABELS:
-                raise InputError(f"{where}: gold_label {item['gold_label']!r} is not one of "
-                                 f"{list(LABELS)}")
-            image_id = str(item["Flickr30K_ID"]).strip()
-            name = image_id if image_id.lower().endswith(".jpg") else f"{image_id}.jpg"
-            records.append({"task": "entail", "id": str(item.get("pairID") or f"{p.stem}-{n}"),
-                            "image_id": image_id, "image": name,
-                            "premise": str(item["sentence1"]).strip(),
-                            "hypothesis": str(item["sentence2"]).strip(), "label": label})
+    for n, where, item in iter_jsonl(p):
+        missing = [k for k in SNLI_VE_FIELDS
+                   if not isinstance(item, dict) or not str(item.get(k, "")).strip()]
+        if missing:
+            raise InputError(f"{where}: an SNLI-VE line needs {', '.join(missing)}")
+        label = str(item["gold_label"]).strip().lower()
+        if label == "-":
+            skipped += 1
+            continue
+        if label not in LABELS:
+            raise InputError(f"{where}: gold_label {item['gold_label']!r} is not one of "
+                             f"{list(LABELS)}")
+        image_id = str(item["Flickr30K_ID"]).strip()
+        name = image_id if image_id.lower().endswith(".jpg") else f"{image_id}.jpg"
+        records.append({"task": "entail", "id": str(item.get("pairID") or f"{p.stem}-{n}"),
+                        "image_id": image_id, "image": name,
+                        "premise": str(item["sentence1"]).strip(),
+                        "hypothesis": str(item["sentence2"]).strip(), "label": label})
     folder = p.resolve().parent
     place_images(records, images, [folder, folder.parent],
                  ("flickr30k-images", "flickr30k_images", "images",
