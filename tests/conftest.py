@@ -74,3 +74,16 @@ def tiny_config(**overrides):
                 resnet_layers=(1, 1, 1), resnet_width=8)
     base.update(overrides)
     return OFAConfig(**base)
+
+
+def text_batch(lengths, vocab=500, seed=0):
+    """Right-padded random token rows [BOS, ids in 4..vocab, EOS] of the given lengths."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.full((len(lengths), max(lengths)), 1)  # PAD
+    for i, n in enumerate(lengths):
+        ids[i, 0], ids[i, n - 1] = 0, 2
+        ids[i, 1:n - 1] = torch.randint(4, vocab, (n - 2,), generator=g)
+    return ids
+

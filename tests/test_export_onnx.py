@@ -35,20 +35,12 @@ from ofa.preprocess import ImageTransform
 from ofa.tasks.caption import PROMPT
 from ofa.tokenizer import OFATokenizer
 
-from conftest import tiny_config
+from conftest import text_batch, tiny_config
 
 PAD = 1
 IMAGE = 64
 TOL = 1e-4
 
-
-def text_batch(lengths, vocab=2000, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.full((len(lengths), max(lengths)), PAD)
-    for i, n in enumerate(lengths):
-        ids[i, 0], ids[i, n - 1] = 0, 2
-        ids[i, 1:n - 1] = torch.randint(4, vocab, (n - 2,), generator=g)
-    return ids
 
 
 def sharpen(model: OFAModel) -> OFAModel:
@@ -131,7 +123,7 @@ def test_manifest_describes_the_export(tiny, tiny_export):
 
 
 def test_encoder_matches_pytorch(tiny, runner):
-    ids = text_batch([9, 4, 12])  # other batch size and lengths than the traced example
+    ids = text_batch([9, 4, 12], vocab=2000)  # other batch size and lengths than the traced example
     images = torch.randn(3, 3, IMAGE, IMAGE)
     mask = torch.tensor([True, False, True])
     got = runner.encode(ids.numpy(), images.numpy(), mask.numpy())
@@ -161,7 +153,7 @@ def test_encoder_matches_pytorch(tiny, runner):
 @pytest.mark.parametrize("rows", [[0, 1], [1, 1, 0, 0, 0]])
 def test_decoder_step_matches_pytorch(tiny, runner, rows):
     """Past lengths 0..4 from the model's own cache, N = batch x beams rows."""
-    ids = text_batch([7, 5], seed=1)
+    ids = text_batch([7, 5], vocab=2000, seed=1)
     images = torch.randn(2, 3, IMAGE, IMAGE)
     index = torch.tensor(rows)
     enc = runner.select_rows(runner.encode(ids.numpy(), images.numpy()), index.numpy())
@@ -191,7 +183,7 @@ def test_decoder_step_matches_pytorch(tiny, runner, rows):
 
 
 def test_greedy_loop_matches_generate(tiny, runner):
-    ids = text_batch([9, 4, 6], seed=3)
+    ids = text_batch([9, 4, 6], vocab=2000, seed=3)
     images = torch.randn(3, 3, IMAGE, IMAGE)
     mask = torch.tensor([True, True, False])
     # max_len = source length + 2 per row: rows finish at different steps
@@ -254,7 +246,7 @@ def test_export_input_errors(tiny, tiny_export, tmp_path, monkeypatch):
     with pytest.raises(InputError, match="not an OFA ONNX export"):
         ONNXModel(tmp_path)
     with pytest.raises(InputError, match="min_len"):
-        ONNXModel(tiny_export[0]).greedy(text_batch([5]).numpy(), max_len_b=0)
+        ONNXModel(tiny_export[0]).greedy(text_batch([5], vocab=2000).numpy(), max_len_b=0)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
     with pytest.raises(InputError, match=re.escape('pip install "ofa-vl[onnx]"')):

@@ -4,7 +4,7 @@ import torch
 from ofa.errors import InputError
 from ofa.model import DecoderCache, OFAConfig, OFAModel
 
-from conftest import tiny_config
+from conftest import text_batch, tiny_config
 
 PAD = 1
 
@@ -20,14 +20,6 @@ def model():
                 p.add_(torch.randn_like(p) * 0.1)
     return m
 
-
-def text_batch(lengths, vocab=500, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.full((len(lengths), max(lengths)), PAD)
-    for i, n in enumerate(lengths):
-        ids[i, 0], ids[i, n - 1] = 0, 2
-        ids[i, 1:n - 1] = torch.randint(4, vocab, (n - 2,), generator=g)
-    return ids
 
 
 def test_presets_match_reference():

@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import InputError
-from .eval_common import load_json, place_images
+from .eval_common import list_field, load_json, place_images
 
 __all__ = ["KARPATHY_SPLITS", "coco_subdir", "find_coco_references", "read_coco_caption_list",
            "read_coco_captions", "read_coco_references", "read_karpathy"]
@@ -67,10 +67,9 @@ def read_karpathy(path: str | os.PathLike[str], split: str = "test",
     """
     p = Path(path)
     data = load_json(p, "Karpathy caption file")
-    entries = data.get("images") if isinstance(data, dict) else None
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise InputError(f"{p}: not Karpathy's caption file (expected {{\"images\": [...]}} with "
-                         "filename, split and sentences per image)")
+    entries = list_field(data, "images", f"{p}: not Karpathy's caption file (expected "
+                         "{\"images\": [...]} with filename, split and sentences per image)",
+                         of_dicts=True)
     splits = sorted({str(e.get("split")) for e in entries})
     if split not in splits:
         raise InputError(f"{p}: unknown split {split!r}; this file has {splits}")
@@ -109,10 +108,8 @@ def read_coco_references(path: str | os.PathLike[str]) -> dict[int, list[str]]:
     """``{image_id: [captions]}`` from a COCO-format caption file (``*_gt.json``)."""
     p = Path(path)
     data = load_json(p, "COCO references file")
-    anns = data.get("annotations") if isinstance(data, dict) else None
-    if not isinstance(anns, list):
-        raise InputError(f"{p}: not a COCO-format caption file (expected "
-                         "{\"annotations\": [{\"image_id\", \"caption\"}, ...]})")
+    anns = list_field(data, "annotations", f"{p}: not a COCO-format caption file (expected "
+                      "{\"annotations\": [{\"image_id\", \"caption\"}, ...]})")
     refs: dict[int, list[str]] = {}
     for n, a in enumerate(anns):
         if not isinstance(a, dict) or not isinstance(a.get("caption"), str) \
@@ -188,10 +185,8 @@ def read_coco_captions(path: str | os.PathLike[str],
     the files, or the one holding ``val2014/`` (default: near the annotations)."""
     p = Path(path)
     data = load_json(p, "COCO captions file")
-    imgs = data.get("images") if isinstance(data, dict) else None
-    if not isinstance(imgs, list) or not all(isinstance(i, dict) for i in imgs):
-        raise InputError(f"{p}: not a COCO captions file (expected \"images\" and "
-                         "\"annotations\" lists)")
+    imgs = list_field(data, "images", f"{p}: not a COCO captions file (expected \"images\" "
+                      "and \"annotations\" lists)", of_dicts=True)
     if any("file_name" not in i for i in imgs):
         raise InputError(f"{p}: its images have no file_name, so it only holds references; "
                          "pass the image list (coco_karpathy_<split>.json) as the data and this "

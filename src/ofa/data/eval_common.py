@@ -45,6 +45,15 @@ def load_json(path: str | os.PathLike[str], what: str) -> Any:
         raise InputError(f"cannot read {what} {p}: {e}") from None
 
 
+def list_field(data: Any, key: str, error: str, *, of_dicts: bool = False) -> list:
+    """``data[key]`` when ``data`` is an object holding a list there (of objects, with
+    ``of_dicts``); otherwise InputError(``error``), which should say what was expected."""
+    items = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(items, list) or (of_dicts and not all(isinstance(i, dict) for i in items)):
+        raise InputError(error)
+    return items
+
+
 # ---------------------------------------------------------------------- splits
 
 # Split names as they appear in file names; longer names first so "test-dev2015" is not "test".

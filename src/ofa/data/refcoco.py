@@ -22,7 +22,7 @@ from typing import Any
 
 from ..errors import InputError
 from .coco import coco_subdir
-from .eval_common import load_json, place_images, require_file
+from .eval_common import list_field, load_json, place_images, require_file
 from .plain_pickle import load_plain_pickle
 
 __all__ = ["REFER_DATASETS", "SPLIT_BY_PREFERENCE", "find_refer_folder", "find_refs_file",
@@ -89,9 +89,8 @@ def find_refs_file(folder: str | os.PathLike[str], split_by: str | None = None) 
 def _instances(path: Path) -> tuple[dict[int, list], dict[int, str]]:
     """Boxes by annotation id and file names by image id, from ``instances.json``."""
     data = load_json(path, "refer instances file")
-    anns = data.get("annotations") if isinstance(data, dict) else None
-    if not isinstance(anns, list):
-        raise InputError(f"{path}: not a COCO instances file (expected \"annotations\")")
+    anns = list_field(data, "annotations",
+                      f"{path}: not a COCO instances file (expected \"annotations\")")
     boxes = {}
     for a in anns:
         if isinstance(a, dict) and "id" in a and isinstance(a.get("bbox"), list):

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .eval_common import load_json, place_images
+from .eval_common import list_field, load_json, place_images
 
 __all__ = ["VQA_SPLITS", "answer_scores", "find_vqa_annotations", "find_vqa_questions",
            "image_subtype", "read_vqav2", "vqa_submission", "write_vqa_submission"]
@@ -120,10 +120,8 @@ def _int(value: Any, what: str, where: str) -> int:
 
 def _annotations(path: Path, subtype: str) -> dict[int, dict]:
     data = load_json(path, "VQA annotations file")
-    anns = data.get("annotations") if isinstance(data, dict) else None
-    if not isinstance(anns, list):
-        raise InputError(f"{path}: not a VQA annotations file (expected "
-                         "{\"annotations\": [{\"question_id\", \"answers\", ...}]})")
+    anns = list_field(data, "annotations", f"{path}: not a VQA annotations file (expected "
+                      "{\"annotations\": [{\"question_id\", \"answers\", ...}]})")
     other = data.get("data_subtype")
     if isinstance(other, str) and other and other != subtype:
         raise InputError(f"{path} annotates {other}, but the questions are {subtype}")
@@ -154,10 +152,9 @@ def read_vqav2(questions: str | os.PathLike[str],
     """
     q = Path(questions)
     data = load_json(q, "VQA questions file")
-    qs = data.get("questions") if isinstance(data, dict) else None
-    if not isinstance(qs, list):
-        raise InputError(f"{q}: not a VQA questions file (expected {{\"data_subtype\": ..., "
-                         "\"questions\": [{\"image_id\", \"question\", \"question_id\"}]}})")
+    qs = list_field(data, "questions", f"{q}: not a VQA questions file (expected "
+                    "{\"data_subtype\": ..., \"questions\": [{\"image_id\", \"question\", "
+                    "\"question_id\"}]})")
     subtype = _subtype(data, q)
     img_sub = image_subtype(subtype)
     if annotations is None and find_annotations:
