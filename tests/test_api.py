@@ -136,6 +136,29 @@ def test_batch_equals_items_alone(m, images):
         assert alone["score"] == pytest.approx(r["score"], abs=1e-4)
 
 
+def test_batches_group_similar_lengths_and_keep_input_order(m, images, monkeypatch):
+    questions = ["how many dogs are there in this picture today", "is it", "what is it",
+                 "is it red or is it blue or green", "why", "who is"]
+    imgs = [images[i % 3] for i in range(len(questions))]
+    widths = []
+    tensors = m._tensors
+
+    def spy(batch):
+        ids, image, mask = tensors(batch)
+        widths.append([int(r.ne(1).sum()) for r in ids])
+        return ids, image, mask
+
+    monkeypatch.setattr(m, "_tensors", spy)
+    batched = m.vqa(imgs, questions, answers=["yes", "no", "2"], batch_size=2)
+    monkeypatch.undo()
+    # each batch holds neighbours in length order: the shortest two, then the next two, ...
+    flat = [n for batch in widths for n in batch]
+    assert flat == sorted(flat)
+    for img, q, r in zip(imgs, questions, batched, strict=True):
+        alone = m.vqa(img, q, answers=["yes", "no", "2"])
+        assert (r["question"], r["tokens"]) == (alone["question"], alone["tokens"])
+
+
 def test_bad_inputs_reported_per_item(m, images, tmp_path):
     corrupt = tmp_path / "bad.png"
     corrupt.write_bytes(b"\x89PNG not really")

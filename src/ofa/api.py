@@ -64,6 +64,10 @@ def _is_batch(x: Any) -> bool:
     return isinstance(x, list | tuple)
 
 
+def _text_length(fields: dict) -> int:
+    return sum(len(v) for v in fields.values() if isinstance(v, str))
+
+
 def _label(image: Any) -> str:
     if isinstance(image, str | os.PathLike):
         return str(image)
@@ -259,10 +263,13 @@ class OFA:
         transform = (ImageTransform(task.image_size, task.mean, task.std)
                      if task.image_size is not None else None)
         bar = tqdm(total=len(items), disable=not progress, unit="input", dynamic_ncols=True)
+        # inputs of similar text length share a batch, which limits padding; results keep
+        # the input order (they are stored by index) and equal lengths keep theirs
+        order = sorted(range(len(items)), key=lambda i: _text_length(items[i][1]))
         try:
             for start in range(0, len(items), batch_size):
                 batch = []
-                for i in range(start, min(start + batch_size, len(items))):
+                for i in order[start:start + batch_size]:
                     image, fields = items[i]
                     try:
                         batch.append((i, self._prepare(task, transform, image, fields)))

@@ -686,7 +686,7 @@ def check_onnx(out_dir: str | Path, model: OFAModel | OFA, *,
             for step, (rows, logits) in enumerate(trace):
                 if prev_rows is not None and len(rows) < len(prev_rows):
                     keep = torch.as_tensor(np.searchsorted(prev_rows, rows))
-                    cache.reorder(keep)
+                    cache.reorder(keep, sources=keep)
                     enc_rows = enc_rows.index_select(keep)
                 feed = [BOS_ID if step == 0 else onnx_tokens[r][step - 1] for r in rows]
                 ref = model.decode(torch.tensor(feed).view(-1, 1), enc_rows, cache)[:, -1]

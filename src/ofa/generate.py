@@ -381,10 +381,12 @@ class _Search:
             tokens = torch.cat([tokens.index_select(0, parent), new_tok], dim=1)
             scores = torch.cat([scores.index_select(0, parent), new_score], dim=1)
             ignored = new_ignored[keep]
-            same_sentences = r == k and keep.shape[0] == n_sent
-            cache.reorder(parent, keep_cross=same_sentences)
-            if not same_sentences:  # the decoder reads the encoder rows' padding every step
-                enc = enc.index_select(parent)
+            # encoder rows and cross-attention keys/values stay one per sentence
+            if keep.shape[0] == n_sent:
+                cache.reorder(parent)
+            else:
+                cache.reorder(parent, sources=keep)
+                enc = enc.index_select(keep)
             sent = sent[keep]
             r = k
             step += 1

@@ -120,12 +120,14 @@ def test_cache_reorder_follows_beams(model):
         enc = model.encode(ids, torch.randn(2, 3, 64, 64))
         cache = DecoderCache()
         model.decode(dec[:, :3], enc, cache)
-        # expand to 2 "beams" per item in swapped order, then continue one step
-        order = torch.tensor([1, 1, 0, 0])
-        cache.reorder(order)
-        step = model.decode(dec[order, 3:4], enc.index_select(order), cache)
+        # expand to 2 "beams" per item in swapped order, then continue one step; the encoder
+        # rows and cross-attention keys/values stay one per item, shared by its 2 beams
+        order, sources = torch.tensor([1, 1, 0, 0]), torch.tensor([1, 0])
+        cache.reorder(order, sources=sources)
+        step = model.decode(dec[order, 3:4], enc.index_select(sources), cache)
         full = model.decode(dec[order, :4], enc.index_select(order))
     torch.testing.assert_close(step[:, 0], full[:, 3], atol=2e-5, rtol=1e-5)
+    assert cache.layers[0].cross_k.shape[0] == 2  # no per-beam copies
 
 
 def test_too_large_image_is_a_clear_error(model):
@@ -140,3 +142,14 @@ def test_training_mode_runs_backward():
     logits.logsumexp(-1).mean().backward()
     assert m.embed_tokens.weight.grad is not None
     assert m.encoder.embed_images.conv1.weight.grad.abs().sum() > 0
+
+
+def test_vocab_logits_equal_linear():
+    from ofa.model.ofa import vocab_logits
+
+    torch.manual_seed(0)
+    weight, hidden = torch.randn(300, 16), torch.randn(2, 5, 16)
+    expected = torch.nn.functional.linear(hidden, weight)
+    torch.testing.assert_close(vocab_logits(hidden, weight), expected, atol=1e-5, rtol=1e-5)
+    got = vocab_logits(hidden.bfloat16(), weight.bfloat16())
+    assert got.dtype == torch.bfloat16 and got.shape == expected.shape

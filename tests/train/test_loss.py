@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ofa.train.loss import label_smoothed_cross_entropy, range_mask
+from ofa.train.loss import _SmoothedNLL, label_smoothed_cross_entropy, range_mask
 
 
 def hand_token_loss(row: list[float], target: int, eps: float, allowed: list[int],
@@ -150,3 +150,45 @@ def test_empty_batch():
     out = label_smoothed_cross_entropy(logits, torch.zeros(0, dtype=torch.long), 0.1)
     assert out.loss.item() == 0.0 and out.ntokens == 0 and out.correct == 0
     out.loss.backward()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_full_vocab_path_matches_log_softmax(dtype, monkeypatch):
+    """The fused unconstrained loss gives the log-softmax formula's values and gradients."""
+    torch.manual_seed(0)
+    n, vocab, eps = 7, 50, 0.1
+    base = (torch.randn(n, vocab) * 3).to(dtype)
+    target = torch.randint(0, vocab, (n,))
+    weights = torch.rand(n)
+    upstream = torch.rand(n)  # per-token gradient, as after drop-worst or a loss scale
+
+    monkeypatch.setattr(_SmoothedNLL, "CHUNK_ELEMENTS", 3 * vocab)  # 3 chunks, last one short
+    fused_in = base.clone().requires_grad_()
+    out = label_smoothed_cross_entropy(fused_in, target, eps, weights=weights)
+    out.loss.backward()
+
+    ref_in = base.clone().requires_grad_()
+    lprobs = F.log_softmax(ref_in.float(), dim=-1)
+    eps_i = eps / (vocab - 1)
+    nll = -lprobs.gather(-1, target[:, None]).squeeze(-1) * weights
+    smooth = -lprobs.sum(-1) * weights
+    ref = (1 - eps - eps_i) * nll + eps_i * smooth
+    ref.sum().backward()
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    assert out.loss.dtype == torch.float32
+    assert torch.allclose(out.loss, ref.sum(), atol=tol, rtol=tol)
+    assert torch.allclose(out.nll, nll.sum(), atol=tol, rtol=tol)
+    assert out.correct == int((base.float().argmax(-1) == target).sum())
+    assert torch.allclose(fused_in.grad.float(), ref_in.grad.float(), atol=tol, rtol=tol)
+
+    # a non-uniform upstream gradient reaches each row with its own factor
+    fused_in.grad = None
+    ref_in.grad = None
+    w = weights.float()
+    per_row, _, _ = _SmoothedNLL.apply(fused_in, target, (1 - eps - eps_i) * w, eps_i * w)
+    (per_row * upstream).sum().backward()
+    lprobs = F.log_softmax(ref_in.float(), dim=-1)
+    ref = ((1 - eps - eps_i) * -lprobs.gather(-1, target[:, None]).squeeze(-1)
+           - eps_i * lprobs.sum(-1)) * weights
+    (ref * upstream).sum().backward()
+    assert torch.allclose(fused_in.grad.float(), ref_in.grad.float(), atol=tol, rtol=tol)

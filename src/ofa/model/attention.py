@@ -38,14 +38,24 @@ class MultiheadAttention(nn.Module):
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 bias: torch.Tensor | None) -> torch.Tensor:
-        """query [B, Tq, D]; key/value already projected and split: [B, H, Tk, d_h]."""
+        """query [B, Tq, D]; key/value already projected and split: [B, H, Tk, d_h], or
+        [B / r, H, Tk, d_h] shared by r consecutive query rows (the beams of one sentence
+        attending to its encoder states: no per-beam copies of the keys and values)."""
         q = self.split_heads(self.q_proj(query))
+        b, h, tq, d = q.shape
+        r = b // key.shape[0]
         if bias is not None:
             bias = bias.to(q.dtype)
+        if r > 1:  # r rows of one source become r * Tq queries of that source
+            q = q.view(-1, r, h, tq, d).transpose(1, 2).reshape(-1, h, r * tq, d)
+            if bias is not None:
+                bias = bias.expand(b, h, tq, bias.shape[-1]).reshape(-1, r, h, tq, bias.shape[-1])
+                bias = bias.transpose(1, 2).reshape(-1, h, r * tq, bias.shape[-1])
         out = F.scaled_dot_product_attention(
             q, key, value, attn_mask=bias, scale=self.scaling,
             dropout_p=self.dropout if self.training else 0.0,
         )
+        if r > 1:
+            out = out.view(-1, h, r, tq, d).transpose(1, 2).reshape(b, h, tq, d)
         out = out * self.c_attn.view(1, -1, 1, 1).to(out.dtype)
-        b, _, t, _ = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim))
+        return self.out_proj(out.transpose(1, 2).reshape(b, tq, h * d))

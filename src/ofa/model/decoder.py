@@ -47,20 +47,19 @@ class DecoderCache:
     # they depend on the position only, so each is computed once, not at every step
     self_pos_k: dict[bool, torch.Tensor] = field(default_factory=dict)
 
-    def reorder(self, index: torch.Tensor, keep_cross: bool = False) -> None:
+    def reorder(self, index: torch.Tensor, sources: torch.Tensor | None = None) -> None:
         """Keep/duplicate batch rows: row i of the new cache is row ``index[i]`` of the old.
 
-        ``keep_cross``: the caller guarantees row i keeps the same source (beam search moving
-        hypotheses between beams of one sentence), so the cross-attention keys/values, the
-        same for every beam of a sentence, need not be copied.
+        The cross-attention keys/values have one row per source (encoder row), shared by all
+        of that source's decoder rows (the beams of a sentence); ``sources`` selects which
+        sources stay when some sentences finish (None: all stay).
         """
-        names = ("self_k", "self_v") if keep_cross else ("self_k", "self_v", "cross_k",
-                                                         "cross_v")
         for c in self.layers:
-            for name in names:
-                t = getattr(c, name)
-                if t is not None:
-                    setattr(c, name, t.index_select(0, index))
+            c.self_k = c.self_k.index_select(0, index) if c.self_k is not None else None
+            c.self_v = c.self_v.index_select(0, index) if c.self_v is not None else None
+            if sources is not None and c.cross_k is not None:
+                c.cross_k = c.cross_k.index_select(0, sources)
+                c.cross_v = c.cross_v.index_select(0, sources)
         if self.padding is not None:
             self.padding = self.padding.index_select(0, index)
 
@@ -214,7 +213,8 @@ class OFADecoder(nn.Module):
         mask = mask.masked_fill(pad[:, None, None, :], float("-inf"))
         enc_pad = torch.zeros(encoder_out.padding_mask.shape, dtype=x.dtype, device=device)
         enc_pad = enc_pad.masked_fill(encoder_out.padding_mask, float("-inf"))[:, None, None, :]
-        cross_bias = cross_bias + enc_pad
+        # beam search keeps one encoder row per sentence for its b // n_src decoder rows
+        cross_bias = cross_bias + enc_pad.repeat_interleave(b // enc_pad.shape[0], dim=0)
 
         if cache is not None and not cache.layers:
             cache.layers = [LayerCache() for _ in self.layers]
