@@ -507,7 +507,12 @@ def main() -> None:
     print(block)
     if args.write:
         text = args.write.read_text() if args.write.exists() else "# Benchmarks\n"
-        cmd = "    .venv/bin/python benchmarks/speed.py " + " ".join(sys.argv[1:])
+        # --table-only keeps the command of the run that measured the results
+        saved = args.env / "speed" / "command.txt"
+        if not args.table_only:
+            saved.write_text(" ".join(sys.argv[1:]))
+        used = saved.read_text() if saved.exists() else " ".join(sys.argv[1:])
+        cmd = "    .venv/bin/python benchmarks/speed.py " + used
         body = f"{BEGIN}\n\nCommand:\n\n{cmd}\n" + block[len(BEGIN):]
         if BEGIN in text:
             start, end = text.index(BEGIN), text.index(END) + len(END)

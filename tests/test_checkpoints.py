@@ -241,6 +241,10 @@ def test_dtype_and_device_on_load(small, tmp_path):
     C.save_native(small, tmp_path / "n")
     m = C.load_model(tmp_path / "n", dtype=torch.bfloat16)
     assert m.embed_tokens.weight.dtype == torch.bfloat16 and not m.training
+    # cast while copied in: the same values as loading in fp32 and converting afterwards
+    converted = C.load_model(tmp_path / "n").to(torch.bfloat16).state_dict()
+    for k, v in m.state_dict().items():
+        assert v.dtype == converted[k].dtype and torch.equal(v, converted[k]), k
 
 
 @pytest.mark.parametrize("layout", ["mmpretrain", "hf"])

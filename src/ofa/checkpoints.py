@@ -366,6 +366,8 @@ def model_from_checkpoint(ckpt: Checkpoint, *, device: str | torch.device | None
     with torch.device("meta"):
         model = OFAModel(ckpt.config)
     model = model.to_empty(device="cpu")
+    if dtype is not None:  # weights are cast as they are copied in: no full-precision copy
+        model = model.to(dtype=dtype)
     model.rebuild_buffers()  # built from the config, so to_empty left them undefined
     for k, v in model.state_dict().items():
         if k.endswith("num_batches_tracked"):
