@@ -1,0 +1,60 @@
+"""How fast a decoding step can read OFA-base's weights on this CPU.
+
+    .venv/bin/python benchmarks/gemv.py [--threads 2]
+
+A beam-search step multiplies a few rows (the beams) by every decoder weight and by the
+59457 x 768 output table, so it is bound by how fast those weights stream from memory. This
+prints, for 5 and 40 rows: the output table in both orientations (``F.linear`` vs
+``table @ hidden^T``, which ``ofa.model.ofa.vocab_logits`` uses for fp32 on CPU), the decoder's
+FFN weights cycled so they never stay in cache, and a plain read (``sum``) for the bandwidth
+ceiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def best_ms(fn, repeats: int = 5) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times) * 1e3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    ms = best_ms(torch.randn(50_000_000).sum)
+    print(f"read ceiling (sum of 200 MB): {200e6 / ms / 1e6:.1f} GB/s")
+    for dtype in (torch.float32, torch.bfloat16):
+        for rows in (5, 40):
+            print(f"{str(dtype)[6:]:8s} rows {rows:2d}: {step_weights(dtype, rows)}")
+
+
+def step_weights(dtype: torch.dtype, rows: int) -> str:
+    table = torch.randn(59457, 768).to(dtype)
+    nbytes = table.numel() * table.element_size()
+    # 6 layers x (fc1 + fc2) = 12 FFN matrices, as one decoding step reads them
+    ffn = [torch.randn(3072, 768).to(dtype) if i % 2 == 0 else torch.randn(768, 3072).to(dtype)
+           for i in range(12)]
+    ffn_bytes = sum(w.numel() * w.element_size() for w in ffn)
+    h = {768: torch.randn(rows, 768).to(dtype), 3072: torch.randn(rows, 3072).to(dtype)}
+    linear = best_ms(lambda: F.linear(h[768], table))
+    flipped = best_ms(lambda: (table @ h[768].T).T.contiguous())
+    layers = best_ms(lambda: [F.linear(h[w.shape[1]], w) for w in ffn])
+    return (f"output table F.linear {linear:5.1f} ms ({nbytes / linear / 1e6:4.1f} GB/s), "
+            f"table @ h^T {flipped:5.1f} ms ({nbytes / flipped / 1e6:4.1f} GB/s); decoder FFN "
+            f"weights {ffn_bytes / layers / 1e6:4.1f} GB/s")
+
+if __name__ == "__main__":
+    main()
