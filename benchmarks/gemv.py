@@ -6,8 +6,8 @@ A beam-search step multiplies a few rows (the beams) by every decoder weight and
 59457 x 768 output table, so it is bound by how fast those weights stream from memory. This
 prints, for 5 and 40 rows: the output table in both orientations (``F.linear`` vs
 ``table @ hidden^T``, which ``ofa.model.ofa.vocab_logits`` uses for fp32 on CPU), the decoder's
-FFN weights cycled so they never stay in cache, and a plain read (``sum``) for the bandwidth
-ceiling.
+FFN weights in both orientations, cycled so they never stay in cache, and a plain read
+(``sum``) for the bandwidth ceiling.
 """
 
 from __future__ import annotations
@@ -52,9 +52,11 @@ def step_weights(dtype: torch.dtype, rows: int) -> str:
     linear = best_ms(lambda: F.linear(h[768], table))
     flipped = best_ms(lambda: (table @ h[768].T).T.contiguous())
     layers = best_ms(lambda: [F.linear(h[w.shape[1]], w) for w in ffn])
+    layers_flipped = best_ms(lambda: [(w @ h[w.shape[1]].T).T.contiguous() for w in ffn])
     return (f"output table F.linear {linear:5.1f} ms ({nbytes / linear / 1e6:4.1f} GB/s), "
             f"table @ h^T {flipped:5.1f} ms ({nbytes / flipped / 1e6:4.1f} GB/s); decoder FFN "
-            f"weights {ffn_bytes / layers / 1e6:4.1f} GB/s")
+            f"weights F.linear {ffn_bytes / layers / 1e6:4.1f} GB/s, W @ h^T "
+            f"{ffn_bytes / layers_flipped / 1e6:4.1f} GB/s")
 
 if __name__ == "__main__":
     main()

@@ -4,6 +4,7 @@ import argparse
 import json
 import os
 import pickle
+import subprocess
 import sys
 import types
 
@@ -267,3 +268,40 @@ def test_convert_cli_other_layouts(small, tmp_path, bpe_dir, layout, capsys):
     assert cli_main(["convert", str(src), str(dst), *extra]) == 0
     assert f"({layout}," in capsys.readouterr().out
     torch.testing.assert_close(logits_of(C.load_model(dst)), logits_of(small), rtol=0, atol=0)
+
+
+def test_a_loaded_model_does_not_depend_on_its_mapped_file(small, tmp_path):
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model": official_state(small)}, path)
+    ckpt = C.read_checkpoint(path)
+    model = C.model_from_checkpoint(ckpt)
+    assert model.decoder.embed_tokens.weight is model.encoder.embed_tokens.weight
+    mapped = ckpt.state_dict["encoder.embed_tokens.weight"]
+    assert model.encoder.embed_tokens.weight.data_ptr() != mapped.data_ptr()  # copied
+    del ckpt, mapped
+    path.write_bytes(b"overwritten")  # the user saves over the file: the model is unaffected
+    torch.testing.assert_close(logits_of(model), logits_of(small), rtol=0, atol=0)
+    legacy = tmp_path / "legacy.pt"  # the pre-1.6 format cannot be mapped: read as before
+    torch.save({"model": official_state(small)}, legacy, _use_new_zipfile_serialization=False)
+    torch.testing.assert_close(logits_of(C.load_model(legacy)), logits_of(small), rtol=0, atol=0)
+
+
+def test_unused_tensors_of_a_checkpoint_are_never_read(small, tmp_path):
+    unused_mb = 128  # an optimizer state: its pages must never be read into memory
+    plain, extra = tmp_path / "plain.pt", tmp_path / "with-optimizer.pt"
+    torch.save({"model": official_state(small)}, plain)
+    torch.save({"model": official_state(small),
+                "last_optimizer_state": {"exp_avg": torch.ones(unused_mb << 18)}}, extra)
+    # VmHWM: this process's peak resident memory (ru_maxrss would carry pytest's over exec)
+    code = ("import re, sys\nfrom ofa.checkpoints import load_model\n"
+            "def peak_kb():\n"
+            "    return int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1])\n"
+            "before = peak_kb()\nload_model(sys.argv[1])\nprint((peak_kb() - before) // 1024)")
+
+    def grown_mb(path):
+        out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                             text=True, check=True)
+        return int(out.stdout.strip())
+
+    base, with_unused = grown_mb(plain), grown_mb(extra)
+    assert with_unused - base < unused_mb // 8, f"{with_unused} MB vs {base} MB without it"

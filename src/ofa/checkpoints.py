@@ -207,7 +207,11 @@ class Checkpoint:
 
 def detect_format(path: str | os.PathLike[str]) -> str:
     """'native', 'hf', 'fairseq' or 'mmpretrain' (the last two are told apart by content)."""
-    p = Path(path)
+    return _format_and_object(Path(path))[0]
+
+
+def _format_and_object(p: Path) -> tuple[str, object]:
+    """The format, and for a single pickled file its loaded object (read once, not twice)."""
     if not p.exists():
         raise CheckpointError(f"checkpoint not found: {p}")
     if p.is_dir():
@@ -216,11 +220,11 @@ def detect_format(path: str | os.PathLike[str]) -> str:
             raise CheckpointError(f"{p} is a folder without {CONFIG_FILE}: expected an ofa "
                                   "native folder or an HF-port folder")
         cfg = _read_json(cfg_file)
-        return "native" if "ofa_format" in cfg else "hf"
+        return ("native" if "ofa_format" in cfg else "hf"), None
     if p.suffix == ".safetensors":
-        return "hf"
+        return "hf", None
     obj = load_pickled_checkpoint(p)
-    return _pickled_format(obj, p)
+    return _pickled_format(obj, p), obj
 
 
 def _pickled_format(obj: object, path: Path) -> str:
@@ -280,7 +284,7 @@ def _fairseq_overrides(obj: dict) -> dict:
 def read_checkpoint(path: str | os.PathLike[str], ema: bool | None = None) -> Checkpoint:
     """Read any supported checkpoint into official key names (no model is built yet)."""
     p = Path(path)
-    fmt = detect_format(p)
+    fmt, obj = _format_and_object(p)
     overrides: dict = {}
     used_ema = False
     tok_dir: Path | None = None
@@ -302,13 +306,14 @@ def read_checkpoint(path: str | os.PathLike[str], ema: bool | None = None) -> Ch
         if weights.suffix == ".safetensors":
             state = _load_safetensors(weights)
         else:
-            obj = load_pickled_checkpoint(weights)
+            if obj is None:  # a folder: its pytorch_model.bin
+                obj = load_pickled_checkpoint(weights)
             if not isinstance(obj, dict):
                 raise CheckpointError(f"{weights}: expected a state dict")
             state = obj
         tok_dir = folder
     else:
-        obj = load_pickled_checkpoint(p)
+        assert isinstance(obj, dict)  # _pickled_format checked it
         state, used_ema = _select_weights(obj, p, ema)
         if fmt == "fairseq":
             overrides = _fairseq_overrides(obj)
@@ -348,6 +353,7 @@ def load_weights(model: OFAModel, state: dict[str, torch.Tensor]) -> None:
         raise CheckpointError(f"checkpoint does not fit {describe(model.config)}; it looks like "
                               f"{looks}. " + " | ".join(problems))
     with torch.no_grad():
+        # copied, never adopted: a model must not depend on a file the user may overwrite
         for k, v in model.state_dict().items():
             if k in state:
                 v.copy_(state[k])

@@ -270,7 +270,11 @@ class ImageTransform:
         return cls(TASK_IMAGE_SIZES[task], mean, std)
 
     def __call__(self, image: ImageInput) -> torch.Tensor:
-        return _to_tensor(resize_image(load_image(image), self.size), self._mean, self._std)
+        return self.normalize(resize_image(load_image(image), self.size))
+
+    def normalize(self, resized: Image.Image) -> torch.Tensor:
+        """The tensor of an RGB image already resized to ``size`` (see :func:`resize_image`)."""
+        return _to_tensor(resized, self._mean, self._std)
 
     def batch(self, images: Sequence[ImageInput]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
         """Stack to ``(B, 3, size, size)`` and return each original ``(width, height)``."""

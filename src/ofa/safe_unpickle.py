@@ -14,6 +14,7 @@ import builtins
 import collections
 import pickle
 import types
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -106,16 +107,23 @@ class _RestrictedPickleModule:
 
 
 def load_pickled_checkpoint(path: str | Path) -> Any:
-    """``torch.load`` a checkpoint to CPU without executing code from it."""
+    """``torch.load`` a checkpoint to CPU without executing code from it.
+
+    Zip-format files (what torch >= 1.6 writes) are memory-mapped, copy-on-write: only the
+    tensors that are used are ever read (not an optimizer state, nor the unused one of the
+    model and EMA weights), and the pages are released with the tensors. Models copy the
+    weights they load, so they never depend on the file afterwards.
+    """
+    mmap = zipfile.is_zipfile(path)  # the legacy format cannot be mapped
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError:
         pass  # pickled config objects: use the restricted unpickler below
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(f"cannot read {path}: damaged or not a PyTorch checkpoint "
                               f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=False,
+        return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap,
                           pickle_module=_RestrictedPickleModule)
     except CheckpointError:
         raise

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from ofa.boxes import box_to_bins
-from ofa.data.records import build_sample, collate, read_jsonl, validate_record
+from ofa.data.records import ResizedImageCache, build_sample, collate, read_jsonl, validate_record
 from ofa.errors import InputError
 from ofa.tasks import EntailmentTask, GroundingTask, VQATask
 from ofa.tokenizer import BOS, EOS, PAD, OFATokenizer
@@ -87,6 +89,24 @@ def test_vqa_sample_uses_question_prefix_and_best_answer(tokenizer, image):
     assert s.target == [PAD] * len(ex.prefix) + [*answer, EOS]
     assert s.weight == pytest.approx(0.3)  # record weight x answer confidence
     assert s.image.shape == (3, 480, 480)  # the task's official size by default
+
+
+def test_image_cache_gives_the_same_sample_and_reads_each_file_once(tokenizer, tmp_path):
+    path = tmp_path / "scene.png"
+    pixels = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    ground = {"task": "ground", "id": "g", "image": str(path), "text": "the red thing",
+              "box": [8, 4, 40, 30]}
+    caption = {"task": "caption", "id": "c", "image": str(path), "caption": "a red square"}
+    cache = ResizedImageCache()
+    cached = build_sample(ground, tokenizer, image_size=32, image_cache=cache)
+    plain = build_sample(ground, tokenizer, image_size=32)
+    assert torch.equal(cached.image, plain.image) and cached.target == plain.target
+    path.unlink()  # a cache hit must not touch the file again
+    again = build_sample(caption, tokenizer, image_size=32, image_cache=cache)
+    assert torch.equal(again.image, plain.image) and len(cache) == 1
+    with pytest.raises(InputError):  # another size is another entry: read from disk, gone
+        build_sample(caption, tokenizer, image_size=48, image_cache=cache)
 
 
 def test_ground_and_entail_samples(tokenizer, image):

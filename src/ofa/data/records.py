@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from ..boxes import box_to_bins, validate_box
 from ..errors import InputError
-from ..preprocess import ImageTransform, load_image
+from ..preprocess import ImageTransform, load_image, resize_image
 from ..tasks import (
     CaptionTask,
     ClassificationTask,
@@ -196,19 +197,50 @@ def target_text(record: dict) -> tuple[str, float]:
     raise InputError(f"{task} targets are not text")
 
 
+class ResizedImageCache:
+    """Training images kept decoded and resized (uint8 PIL, ``S*S*3`` bytes each) by file path.
+
+    A multitask dataset reads each image many times (ShapesWorld: every scene gives a caption,
+    questions, expressions and statements); decoding and resizing it once saves most of the
+    batch-building time. Images given as bytes or arrays are not cached.
+    """
+
+    def __init__(self) -> None:
+        self._images: dict[tuple[str, int], tuple[Image.Image, tuple[int, int]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def get(self, image: Any, size: int) -> tuple[Image.Image, tuple[int, int]]:
+        """``(image resized to size x size, original (width, height))``."""
+        key = (os.fspath(image), size) if isinstance(image, str | os.PathLike) else None
+        hit = self._images.get(key) if key is not None else None
+        if hit is None:
+            pil = load_image(image)
+            hit = (resize_image(pil, size), pil.size)
+            if key is not None:
+                self._images[key] = hit
+        return hit
+
+
 def build_sample(record: dict, tokenizer: OFATokenizer, image_size: int | None = None,
-                 max_source_length: int = 128, max_target_length: int = 64) -> Sample:
+                 max_source_length: int = 128, max_target_length: int = 64,
+                 image_cache: ResizedImageCache | None = None) -> Sample:
     """Tokens (and image) of one record, prompts exactly as :mod:`ofa.tasks` builds them.
-    ``image_size`` overrides the task's official input size (small models use small images)."""
+    ``image_size`` overrides the task's official input size (small models use small images);
+    ``image_cache`` keeps the resized images of image files for the next time they are read."""
     name = record["task"]
     task = task_for(name)
     image = size = None
     patch = image_size or task.image_size
     if task.image_size is not None:
         transform = ImageTransform(patch, task.mean, task.std)
-        pil = load_image(record["image"])
-        size = pil.size
-        image = transform(pil)
+        if image_cache is not None:
+            resized, size = image_cache.get(record["image"], patch)
+        else:
+            pil = load_image(record["image"])
+            resized, size = resize_image(pil, patch), pil.size
+        image = transform.normalize(resized)
     if name == "ground":
         example = task.prepare(tokenizer, record["id"], text=record["text"])
         answer = box_to_bins(record["box"], size, patch)

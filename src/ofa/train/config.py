@@ -59,6 +59,9 @@ class DataSettings:
     max_source_length: int = 80
     max_target_length: int = 30
     num_workers: int = 0
+    # keep every training image decoded and resized in memory (image_size^2 * 3 bytes each, per
+    # process): for datasets that fit in RAM and read each image many times
+    cache_images: bool = False
 
 
 @dataclass

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..data.records import Batch, build_sample, collate
+from ..data.records import Batch, ResizedImageCache, build_sample, collate
 from ..errors import InputError
 from ..tokenizer import OFATokenizer
 
@@ -38,7 +38,8 @@ class StepBatches:
                  tokenizer: OFATokenizer, *, batch_size: int, update_freq: int = 1,
                  rank: int = 0, world_size: int = 1, seed: int = 1,
                  image_size: int | None = None, max_source_length: int = 80,
-                 max_target_length: int = 30, num_updates: int | None = None) -> None:
+                 max_target_length: int = 30, num_updates: int | None = None,
+                 cache_images: bool = False) -> None:
         if any(len(d) == 0 for d in datasets):
             raise InputError("a training dataset has no records")
         self.datasets = datasets
@@ -51,6 +52,7 @@ class StepBatches:
         self.counts = shares(ratios, self.global_batch)
         self.num_updates = num_updates
         self._perms: dict[tuple[int, int], np.ndarray] = {}
+        self.image_cache = ResizedImageCache() if cache_images else None
 
     def __len__(self) -> int:
         if self.num_updates is None:
@@ -84,5 +86,6 @@ class StepBatches:
             chunk = mine[m * self.batch_size:(m + 1) * self.batch_size]
             micro.append(collate([build_sample(self.datasets[d][i], self.tokenizer,
                                                self.image_size, self.max_source_length,
-                                               self.max_target_length) for d, i in chunk]))
+                                               self.max_target_length, self.image_cache)
+                                  for d, i in chunk]))
         return micro

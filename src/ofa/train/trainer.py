@@ -190,7 +190,8 @@ class Trainer:
             batch_size=cfg.batch_size, update_freq=cfg.update_freq, rank=self.info.rank,
             world_size=self.info.world_size, seed=cfg.seed, image_size=self.image_size,
             max_source_length=cfg.data.max_source_length,
-            max_target_length=cfg.data.max_target_length, num_updates=cfg.max_updates)
+            max_target_length=cfg.data.max_target_length, num_updates=cfg.max_updates,
+            cache_images=cfg.data.cache_images)
         self.step = 0
         self.best: float | None = None
         if resume and ckpt_path.exists():
