@@ -197,6 +197,12 @@ def target_text(record: dict) -> tuple[str, float]:
     raise InputError(f"{task} targets are not text")
 
 
+def load_resized(image: Any, size: int) -> tuple[Image.Image, tuple[int, int]]:
+    """``(image resized to size x size, original (width, height))``."""
+    pil = load_image(image)
+    return resize_image(pil, size), pil.size
+
+
 class ResizedImageCache:
     """Training images kept decoded and resized (uint8 PIL, ``S*S*3`` bytes each) by file path.
 
@@ -216,8 +222,7 @@ class ResizedImageCache:
         key = (os.fspath(image), size) if isinstance(image, str | os.PathLike) else None
         hit = self._images.get(key) if key is not None else None
         if hit is None:
-            pil = load_image(image)
-            hit = (resize_image(pil, size), pil.size)
+            hit = load_resized(image, size)
             if key is not None:
                 self._images[key] = hit
         return hit
@@ -235,11 +240,8 @@ def build_sample(record: dict, tokenizer: OFATokenizer, image_size: int | None =
     patch = image_size or task.image_size
     if task.image_size is not None:
         transform = ImageTransform(patch, task.mean, task.std)
-        if image_cache is not None:
-            resized, size = image_cache.get(record["image"], patch)
-        else:
-            pil = load_image(record["image"])
-            resized, size = resize_image(pil, patch), pil.size
+        load = image_cache.get if image_cache is not None else load_resized
+        resized, size = load(record["image"], patch)
         image = transform.normalize(resized)
     if name == "ground":
         example = task.prepare(tokenizer, record["id"], text=record["text"])
