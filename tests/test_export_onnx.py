@@ -221,6 +221,16 @@ def test_check_onnx_reports_and_catches_a_wrong_model(tiny, tiny_export):
     assert bad["max_abs_diff"]["encoder_hidden"] < TOL  # only the decoder was changed
 
 
+def test_entangled_positions_export(tmp_path):
+    torch.manual_seed(1)
+    model = sharpen(OFAModel(tiny_config(entangle_position_embedding=True)).eval())
+    manifest = export_onnx(model, tmp_path / "entangled", image_size=IMAGE, check=True)
+    assert manifest["model_config"]["entangle_position_embedding"] is True
+    report = manifest["check"]
+    assert report["ok"] and report["tokens_match"], report
+    assert report["max_abs_diff_all"] < TOL
+
+
 def test_fp16_model_is_exported_from_an_fp32_copy(tiny):
     half = copy.deepcopy(tiny).half()
     full = _fp32_cpu(half)

@@ -119,8 +119,8 @@ class EncoderGraph(nn.Module):
         enc, dec = self.encoder, self.decoder
         cfg, heads = enc.cfg, enc.cfg.attention_heads
         b, n_text = input_ids.shape
-        x = enc.layernorm_embedding(enc.embed_tokens(input_ids) + enc.type_embedding.weight[0])
         text_pos = torch.arange(n_text, device=input_ids.device)
+        x = enc.embed_text(input_ids, text_pos)
         img_x, img_ids = enc.embed_image(images.to(x.dtype))
         n_img = img_x.shape[1]
         img_pad = image_mask.to(torch.bool).logical_not()[:, None].expand(b, n_img)
@@ -187,7 +187,7 @@ class DecoderStepGraph(nn.Module):
         rows = torch.arange(past, total, device=device)
         cols = torch.arange(total, device=device)
 
-        x = dec.layernorm_embedding(dec.embed_tokens(input_ids))
+        x = dec.embed(input_ids, rows)
         self_q = self.self_pos_q[past:total].transpose(0, 1)  # [H, 1, d]
         self_abs = self_q @ self.self_pos_k[:, :total].transpose(1, 2)  # [H, 1, T]
         cross_q = self.cross_pos_q[past:total].transpose(0, 1)

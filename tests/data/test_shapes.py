@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ofa.data import BACKGROUNDS, COLORS, SHAPES, SIZES, VQA_ANSWERS, Scene, ShapesWorld
-from ofa.data.shapes import NUMBER_WORDS, PROPERTIES, split_code
+from ofa.data.shapes import NUMBER_WORDS, PROPERTIES, RELATIONS, annotation_kind, split_code
 from ofa.errors import InputError
 
 WORLD = ShapesWorld(seed=0)
@@ -246,3 +246,24 @@ def test_write(tmp_path: Path):
     index = int(Path(records[0]["image"]).stem)
     assert records[: len(WORLD.records("val", index, records[0]["image"]))] == WORLD.records(
         "val", index, records[0]["image"])
+
+
+def test_annotation_kind_names_the_template():
+    for index, scene in enumerate(SCENES[:60]):
+        for kind, groups in scene._question_pools().items():
+            for question, _ in (q for group in groups for q in group):
+                assert annotation_kind({"task": "vqa", "question": question}) == kind, question
+        for record in WORLD.records("train", index, "x.png"):
+            kind = annotation_kind(record)
+            if record["task"] == "entail":
+                # property statements are exactly the neutral ones
+                assert (kind == "property") == (record["label"] == "neutral"), record
+                relation = any(f" {r} the " in record["hypothesis"] for r in RELATIONS)
+                assert (kind == "relation") == relation, record
+            elif record["task"] == "ground":
+                names = [s.name for s in scene.shapes]
+                assert (kind == "full") == (record["text"].removeprefix("the ") in names)
+            elif record["task"] in ("caption", "classify"):
+                assert kind == record["task"]
+    with pytest.raises(InputError, match="matches no ShapesWorld template"):
+        annotation_kind({"task": "vqa", "id": "q1", "question": "why is the sky blue?"})

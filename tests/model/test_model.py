@@ -9,10 +9,12 @@ from conftest import text_batch, tiny_config
 PAD = 1
 
 
-@pytest.fixture(scope="module")
-def model():
+@pytest.fixture(scope="module", params=[False, True], ids=["official", "entangled"])
+def model(request):
+    """The tiny model with positions as attention bias only (every released checkpoint), and
+    with positions also added to the embeddings (``entangle_position_embedding``)."""
     torch.manual_seed(0)
-    m = OFAModel(tiny_config()).eval()
+    m = OFAModel(tiny_config(entangle_position_embedding=request.param)).eval()
     # random (not init-zero) relative tables and BN stats, so every term matters
     with torch.no_grad():
         for name, p in m.named_parameters():
@@ -128,6 +130,23 @@ def test_cache_reorder_follows_beams(model):
         full = model.decode(dec[order, :4], enc.index_select(order))
     torch.testing.assert_close(step[:, 0], full[:, 3], atol=2e-5, rtol=1e-5)
     assert cache.layers[0].cross_k.shape[0] == 2  # no per-beam copies
+
+
+def test_entangled_positions_enter_the_embeddings(model):
+    ids = text_batch([6, 6])
+    images = torch.randn(2, 3, 64, 64)
+    dec = text_batch([5, 5], seed=6)
+    other = OFAModel(tiny_config(
+        entangle_position_embedding=not model.config.entangle_position_embedding)).eval()
+    other.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert (model(ids, dec, images) - other(ids, dec, images)).abs().max() > 1e-3
+        # the same token at two positions: embeddings differ only when positions are entangled
+        text = model.encoder.embed_text(torch.full((1, 2), 7), torch.arange(2))
+        tokens = model.decoder.embed(torch.full((1, 2), 7), torch.arange(2))
+        patches, _ = model.encoder.embed_image(torch.zeros(1, 3, 32, 32))
+    for x in (text[0], tokens[0], patches[0]):
+        assert ((x[0] - x[1]).abs().max() > 1e-3) == model.config.entangle_position_embedding
 
 
 def test_too_large_image_is_a_clear_error(model):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import zlib
 from collections.abc import Sequence
@@ -41,6 +42,7 @@ __all__ = [
     "Scene",
     "Shape",
     "ShapesWorld",
+    "annotation_kind",
     "split_code",
 ]
 
@@ -480,6 +482,44 @@ class ShapesWorld:
             written[split] = path
         _write_atomic(root / "answers.txt", "".join(a + "\n" for a in VQA_ANSWERS))
         return written
+
+
+_RELATION = "|".join(RELATIONS)
+# (kind, pattern) in match order, one per template in Scene._question_pools / _statement
+_QUESTION_KINDS = (
+    ("relation", re.compile(rf"^is the .+ ({_RELATION}) the .+\?$")),
+    ("exist", re.compile(r"^is there an? ")),
+    ("count", re.compile(r"^how many ")),
+    ("color", re.compile(r"^what color ")),
+    ("shape", re.compile(r"^what shape ")),
+    ("size", re.compile(r"^what size ")),
+)
+_STATEMENT_KINDS = (
+    ("relation", re.compile(rf"^the .+ is ({_RELATION}) the ")),
+    ("exist", re.compile(r"^there is an? ")),
+    ("count", re.compile(r"^there (is one shape|are \w+ shapes)$")),
+    ("size", re.compile(rf"^the .+ is ({'|'.join(SIZES)})$")),
+    ("property", re.compile(rf"^the .+ is ({'|'.join(PROPERTIES)})$")),
+)
+
+
+def annotation_kind(record: dict) -> str:
+    """Which template a record was written from: the question type of a VQA record
+    (``QUESTION_TYPES``), the statement kind of an entailment record (exist, count, size,
+    relation, property), the expression form of a grounding record ("full" colour + kind,
+    "kind" alone, "color" alone) and the task name otherwise. For error analysis by kind."""
+    task = record.get("task")
+    if task == "ground":
+        words = record["text"].split()
+        return "color" if words[-1] == "shape" else "full" if len(words) == 3 else "kind"
+    table = {"vqa": (_QUESTION_KINDS, "question"), "entail": (_STATEMENT_KINDS, "hypothesis")}
+    if task not in table:
+        return str(task)
+    patterns, field_name = table[task]
+    for kind, pattern in patterns:
+        if pattern.search(record[field_name]):
+            return kind
+    raise InputError(f"{task} record {record.get('id')!r} matches no ShapesWorld template")
 
 
 def _write_atomic(path: Path, text: str) -> None:

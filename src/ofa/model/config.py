@@ -37,6 +37,10 @@ class OFAConfig:
     attn_scale_factor: float = 2.0
     layer_norm_eps: float = 1e-5
     num_type_embeddings: int = 2
+    # Add the absolute position embeddings to the token/patch embeddings as well (the official
+    # ``--entangle-position-embedding`` without ``--disable-entangle``). Every released
+    # checkpoint has False: positions reach attention only as a bias, never the values.
+    entangle_position_embedding: bool = False
     # regularisation (all 0 at inference; the official fine-tuning scripts use 0.1)
     dropout: float = 0.0
     attention_dropout: float = 0.0

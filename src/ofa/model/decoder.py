@@ -1,7 +1,8 @@
 """The OFA decoder: BOS-started, pre-LN + NormFormer, with a KV cache for generation.
 
-Like the encoder it never adds positions to token embeddings: the causal self-attention gets
-an absolute + per-layer relative bias, cross-attention only an absolute bias against the
+Like the encoder it adds positions to the token embeddings only with
+``entangle_position_embedding`` (off in every released checkpoint). The causal self-attention
+gets an absolute + per-layer relative bias, cross-attention only an absolute bias against the
 encoder's position embeddings. Image-code samples (text-to-image) use the image position
 table, the code LayerNorm and 2-D relative buckets instead of the text ones.
 """
@@ -160,6 +161,25 @@ class OFADecoder(nn.Module):
         cross = cross_q @ cross_k.transpose(1, 2)
         return [self_abs + t(buckets).permute(2, 0, 1) for t in tables], cross
 
+    def embed(self, tokens: torch.Tensor, rows: torch.Tensor,
+              code_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Embeddings [B, T, D] of ``tokens`` at decoder positions ``rows`` [T]; samples marked
+        in ``code_mask`` [B] are image codes (their own LayerNorm and position table)."""
+        x = self.embed_tokens(tokens)
+        code = code_mask.view(-1, 1, 1) if code_mask is not None and bool(code_mask.any()) \
+            else None
+        if self.cfg.entangle_position_embedding:
+            pos = self.embed_positions.weight[rows]
+            if code is not None:
+                code_pos = self.embed_image_positions.weight[self.image_position_idx[rows]]
+                pos = torch.where(code, code_pos, pos)
+            x = x + pos
+        if code is not None:
+            x = torch.where(code, self.code_layernorm_embedding(x), self.layernorm_embedding(x))
+        else:
+            x = self.layernorm_embedding(x)
+        return self.dropout(x)
+
     def forward(self, tokens: torch.Tensor, encoder_out: EncoderOutput,
                 cache: DecoderCache | None = None,
                 code_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -176,15 +196,9 @@ class OFADecoder(nn.Module):
         rows = torch.arange(past, total, device=device)
         cols = torch.arange(total, device=device)
 
-        x = self.embed_tokens(tokens)
+        x = self.embed(tokens, rows, code_mask)
         any_code = code_mask is not None and bool(code_mask.any())
         all_code = any_code and bool(code_mask.all())
-        if any_code:
-            sel = code_mask.view(b, 1, 1)
-            x = torch.where(sel, self.code_layernorm_embedding(x), self.layernorm_embedding(x))
-        else:
-            x = self.layernorm_embedding(x)
-        x = self.dropout(x)
 
         if cache is not None and cache.cross_pos_k is not None:
             cross_k = cache.cross_pos_k

@@ -1,7 +1,8 @@
 """The OFA encoder: ResNet patches and text tokens in one pre-LN Transformer stack.
 
-Absolute positions never touch the embeddings; they enter every layer as an attention bias
-(TUPE style), plus a per-layer relative bias on the text-text and image-image blocks.
+Absolute positions enter every layer as an attention bias (TUPE style), plus a per-layer
+relative bias on the text-text and image-image blocks. They touch the embeddings only with
+``entangle_position_embedding`` (off in every released checkpoint).
 """
 
 from __future__ import annotations
@@ -98,9 +99,18 @@ class OFAEncoder(nn.Module):
             raise InputError(f"image of {images.shape[-2]}x{images.shape[-1]} px gives a "
                              f"{h}x{w} patch grid; OFA's position table covers at most "
                              f"{side}x{side} px")
-        x = self.image_proj(feat.flatten(2).transpose(1, 2))
-        x = self.patch_layernorm_embedding(x + self.type_embedding.weight[1])
-        return self.dropout(x), image_position_ids(h, w, self.cfg.image_bucket_size, x.device)
+        ids = image_position_ids(h, w, self.cfg.image_bucket_size, feat.device)
+        x = self.image_proj(feat.flatten(2).transpose(1, 2)) + self.type_embedding.weight[1]
+        if self.cfg.entangle_position_embedding:
+            x = x + self.embed_image_positions(ids)
+        return self.dropout(self.patch_layernorm_embedding(x)), ids
+
+    def embed_text(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Token embeddings [B, L, D] of right-padded ``input_ids`` at ``positions`` [L]."""
+        x = self.embed_tokens(input_ids) + self.type_embedding.weight[0]
+        if self.cfg.entangle_position_embedding:
+            x = x + self.embed_positions(positions)
+        return self.dropout(self.layernorm_embedding(x))
 
     def forward(self, input_ids: torch.Tensor, images: torch.Tensor | None = None,
                 image_mask: torch.Tensor | None = None) -> EncoderOutput:
@@ -111,10 +121,9 @@ class OFAEncoder(nn.Module):
         if n_text > cfg.max_source_positions:
             raise InputError(f"text of {n_text} tokens exceeds the {cfg.max_source_positions}"
                              " positions of the encoder")
-        x = self.embed_tokens(input_ids) + self.type_embedding.weight[0]
-        x = self.dropout(self.layernorm_embedding(x))
-        padding = input_ids.eq(cfg.pad_token_id)
         text_pos = torch.arange(n_text, device=input_ids.device)
+        x = self.embed_text(input_ids, text_pos)
+        padding = input_ids.eq(cfg.pad_token_id)
         pos = self.pos_ln(self.embed_positions(text_pos))
         n_img = 0
         if images is not None:
