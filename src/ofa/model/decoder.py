@@ -166,8 +166,7 @@ class OFADecoder(nn.Module):
         """Embeddings [B, T, D] of ``tokens`` at decoder positions ``rows`` [T]; samples marked
         in ``code_mask`` [B] are image codes (their own LayerNorm and position table)."""
         x = self.embed_tokens(tokens)
-        code = code_mask.view(-1, 1, 1) if code_mask is not None and bool(code_mask.any()) \
-            else None
+        code = code_mask.view(-1, 1, 1) if code_mask is not None else None
         if self.cfg.entangle_position_embedding:
             pos = self.embed_positions.weight[rows]
             if code is not None:
@@ -196,9 +195,9 @@ class OFADecoder(nn.Module):
         rows = torch.arange(past, total, device=device)
         cols = torch.arange(total, device=device)
 
-        x = self.embed(tokens, rows, code_mask)
         any_code = code_mask is not None and bool(code_mask.any())
         all_code = any_code and bool(code_mask.all())
+        x = self.embed(tokens, rows, code_mask if any_code else None)
 
         if cache is not None and cache.cross_pos_k is not None:
             cross_k = cache.cross_pos_k
