@@ -333,7 +333,9 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     s = dsub.add_parser(
         "shapes", help="write the synthetic ShapesWorld dataset",
         description="Render ShapesWorld scenes and write images plus train/val/test JSONL "
-                    "records for captioning, VQA, grounding, entailment and classification.")
+                    "records for captioning, VQA, grounding, entailment and classification, "
+                    "and SPLIT_relations.jsonl with every spatial relation of every scene as a "
+                    "question and as a statement (for a training curriculum).")
     s.add_argument("out", type=Path, help="output folder")
     s.add_argument("--train", type=int, default=20000, help="training scenes (default 20000)")
     s.add_argument("--val", type=int, default=500, help="validation scenes (default 500)")
@@ -353,7 +355,7 @@ def _run_data_shapes(args: argparse.Namespace) -> int:
     world = ShapesWorld(seed=args.seed, image_size=args.image_size, max_shapes=args.max_shapes)
     files = world.write(args.out, {k: n for k, n in counts.items() if n > 0})
     for split, path in files.items():
-        print(f"{split}: {counts[split]} scenes -> {path}")
+        print(f"{split}: {counts[split]} scenes -> {path} (+ {path.stem}_relations.jsonl)")
     return 0
 
 

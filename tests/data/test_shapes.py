@@ -248,6 +248,31 @@ def test_write(tmp_path: Path):
         "val", index, records[0]["image"])
 
 
+def test_write_relation_files(tmp_path: Path):
+    world = ShapesWorld(seed=1, image_size=64, max_shapes=3)
+    world.write(tmp_path, {"train": 12}, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "train_relations.jsonl").open()]
+    assert len({r["id"] for r in records}) == len(records)
+    expected = 0
+    for index in range(12):
+        scene = world.scene("train", index)
+        expected += 2 * len(scene._relation_items())
+        names = {s.name: s for s in scene.shapes}
+        mine = [r for r in records if r["image"] == f"images/train/{index:06d}.png"]
+        for r in mine:
+            assert annotation_kind(r) == "relation"
+            text = r["question"] if r["task"] == "vqa" else r["hypothesis"]
+            a, rel, b = re.fullmatch(rf"(?:is )?the (\w+ \w+) (?:is )?({'|'.join(RELATIONS)}) "
+                                     r"the (\w+ \w+)\??", text).groups()
+            truth = scene.relation_holds(names[a], names[b], rel)
+            assert truth is not None
+            answer = (r["answers"] == {"yes": 1.0} if r["task"] == "vqa"
+                      else r["label"] == "entailment")
+            assert answer == truth, r
+    assert len(records) == expected > 0
+    assert {r["task"] for r in records} == {"vqa", "entail"}
+
+
 def test_annotation_kind_names_the_template():
     for index, scene in enumerate(SCENES[:60]):
         for kind, groups in scene._question_pools().items():

@@ -200,6 +200,13 @@ def test_config_errors(shapes, bpe_dir, tmp_path):
         build_config({**good, "tokenizer": None})
     with pytest.raises(InputError, match="data.train"):
         build_config({**good, "data": {"train": []}})
+    train = good["data"]["train"]
+    for window, message in (({"from_update": -1}, "from_update must be an integer >= 0"),
+                            ({"from_update": 2, "until_update": 2}, "until_update must be"),
+                            ({"from_update": 3}, "would never be used")):
+        bad = {**good, "data": {**good["data"], "train": [train[0], {**train[1], **window}]}}
+        with pytest.raises(InputError, match=message):
+            build_config(bad)
 
 
 def test_trains_from_official_tsv(shapes, bpe_dir, tmp_path):

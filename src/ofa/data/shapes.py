@@ -264,7 +264,7 @@ class Scene:
         count_total = [("how many shapes are there?", _count_word(len(shapes)))]
         exist_yes = [(f"is there a {s.color} {s.kind}?", "yes") for s in shapes]
         exist_no = [(f"is there a {c} {k}?", "no") for c, k in self._absent_pairs()]
-        relation_q = [(f"is the {a.name} {rel} the {b.name}?", "yes" if truth else "no")
+        relation_q = [(_relation_question(a, rel, b), "yes" if truth else "no")
                       for a, rel, b, truth in self._relation_items()]
         size_q = [(f"what size is the {s.name}?", s.size) for s in shapes]
         return {
@@ -338,7 +338,7 @@ class Scene:
             size = pick.size if truth else next(z for z in SIZES if z != pick.size)
             return f"the {pick.name} is {size}"
         a, rel, b, _ = rels[int(rng.integers(len(rels)))]
-        return f"the {a.name} is {rel} the {b.name}"
+        return _relation_statement(a, rel, b)
 
     def statements(self) -> list[tuple[str, str]]:
         """3-4 unique (hypothesis, label) pairs, labels ~40/40/20 entail/contradict/neutral."""
@@ -458,7 +458,9 @@ class ShapesWorld:
 
     def write(self, out_dir: str | os.PathLike[str], splits: dict[str, int],
               progress: bool = True) -> dict[str, Path]:
-        """Write images/{split}/{index:06d}.png, {split}.jsonl and answers.txt under ``out_dir``.
+        """Write images/{split}/{index:06d}.png, {split}.jsonl and answers.txt under ``out_dir``,
+        plus {split}_relations.jsonl: every spatial relation of every scene, as a yes/no question
+        and as an entailment statement (a curriculum set; relations are rare in {split}.jsonl).
 
         Image paths in the records are relative to ``out_dir``. Returns split -> jsonl path.
         """
@@ -470,15 +472,19 @@ class ShapesWorld:
                 raise InputError(f"split {split!r}: count must be >= 0, got {count}")
             image_dir = root / "images" / split
             image_dir.mkdir(parents=True, exist_ok=True)
-            lines = []
+            lines, relation_lines = [], []
             for index in tqdm(range(count), desc=f"shapes {split}", disable=not progress):
                 rel = f"images/{split}/{index:06d}.png"
                 scene = self.scene(split, index)
                 scene.render().save(root / rel, format="PNG")
                 records = _scene_records(scene, f"{split}-{index:06d}", rel)
                 lines.extend(json.dumps(r) for r in records)
+                relation_lines.extend(json.dumps(r) for r in
+                                      _relation_records(scene, f"{split}-{index:06d}", rel))
             path = root / f"{split}.jsonl"
             _write_atomic(path, "".join(line + "\n" for line in lines))
+            _write_atomic(root / f"{split}_relations.jsonl",
+                          "".join(line + "\n" for line in relation_lines))
             written[split] = path
         _write_atomic(root / "answers.txt", "".join(a + "\n" for a in VQA_ANSWERS))
         return written
@@ -532,6 +538,27 @@ def _write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _relation_question(a: Shape, relation: str, b: Shape) -> str:
+    return f"is the {a.name} {relation} the {b.name}?"
+
+
+def _relation_statement(a: Shape, relation: str, b: Shape) -> str:
+    return f"the {a.name} is {relation} the {b.name}"
+
+
+def _relation_records(scene: Scene, prefix: str, image: str) -> list[dict]:
+    """Every relation that can be called in ``scene``, as a VQA and as an entailment record."""
+    out: list[dict] = []
+    for i, (a, rel, b, truth) in enumerate(scene._relation_items()):
+        out.append({"task": "vqa", "id": f"{prefix}-relation-vqa-{i}", "image": image,
+                    "question": _relation_question(a, rel, b),
+                    "answers": {"yes" if truth else "no": 1.0}})
+        out.append({"task": "entail", "id": f"{prefix}-relation-entail-{i}", "image": image,
+                    "hypothesis": _relation_statement(a, rel, b),
+                    "label": "entailment" if truth else "contradiction"})
+    return out
 
 
 def _scene_records(scene: Scene, prefix: str, image: str) -> list[dict]:

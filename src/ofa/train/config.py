@@ -49,6 +49,9 @@ class DatasetSpec:
     selected_cols: list[int] | None = None  # .tsv: columns of the task's fields (official)
     ratio: float = 1.0  # share of each training batch (normalised over the datasets)
     limit: int | None = None  # use only the first N records (validation)
+    # training curriculum: the dataset is in the mix for updates [from_update, until_update)
+    from_update: int = 0
+    until_update: int | None = None
 
 
 @dataclass
@@ -164,6 +167,17 @@ def _check(cfg: TrainConfig) -> None:
                              f"{list(TASK_NAMES)}")
     if any(not (d.ratio > 0) for d in cfg.data.train):
         raise InputError("every training dataset needs a positive ratio")
+    for spec in cfg.data.train:
+        start, end = spec.from_update, spec.until_update
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise InputError(f"{spec.path}: from_update must be an integer >= 0, got {start!r}")
+        if end is not None and (isinstance(end, bool) or not isinstance(end, int)
+                                or end <= start):
+            raise InputError(f"{spec.path}: until_update must be an integer above "
+                             f"from_update ({start}), got {end!r}")
+        if start >= cfg.max_updates:
+            raise InputError(f"{spec.path}: from_update {start} is not below max_updates "
+                             f"{cfg.max_updates}, so the dataset would never be used")
     if cfg.model.init is None and cfg.model.preset is None and not cfg.model.config:
         raise InputError("model needs init (a checkpoint to fine-tune), preset or config")
     if cfg.model.linear_init not in ("bert", "fan_in"):

@@ -4,10 +4,15 @@ The samples of update ``step`` are a pure function of ``(seed, step)``: dataset 
 ``c_d`` samples per update (``c_d`` proportional to its ratio), read in epoch order through a
 seeded permutation per epoch. So a resumed run reads exactly what the uninterrupted run would
 have, and N processes together read what one process reads with an N times larger batch.
+
+A dataset may be active only in a window of updates ``[from_update, until_update)`` (a
+curriculum): the updates split into phases at every window edge, and each phase shares the
+batch among the datasets active in it.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,6 +35,26 @@ def shares(ratios: Sequence[float], total: int) -> list[int]:
     return counts.tolist()
 
 
+def phases(ratios: Sequence[float], windows: Sequence[tuple[int, int | None]] | None,
+           total: int, num_updates: int | None = None) -> tuple[list[int], list[list[int]]]:
+    """Phase start updates and each phase's samples per dataset, from the datasets' windows
+    ``[from_update, until_update)`` (``None``: no end; no windows: one phase, all active).
+    Phases starting at or after ``num_updates`` are never trained and are left out."""
+    windows = list(windows) if windows is not None else [(0, None)] * len(ratios)
+    edges = sorted({0, *(a for a, _ in windows), *(b for _, b in windows if b is not None)})
+    edges = [e for e in edges if num_updates is None or e == 0 or e < num_updates]
+    starts, counts = [], []
+    for edge in edges:
+        active = [i for i, (a, b) in enumerate(windows) if a <= edge and (b is None or edge < b)]
+        if not active:
+            raise InputError(f"no training dataset is active from update {edge}; "
+                             "check the datasets' from_update/until_update")
+        slots = dict(zip(active, shares([ratios[i] for i in active], total), strict=True))
+        starts.append(edge)
+        counts.append([slots.get(i, 0) for i in range(len(ratios))])
+    return starts, counts
+
+
 class StepBatches:
     """``batches[step]`` -> this process's micro-batches of that update (a list of
     ``update_freq`` :class:`Batch`). Map-style, so a DataLoader's workers can build them."""
@@ -39,7 +64,8 @@ class StepBatches:
                  rank: int = 0, world_size: int = 1, seed: int = 1,
                  image_size: int | None = None, max_source_length: int = 80,
                  max_target_length: int = 30, num_updates: int | None = None,
-                 cache_images: bool = False) -> None:
+                 cache_images: bool = False,
+                 windows: Sequence[tuple[int, int | None]] | None = None) -> None:
         if any(len(d) == 0 for d in datasets):
             raise InputError("a training dataset has no records")
         self.datasets = datasets
@@ -49,7 +75,15 @@ class StepBatches:
         self.image_size = image_size
         self.max_source_length, self.max_target_length = max_source_length, max_target_length
         self.global_batch = batch_size * update_freq * world_size
-        self.counts = shares(ratios, self.global_batch)
+        self.phase_starts, self.phase_counts = phases(ratios, windows, self.global_batch,
+                                                           num_updates)
+        # samples each dataset has read before each phase starts
+        self.phase_offsets = [[0] * len(datasets)]
+        for p in range(1, len(self.phase_starts)):
+            length = self.phase_starts[p] - self.phase_starts[p - 1]
+            self.phase_offsets.append([o + c * length for o, c in
+                                       zip(self.phase_offsets[-1], self.phase_counts[p - 1],
+                                           strict=True)])
         self.num_updates = num_updates
         self._perms: dict[tuple[int, int], np.ndarray] = {}
         self.image_cache = ResizedImageCache() if cache_images else None
@@ -72,8 +106,10 @@ class StepBatches:
 
     def global_indices(self, step: int) -> list[tuple[int, int]]:
         """(dataset, record) pairs of the whole global batch of ``step``, mixed."""
-        pairs = [(d, self._item(d, step * c + j))
-                 for d, c in enumerate(self.counts) for j in range(c)]
+        p = bisect.bisect_right(self.phase_starts, step) - 1
+        start, offsets = self.phase_starts[p], self.phase_offsets[p]
+        pairs = [(d, self._item(d, offsets[d] + (step - start) * c + j))
+                 for d, c in enumerate(self.phase_counts[p]) for j in range(c)]
         order = np.random.default_rng([self.seed, 1 << 20, step]).permutation(len(pairs))
         return [pairs[i] for i in order]
 

@@ -191,7 +191,8 @@ class Trainer:
             world_size=self.info.world_size, seed=cfg.seed, image_size=self.image_size,
             max_source_length=cfg.data.max_source_length,
             max_target_length=cfg.data.max_target_length, num_updates=cfg.max_updates,
-            cache_images=cfg.data.cache_images)
+            cache_images=cfg.data.cache_images,
+            windows=[(d.from_update, d.until_update) for d in cfg.data.train])
         self.step = 0
         self.best: float | None = None
         if resume and ckpt_path.exists():
