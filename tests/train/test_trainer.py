@@ -207,6 +207,9 @@ def test_config_errors(shapes, bpe_dir, tmp_path):
         bad = {**good, "data": {**good["data"], "train": [train[0], {**train[1], **window}]}}
         with pytest.raises(InputError, match=message):
             build_config(bad)
+    valid = {**good, "data": {**good["data"], "valid": [{**train[0], "until_update": 2}]}}
+    with pytest.raises(InputError, match="training datasets only"):
+        build_config(valid)
 
 
 def test_trains_from_official_tsv(shapes, bpe_dir, tmp_path):

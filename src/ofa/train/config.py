@@ -167,6 +167,10 @@ def _check(cfg: TrainConfig) -> None:
                              f"{list(TASK_NAMES)}")
     if any(not (d.ratio > 0) for d in cfg.data.train):
         raise InputError("every training dataset needs a positive ratio")
+    for spec in cfg.data.valid:
+        if spec.from_update != 0 or spec.until_update is not None:
+            raise InputError(f"{spec.path}: from_update/until_update apply to training datasets "
+                             "only; every validation runs on all of data.valid")
     for spec in cfg.data.train:
         start, end = spec.from_update, spec.until_update
         if isinstance(start, bool) or not isinstance(start, int) or start < 0:
