@@ -2,15 +2,17 @@
 
     .venv/bin/python benchmarks/shapes_colour_counts.py runs/X/best [--data data/shapes]
 
-Asks the question for every one of the 6 colours on the first N val scenes (rendered by
-``ofa data shapes`` with its default seed) and prints how many scenes got one answer for all
-six colours (a model that ignores the colour word), plus accuracy per gold answer. This is the
-per-colour count probe BENCHMARKS.md quotes for the demo models.
+Asks the question for every one of the 6 colours on the first N val scenes (the generator's
+own per-colour count questions, checked against the written data's captions) and prints how
+many scenes got one answer for all six colours (a model that ignores the colour word), plus
+accuracy per gold answer. This is the per-colour count probe BENCHMARKS.md quotes for the
+demo models.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -28,13 +30,20 @@ def main() -> None:
     args = parser.parse_args()
     model = ofa.load(args.model, device="cpu")
     world = ShapesWorld(seed=args.seed)
+    with open(args.data / "val.jsonl", encoding="utf-8") as f:
+        captions = {r["image"]: r["caption"] for r in map(json.loads, f) if r["task"] == "caption"}
     images, questions, gold = [], [], []
     for index in range(args.scenes):
-        colours = [s.color for s in world.scene("val", index).shapes]
-        for colour in COLORS:
-            images.append(str(args.data / "images" / "val" / f"{index:06d}.png"))
-            questions.append(f"how many {colour} shapes are there?")
-            gold.append(NUMBER_WORDS[colours.count(colour)])
+        scene, image = world.scene("val", index), f"images/val/{index:06d}.png"
+        if captions.get(image) != scene.caption():
+            parser.error(f"{args.data} was not written with world seed {args.seed} and the "
+                             "default settings (its captions differ); pass --seed")
+        # present colours and absent ones ("zero"): one question per colour
+        _total, present, absent = scene._question_pools()["count"]
+        for question, answer in present + absent:
+            images.append(str(args.data / image))
+            questions.append(question)
+            gold.append(answer)
     answers_file = (args.data / "answers.txt").read_text().splitlines()
     answers = [r["answer"] for r in model.vqa(images, questions, answers=answers_file,
                                               progress=True)]
