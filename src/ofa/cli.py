@@ -334,8 +334,10 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
         "shapes", help="write the synthetic ShapesWorld dataset",
         description="Render ShapesWorld scenes and write images plus train/val/test JSONL "
                     "records for captioning, VQA, grounding, entailment and classification, "
-                    "and SPLIT_relations.jsonl with every spatial relation of every scene as a "
-                    "question and as a statement (for a training curriculum).")
+                    "plus exhaustive sets for training curricula: SPLIT_relations.jsonl (every "
+                    "spatial relation of every scene as a question and as a statement), "
+                    "SPLIT_counts.jsonl (every count question) and SPLIT_referring.jsonl "
+                    "(every unique expression of every shape).")
     s.add_argument("out", type=Path, help="output folder")
     s.add_argument("--train", type=int, default=20000, help="training scenes (default 20000)")
     s.add_argument("--val", type=int, default=500, help="validation scenes (default 500)")
@@ -347,7 +349,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_data_shapes(args: argparse.Namespace) -> int:
-    from .data.shapes import ShapesWorld
+    from .data.shapes import EXHAUSTIVE_SETS, ShapesWorld
 
     counts = {"train": args.train, "val": args.val, "test": args.test}
     if any(n < 0 for n in counts.values()):
@@ -355,7 +357,8 @@ def _run_data_shapes(args: argparse.Namespace) -> int:
     world = ShapesWorld(seed=args.seed, image_size=args.image_size, max_shapes=args.max_shapes)
     files = world.write(args.out, {k: n for k, n in counts.items() if n > 0})
     for split, path in files.items():
-        print(f"{split}: {counts[split]} scenes -> {path} (+ {path.stem}_relations.jsonl)")
+        extra = ", ".join(f"{path.stem}_{name}.jsonl" for name in EXHAUSTIVE_SETS)
+        print(f"{split}: {counts[split]} scenes -> {path} (+ {extra})")
     return 0
 
 

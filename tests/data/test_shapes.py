@@ -292,3 +292,36 @@ def test_annotation_kind_names_the_template():
                 assert kind == record["task"]
     with pytest.raises(InputError, match="matches no ShapesWorld template"):
         annotation_kind({"task": "vqa", "id": "q1", "question": "why is the sky blue?"})
+
+
+def test_write_count_and_referring_files(tmp_path: Path):
+    world = ShapesWorld(seed=1, image_size=64, max_shapes=3)
+    world.write(tmp_path, {"train": 12}, progress=False)
+    counts = [json.loads(line) for line in (tmp_path / "train_counts.jsonl").open()]
+    referring = [json.loads(line) for line in (tmp_path / "train_referring.jsonl").open()]
+    for records in (counts, referring):
+        assert len({r["id"] for r in records}) == len(records)
+    for index in range(12):
+        scene = world.scene("train", index)
+        image = f"images/train/{index:06d}.png"
+        # one question for all shapes and one per colour, each answered from the shapes
+        asked = {r["question"]: r["answers"] for r in counts if r["image"] == image}
+        assert len(asked) == 1 + len(COLORS)
+        assert asked["how many shapes are there?"] == {NUMBER_WORDS[len(scene.shapes)]: 1.0}
+        for color in COLORS:
+            n = sum(s.color == color for s in scene.shapes)
+            assert asked[f"how many {color} shapes are there?"] == {NUMBER_WORDS[n]: 1.0}
+        # every expression names exactly one shape, and every shape gets its full name
+        mine = [r for r in referring if r["image"] == image]
+        for r in mine:
+            words = r["text"].split()[1:]
+            matches = [s for s in scene.shapes
+                       if words == [s.color, s.kind] or words == [s.kind]
+                       or words == [s.color, "shape"]]
+            assert len(matches) == 1 and r["box"] == list(matches[0].box), r
+            assert annotation_kind(r) in ("full", "kind", "color")
+        assert {r["text"] for r in mine} >= {f"the {s.name}" for s in scene.shapes}
+        kinds = [s.kind for s in scene.shapes]
+        assert sum(r["text"] in {f"the {k}" for k in kinds} for r in mine) == sum(
+            kinds.count(k) == 1 for k in kinds)
+    assert {annotation_kind(r) for r in referring} == {"full", "kind", "color"}

@@ -7,12 +7,14 @@ from torch import nn
 from ofa.model import OFAConfig, OFAModel
 from ofa.train.optim import (
     PolynomialDecaySchedule,
+    Restart,
     build_optimizer,
     clip_grad_norm,
     freeze,
     param_groups,
     polynomial_decay_lr,
     polynomial_decay_schedule,
+    restarted_lr,
     set_batchnorm_eval,
     warmup_updates_from_ratio,
 )
@@ -74,6 +76,41 @@ def test_scheduler_follows_updates_and_resumes():
     opt2.step()
     sched2.step()
     assert opt2.param_groups[0]["lr"] == pytest.approx(polynomial_decay_lr(10, 1e-3, 3, 7, 1e-5))
+
+
+def test_warm_restart_values():
+    restart = [Restart(update=8, scale=0.5, warmup_updates=2)]
+    lrs = [restarted_lr(u, 1.0, 2, 12, restarts=restart) for u in range(14)]
+    # unchanged before the restart, then 0 -> 0.5 over 2 updates, then linear decay to 0 at 12
+    assert lrs[:8] == pytest.approx([polynomial_decay_lr(u, 1.0, 2, 12) for u in range(8)])
+    assert lrs[8:] == pytest.approx([0.0, 0.25, 0.5, 0.25, 0.0, 0.0])
+    two = [Restart(4, 1.0, 0), Restart(8, 0.5, 0)]
+    assert restarted_lr(5, 1.0, 0, 12, restarts=two) == pytest.approx(1.0 * 7 / 8)
+    assert restarted_lr(9, 1.0, 0, 12, restarts=two) == pytest.approx(0.5 * 3 / 4)
+
+
+def test_scheduler_restart_comes_from_config_on_resume():
+    opt = torch.optim.AdamW([nn.Parameter(torch.zeros(2))], lr=1e-3)
+    plain = polynomial_decay_schedule(opt, 2, 12)
+    for _ in range(6):
+        opt.step()
+        plain.step()
+    state = plain.state_dict()
+    assert "restarts" not in state
+    # a branch: the checkpoint of a plain run resumed with a restart added at update 8
+    opt2 = torch.optim.AdamW([nn.Parameter(torch.zeros(2))], lr=1e-3)
+    branch = polynomial_decay_schedule(opt2, 2, 12, restarts=[Restart(8, 0.5, 2)])
+    branch.load_state_dict(state)
+    seen = []
+    for _ in range(4):
+        opt2.step()
+        branch.step()
+        seen.append(opt2.param_groups[0]["lr"])
+    assert seen == pytest.approx([polynomial_decay_lr(7, 1e-3, 2, 12), 0.0, 2.5e-4, 5e-4])
+    with pytest.raises(ValueError, match="restart updates"):
+        polynomial_decay_schedule(opt2, 2, 12, restarts=[Restart(8, 1.0, 0), Restart(8, 1.0, 0)])
+    with pytest.raises(ValueError, match="restart updates"):
+        polynomial_decay_schedule(opt2, 2, 12, restarts=[Restart(12, 1.0, 0)])
 
 
 def test_groups_cover_trainable_parameters_once():

@@ -124,9 +124,12 @@ def _train_cmd(config: Path, *extra: str) -> list[str]:
 def test_killed_run_resumes_exactly(shapes, bpe_dir, tmp_path):
     steps = 24
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # dropout, drop-path and EMA on: their state must survive the restart too
+    # dropout, drop-path and EMA on: their state must survive the restart too; an lr warm
+    # restart after the kill must be taken by the resumed run
     settings = {"max_updates": steps, "save_interval": 4, "ema_decay": 0.9,
-                "model.dropout": 0.1, "model.drop_path": 0.1}
+                "model.dropout": 0.1, "model.drop_path": 0.1,
+                "lr_restarts": [{"update": 16, "lr": 5e-4, "warmup_updates": 2,
+                                 "reset_optimizer": True}]}
     full_cfg, cut_cfg = tmp_path / "full.yaml", tmp_path / "cut.yaml"
     full_cfg.write_text(yaml.safe_dump(tiny_config(shapes, bpe_dir, tmp_path / "full",
                                                    **settings)))
@@ -135,6 +138,13 @@ def test_killed_run_resumes_exactly(shapes, bpe_dir, tmp_path):
     subprocess.run(_train_cmd(full_cfg), check=True, env=env, capture_output=True)
     reference = _losses(tmp_path / "full")
     assert [s for s, _ in reference] == list(range(1, steps + 1))
+    lines = (tmp_path / "full" / "train_log.jsonl").read_text().splitlines()
+    lrs = [json.loads(line)["lr"] for line in lines]  # the lr of the update after each step
+    assert lrs[14] == pytest.approx(1e-3 * 9 / 24)
+    assert lrs[15:18] == pytest.approx([0, 2.5e-4, 5e-4])
+    # AdamW's moments began anew at the restart: its step count is the updates since then
+    adam = torch.load(tmp_path / "full" / "checkpoint_last.pt", weights_only=False)["optimizer"]
+    assert {int(s["step"]) for s in adam["state"].values()} == {steps - 16}
 
     proc = subprocess.Popen(_train_cmd(cut_cfg), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -210,6 +220,23 @@ def test_config_errors(shapes, bpe_dir, tmp_path):
     valid = {**good, "data": {**good["data"], "valid": [{**train[0], "until_update": 2}]}}
     with pytest.raises(InputError, match="training datasets only"):
         build_config(valid)
+    last = good["max_updates"]
+    for restarts, message in (([{"update": 0, "lr": 1e-3}], "update must be an integer above"),
+                              ([{"update": last, "lr": 1e-3}], "update must be an integer"),
+                              ([{"update": 2, "lr": 1e-3}, {"update": 2, "lr": 1e-3}],
+                               r"lr_restarts\[1\].update"),
+                              ([{"update": 1, "lr": 0}], "lr must be a positive"),
+                              ([{"update": 1, "lr": 1e-3, "warmup_updates": last}],
+                               "warmup_updates must be"),
+                              ([{"update": 1, "peak": 1e-3}], "unknown setting.*peak"),
+                              ([{"update": 1, "lr": 1e-3, "reset_optimizer": "yes"}],
+                               "reset_optimizer must be"),
+                              ({"update": 1}, "must be a list")):
+        with pytest.raises(InputError, match=message):
+            build_config({**good, "lr_restarts": restarts})
+    restarted = build_config({**good, "lr_restarts": [{"update": 1, "lr": 2e-4,
+                                                        "warmup_updates": 1}]})
+    assert restarted.lr_restarts[0].lr == 2e-4
 
 
 def test_trains_from_official_tsv(shapes, bpe_dir, tmp_path):

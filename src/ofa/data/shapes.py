@@ -30,6 +30,7 @@ from ofa.errors import InputError
 __all__ = [
     "BACKGROUNDS",
     "COLORS",
+    "EXHAUSTIVE_SETS",
     "MAX_SHAPES",
     "NUMBER_WORDS",
     "PROPERTIES",
@@ -293,19 +294,23 @@ class Scene:
                 pools[qtype] = [g for g in groups if g]
         return chosen
 
+    def expressions(self, shape: Shape) -> list[str]:
+        """Every expression that names ``shape`` uniquely: "the red circle", then "the circle"
+        when no other shape is a circle and "the red shape" when no other is red."""
+        forms = [f"the {shape.name}"]
+        if sum(s.kind == shape.kind for s in self.shapes) == 1:
+            forms.append(f"the {shape.kind}")
+        if sum(s.color == shape.color for s in self.shapes) == 1:
+            forms.append(f"the {shape.color} shape")
+        return forms
+
     def referring(self) -> list[tuple[str, Box]]:
         """One referring expression per shape (left to right), sometimes a shorter unique form."""
         rng = self._rng(2)
-        kinds = [s.kind for s in self.shapes]
-        colors = [s.color for s in self.shapes]
         out = []
         for s in self._ordered():
-            short = []
-            if kinds.count(s.kind) == 1:
-                short.append(f"the {s.kind}")
-            if colors.count(s.color) == 1:
-                short.append(f"the {s.color} shape")
-            text = f"the {s.name}"
+            full, *short = self.expressions(s)
+            text = full
             if short and rng.random() < 0.5:
                 text = short[int(rng.integers(len(short)))]
             out.append((text, s.box))
@@ -459,8 +464,11 @@ class ShapesWorld:
     def write(self, out_dir: str | os.PathLike[str], splits: dict[str, int],
               progress: bool = True) -> dict[str, Path]:
         """Write images/{split}/{index:06d}.png, {split}.jsonl and answers.txt under ``out_dir``,
-        plus {split}_relations.jsonl: every spatial relation of every scene, as a yes/no question
-        and as an entailment statement (a curriculum set; relations are rare in {split}.jsonl).
+        plus three exhaustive sets of what {split}.jsonl asks rarely (for curricula):
+        {split}_relations.jsonl (every spatial relation of every scene, as a yes/no question and
+        as an entailment statement), {split}_counts.jsonl (every count question: all shapes and
+        each of the six colours) and {split}_referring.jsonl (every unique expression of every
+        shape).
 
         Image paths in the records are relative to ``out_dir``. Returns split -> jsonl path.
         """
@@ -472,19 +480,21 @@ class ShapesWorld:
                 raise InputError(f"split {split!r}: count must be >= 0, got {count}")
             image_dir = root / "images" / split
             image_dir.mkdir(parents=True, exist_ok=True)
-            lines, relation_lines = [], []
+            lines: list[str] = []
+            extra: dict[str, list[str]] = {name: [] for name in EXHAUSTIVE_SETS}
             for index in tqdm(range(count), desc=f"shapes {split}", disable=not progress):
                 rel = f"images/{split}/{index:06d}.png"
+                prefix = f"{split}-{index:06d}"
                 scene = self.scene(split, index)
                 scene.render().save(root / rel, format="PNG")
-                records = _scene_records(scene, f"{split}-{index:06d}", rel)
-                lines.extend(json.dumps(r) for r in records)
-                relation_lines.extend(json.dumps(r) for r in
-                                      _relation_records(scene, f"{split}-{index:06d}", rel))
+                lines.extend(json.dumps(r) for r in _scene_records(scene, prefix, rel))
+                for name, make in EXHAUSTIVE_SETS.items():
+                    extra[name].extend(json.dumps(r) for r in make(scene, prefix, rel))
             path = root / f"{split}.jsonl"
             _write_atomic(path, "".join(line + "\n" for line in lines))
-            _write_atomic(root / f"{split}_relations.jsonl",
-                          "".join(line + "\n" for line in relation_lines))
+            for name, extra_lines in extra.items():
+                _write_atomic(root / f"{split}_{name}.jsonl",
+                              "".join(line + "\n" for line in extra_lines))
             written[split] = path
         _write_atomic(root / "answers.txt", "".join(a + "\n" for a in VQA_ANSWERS))
         return written
@@ -559,6 +569,25 @@ def _relation_records(scene: Scene, prefix: str, image: str) -> list[dict]:
                     "hypothesis": _relation_statement(a, rel, b),
                     "label": "entailment" if truth else "contradiction"})
     return out
+
+
+def _count_records(scene: Scene, prefix: str, image: str) -> list[dict]:
+    """Every count question of ``scene``: all shapes, then each colour (present or not)."""
+    pairs = [pair for group in scene._question_pools()["count"] for pair in group]
+    return [{"task": "vqa", "id": f"{prefix}-count-{i}", "image": image, "question": question,
+             "answers": {answer: 1.0}} for i, (question, answer) in enumerate(pairs)]
+
+
+def _referring_records(scene: Scene, prefix: str, image: str) -> list[dict]:
+    """Every unique expression of every shape (left to right) with its box."""
+    pairs = [(text, shape.box) for shape in scene._ordered() for text in scene.expressions(shape)]
+    return [{"task": "ground", "id": f"{prefix}-refer-{i}", "image": image, "text": text,
+             "box": [float(v) for v in box]} for i, (text, box) in enumerate(pairs)]
+
+
+# Written next to each split by ShapesWorld.write as {split}_{name}.jsonl.
+EXHAUSTIVE_SETS = {"relations": _relation_records, "counts": _count_records,
+                   "referring": _referring_records}
 
 
 def _scene_records(scene: Scene, prefix: str, image: str) -> list[dict]:

@@ -55,6 +55,15 @@ class DatasetSpec:
 
 
 @dataclass
+class LRRestart:
+    update: int  # from this update the lr warms up again from 0 ...
+    lr: float  # ... to this peak over warmup_updates, then decays to end_lr at max_updates
+    warmup_updates: int = 0
+    # forget AdamW's moments there, as a fine-tune from the weights would start
+    reset_optimizer: bool = False
+
+
+@dataclass
 class DataSettings:
     train: list[DatasetSpec] = field(default_factory=list)
     valid: list[DatasetSpec] = field(default_factory=list)
@@ -84,6 +93,7 @@ class TrainConfig:
     power: float = 1.0
     warmup_ratio: float = 0.06
     warmup_updates: int | None = None  # overrides warmup_ratio
+    lr_restarts: list[LRRestart] = field(default_factory=list)  # warm restarts, in order
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
@@ -128,6 +138,11 @@ def _build(cls: type, data: Any, where: str) -> Any:
             if not isinstance(value, list):
                 raise InputError(f"{where}.{name} must be a list of datasets")
             value = [_build(DatasetSpec, v, f"{where}.{name}[{i}]") for i, v in enumerate(value)]
+        elif cls is TrainConfig and name == "lr_restarts":
+            if not isinstance(value, list):
+                raise InputError(f"{where}.{name} must be a list of {{update, lr, "
+                                 "warmup_updates, reset_optimizer}")
+            value = [_build(LRRestart, v, f"{where}.{name}[{i}]") for i, v in enumerate(value)]
         elif name == "betas":
             value = tuple(value)
         kwargs[name] = value
@@ -147,6 +162,23 @@ def _check(cfg: TrainConfig) -> None:
             raise InputError(f"{name} must be a positive integer, got {value!r}")
     if not (isinstance(cfg.lr, int | float) and cfg.lr > 0):
         raise InputError(f"lr must be a positive number, got {cfg.lr!r}")
+    previous = 0
+    for i, r in enumerate(cfg.lr_restarts):
+        where = f"lr_restarts[{i}]"
+        if isinstance(r.update, bool) or not isinstance(r.update, int) or not (
+                previous < r.update < cfg.max_updates):
+            raise InputError(f"{where}.update must be an integer above {previous} and below "
+                             f"max_updates ({cfg.max_updates}), got {r.update!r}")
+        if isinstance(r.lr, bool) or not (isinstance(r.lr, int | float) and r.lr > 0):
+            raise InputError(f"{where}.lr must be a positive number, got {r.lr!r}")
+        if isinstance(r.warmup_updates, bool) or not isinstance(r.warmup_updates, int) or not (
+                0 <= r.warmup_updates < cfg.max_updates - r.update):
+            raise InputError(f"{where}.warmup_updates must be an integer in [0, "
+                             f"{cfg.max_updates - r.update}), got {r.warmup_updates!r}")
+        if not isinstance(r.reset_optimizer, bool):
+            raise InputError(f"{where}.reset_optimizer must be true or false, got "
+                             f"{r.reset_optimizer!r}")
+        previous = r.update
     if not 0 <= cfg.label_smoothing < 1 or not 0 <= cfg.drop_worst_ratio < 1:
         raise InputError("label_smoothing and drop_worst_ratio must lie in [0, 1)")
     if cfg.dtype not in ("fp32", "bf16", "fp16"):

@@ -1,12 +1,14 @@
 """Optimizer, learning-rate schedule, gradient clipping and freezing for OFA training.
 
 Official settings (reference section 6.1): Adam(W) with betas (0.9, 0.999), eps 1e-8, weight
-decay 0.01, fairseq's ``polynomial_decay`` schedule with linear warmup.
+decay 0.01, fairseq's ``polynomial_decay`` schedule with linear warmup (here with optional warm
+restarts).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -74,8 +76,34 @@ def polynomial_decay_lr(num_updates: int, peak_lr: float, warmup_updates: int,
     return (peak_lr - end_lr) * remaining**power + end_lr
 
 
+class Restart(NamedTuple):
+    """A warm restart: from ``update`` the lr warms up again from 0 to ``scale`` x the peak lr
+    over ``warmup_updates`` and decays to ``end_lr`` at ``total_updates``."""
+
+    update: int
+    scale: float
+    warmup_updates: int
+
+
+def restarted_lr(num_updates: int, peak_lr: float, warmup_updates: int, total_updates: int,
+                 end_lr: float = 0.0, power: float = 1.0,
+                 restarts: Sequence[Restart] = ()) -> float:
+    """``polynomial_decay_lr`` until the first restart, then the last restart begun rules.
+
+    Before a restart the schedule is the one without it, so a run branched from an earlier
+    checkpoint of the same schedule continues it exactly.
+    """
+    begun = [r for r in restarts if r.update <= num_updates]
+    if not begun:
+        return polynomial_decay_lr(num_updates, peak_lr, warmup_updates, total_updates, end_lr,
+                                   power)
+    last = begun[-1]
+    return polynomial_decay_lr(num_updates - last.update, peak_lr * last.scale,
+                               last.warmup_updates, total_updates - last.update, end_lr, power)
+
+
 class PolynomialDecaySchedule(LRScheduler):
-    """``polynomial_decay_lr`` per param group, peak = the group's initial lr.
+    """``restarted_lr`` per param group, peak = the group's initial lr.
 
     Call ``step()`` once after every optimizer update (not per micro-batch); ``last_epoch`` is
     then the number of updates done and the lr is the one the next update uses.
@@ -83,29 +111,40 @@ class PolynomialDecaySchedule(LRScheduler):
 
     def __init__(self, optimizer: torch.optim.Optimizer, warmup_updates: int,
                  total_updates: int, end_lr: float = 0.0, power: float = 1.0,
-                 last_epoch: int = -1) -> None:
+                 last_epoch: int = -1, restarts: Sequence[Restart] = ()) -> None:
         if total_updates <= 0 or warmup_updates < 0:
             raise ValueError(f"need total_updates > 0 and warmup_updates >= 0, got "
                              f"{total_updates}, {warmup_updates}")
+        starts = [r.update for r in restarts]
+        if starts != sorted(set(starts)) or any(not 0 < u < total_updates for u in starts):
+            raise ValueError(f"restart updates must increase and lie in (0, {total_updates}), "
+                             f"got {starts}")
         self.warmup_updates = warmup_updates
         self.total_updates = total_updates
         self.end_lr = end_lr
         self.power = power
+        self.restarts = [Restart(*r) for r in restarts]
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:  # type: ignore[override]
-        return [polynomial_decay_lr(self.last_epoch, float(base), self.warmup_updates,
-                                    self.total_updates, self.end_lr, self.power)
+        return [restarted_lr(self.last_epoch, float(base), self.warmup_updates,
+                             self.total_updates, self.end_lr, self.power, self.restarts)
                 for base in self.base_lrs]
 
     _get_closed_form_lr = get_lr
 
+    def state_dict(self) -> dict:
+        # restarts come from the config, so a run resumed from a checkpoint written before a
+        # restart was added (a branch) takes it
+        return {k: v for k, v in super().state_dict().items() if k != "restarts"}
+
 
 def polynomial_decay_schedule(optimizer: torch.optim.Optimizer, warmup_updates: int,
-                              total_updates: int, end_lr: float = 0.0,
-                              power: float = 1.0) -> PolynomialDecaySchedule:
+                              total_updates: int, end_lr: float = 0.0, power: float = 1.0,
+                              restarts: Sequence[Restart] = ()) -> PolynomialDecaySchedule:
     """Factory spelling of ``PolynomialDecaySchedule`` (same arguments)."""
-    return PolynomialDecaySchedule(optimizer, warmup_updates, total_updates, end_lr, power)
+    return PolynomialDecaySchedule(optimizer, warmup_updates, total_updates, end_lr, power,
+                                   restarts=restarts)
 
 
 def clip_grad_norm(parameters: Iterable[torch.Tensor], max_norm: float) -> float:

@@ -39,6 +39,7 @@ from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, sh
 from .ema import EMA
 from .loss import label_smoothed_cross_entropy
 from .optim import (
+    Restart,
     build_optimizer,
     clip_grad_norm,
     freeze,
@@ -167,8 +168,10 @@ class Trainer:
         self.wrapped = self._wrap(self.model)
         self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.betas,
                                          cfg.adam_eps)
-        self.scheduler = polynomial_decay_schedule(self.optimizer, cfg.warmup,
-                                                   cfg.max_updates, cfg.end_lr, cfg.power)
+        self.scheduler = polynomial_decay_schedule(
+            self.optimizer, cfg.warmup, cfg.max_updates, cfg.end_lr, cfg.power,
+            restarts=[Restart(r.update, r.lr / cfg.lr, r.warmup_updates)
+                      for r in cfg.lr_restarts])
         self.scaler = (torch.amp.GradScaler(self.info.device.type)
                        if cfg.dtype == "fp16" else None)
         files: dict[str, list[dict]] = {}  # each file parsed once, however many entries use it
@@ -418,6 +421,8 @@ class Trainer:
         # DDP averages gradients over processes; scale so the result is sum / global tokens
         scale = self.info.world_size / max(global_norm, 1.0)
         stats = torch.zeros(4, dtype=torch.float64)
+        if any(r.reset_optimizer and r.update == self.step for r in cfg.lr_restarts):
+            self.optimizer.state.clear()  # AdamW starts its moments (and bias correction) anew
         self.optimizer.zero_grad(set_to_none=True)
         for i, mb in enumerate(micro_batches):
             last = i == len(micro_batches) - 1
