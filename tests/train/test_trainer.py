@@ -260,3 +260,23 @@ def test_trains_from_official_tsv(shapes, bpe_dir, tmp_path):
     with pytest.raises(InputError, match="one task"):
         build_config(tiny_config(shapes, bpe_dir, tmp_path / "x",
                                  **{"data.train": [{"path": str(tsv)}]}))
+
+
+def test_branch_with_a_new_restart_starts_it_on_time(shapes, bpe_dir, tmp_path):
+    # a plain run saves at update 4; resuming it with a restart at update 4 added (a branch)
+    # must run update 5 at the restart's lr (0: warmup starts), not the checkpoint's
+    plain = tiny_config(shapes, bpe_dir, tmp_path / "run", max_updates=8, save_interval=4)
+    first = Trainer(build_config(plain), progress=False,
+                    info=DistInfo(0, 1, 0, torch.device("cpu")))
+    for step in range(4):
+        first.train_step(first.batches[step])
+    first.save()
+    assert first.optimizer.param_groups[0]["lr"] > 0
+    branch = {**plain, "lr_restarts": [{"update": 4, "lr": 5e-4, "warmup_updates": 2}]}
+    resumed = Trainer(build_config(branch), resume=True, progress=False,
+                      info=DistInfo(0, 1, 0, torch.device("cpu")))
+    assert resumed.step == 4
+    assert [g["lr"] for g in resumed.optimizer.param_groups] == [0.0] * len(
+        resumed.optimizer.param_groups)
+    resumed.train_step(resumed.batches[4])
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(2.5e-4)
