@@ -336,8 +336,11 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
                     "records for captioning, VQA, grounding, entailment and classification, "
                     "plus exhaustive sets for training curricula: SPLIT_relations.jsonl (every "
                     "spatial relation of every scene as a question and as a statement), "
-                    "SPLIT_counts.jsonl (every count question) and SPLIT_referring.jsonl "
-                    "(every unique expression of every shape).")
+                    "SPLIT_counts.jsonl (count questions, absent colours as many as present "
+                    "ones, and every total-count statement), SPLIT_existence.jsonl (every "
+                    "colour-kind pair and as many absent ones sharing a colour or kind, as "
+                    "questions and statements) and SPLIT_referring.jsonl (every unique "
+                    "expression of every shape).")
     s.add_argument("out", type=Path, help="output folder")
     s.add_argument("--train", type=int, default=20000, help="training scenes (default 20000)")
     s.add_argument("--val", type=int, default=500, help="validation scenes (default 500)")

@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 
 from ofa.data import BACKGROUNDS, COLORS, SHAPES, SIZES, VQA_ANSWERS, Scene, ShapesWorld
-from ofa.data.shapes import NUMBER_WORDS, PROPERTIES, RELATIONS, annotation_kind, split_code
+from ofa.data.shapes import (
+    MAX_SHAPES,
+    NUMBER_WORDS,
+    PROPERTIES,
+    RELATIONS,
+    annotation_kind,
+    split_code,
+)
 from ofa.errors import InputError
 
 WORLD = ShapesWorld(seed=0)
@@ -304,13 +311,26 @@ def test_write_count_and_referring_files(tmp_path: Path):
     for index in range(12):
         scene = world.scene("train", index)
         image = f"images/train/{index:06d}.png"
-        # one question for all shapes and one per colour, each answered from the shapes
-        asked = {r["question"]: r["answers"] for r in counts if r["image"] == image}
-        assert len(asked) == 1 + len(COLORS)
+        # one question for all shapes, one per colour present, as many absent colours ("zero")
+        asked = {r["question"]: r["answers"] for r in counts
+                 if r["image"] == image and r["task"] == "vqa"}
+        present = {s.color for s in scene.shapes}
+        assert len(asked) == 1 + 2 * len(present)
         assert asked["how many shapes are there?"] == {NUMBER_WORDS[len(scene.shapes)]: 1.0}
         for color in COLORS:
             n = sum(s.color == color for s in scene.shapes)
-            assert asked[f"how many {color} shapes are there?"] == {NUMBER_WORDS[n]: 1.0}
+            question = f"how many {color} shapes are there?"
+            if color in present:
+                assert asked[question] == {NUMBER_WORDS[n]: 1.0}
+            else:
+                assert asked.get(question, {"zero": 1.0}) == {"zero": 1.0}
+        stated = {r["hypothesis"]: r["label"] for r in counts
+                  if r["image"] == image and r["task"] == "entail"}
+        assert len(stated) == MAX_SHAPES
+        assert list(stated.values()).count("entailment") == 1
+        true_count = "there is one shape" if len(scene.shapes) == 1 else (
+            f"there are {NUMBER_WORDS[len(scene.shapes)]} shapes")
+        assert stated[true_count] == "entailment"
         # every expression names exactly one shape, and every shape gets its full name
         mine = [r for r in referring if r["image"] == image]
         for r in mine:
@@ -325,3 +345,30 @@ def test_write_count_and_referring_files(tmp_path: Path):
         assert sum(r["text"] in {f"the {k}" for k in kinds} for r in mine) == sum(
             kinds.count(k) == 1 for k in kinds)
     assert {annotation_kind(r) for r in referring} == {"full", "kind", "color"}
+
+
+def test_write_existence_file(tmp_path: Path):
+    world = ShapesWorld(seed=1, image_size=64, max_shapes=3)
+    world.write(tmp_path, {"train": 16}, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "train_existence.jsonl").open()]
+    assert len({r["id"] for r in records}) == len(records)
+    swaps = 0
+    for index in range(16):
+        scene = world.scene("train", index)
+        mine = [r for r in records if r["image"] == f"images/train/{index:06d}.png"]
+        pairs = {(s.color, s.kind) for s in scene.shapes}
+        colors, kinds = {c for c, _ in pairs}, {k for _, k in pairs}
+        asked = {tuple(r["question"].removesuffix("?").split()[-2:]): r["answers"]
+                 for r in mine if r["task"] == "vqa"}
+        stated = {tuple(r["hypothesis"].split()[-2:]): r["label"]
+                  for r in mine if r["task"] == "entail"}
+        assert asked.keys() == stated.keys() and len(asked) == 2 * len(pairs)
+        for pair, answers in asked.items():
+            truth = pair in pairs
+            assert answers == {"yes" if truth else "no": 1.0}
+            assert stated[pair] == ("entailment" if truth else "contradiction")
+            # every absent pair is a hard one: it shares a colour or a kind with a shape
+            assert truth or pair[0] in colors or pair[1] in kinds
+            swaps += not truth and pair[0] in colors and pair[1] in kinds
+        assert all(annotation_kind(r) == "exist" for r in mine)
+    assert swaps > 0

@@ -464,11 +464,12 @@ class ShapesWorld:
     def write(self, out_dir: str | os.PathLike[str], splits: dict[str, int],
               progress: bool = True) -> dict[str, Path]:
         """Write images/{split}/{index:06d}.png, {split}.jsonl and answers.txt under ``out_dir``,
-        plus three exhaustive sets of what {split}.jsonl asks rarely (for curricula):
+        plus four exhaustive sets of what {split}.jsonl asks rarely (for curricula):
         {split}_relations.jsonl (every spatial relation of every scene, as a yes/no question and
-        as an entailment statement), {split}_counts.jsonl (every count question: all shapes and
-        each of the six colours) and {split}_referring.jsonl (every unique expression of every
-        shape).
+        as an entailment statement), {split}_counts.jsonl (count questions, present and absent
+        colours balanced, and every total-count statement), {split}_existence.jsonl (every
+        colour-kind pair and as many hard absent ones, as questions and statements) and
+        {split}_referring.jsonl (every unique expression of every shape).
 
         Image paths in the records are relative to ``out_dir``. Returns split -> jsonl path.
         """
@@ -572,10 +573,46 @@ def _relation_records(scene: Scene, prefix: str, image: str) -> list[dict]:
 
 
 def _count_records(scene: Scene, prefix: str, image: str) -> list[dict]:
-    """Every count question of ``scene``: all shapes, then each colour (present or not)."""
-    pairs = [pair for group in scene._question_pools()["count"] for pair in group]
-    return [{"task": "vqa", "id": f"{prefix}-count-{i}", "image": image, "question": question,
-             "answers": {answer: 1.0}} for i, (question, answer) in enumerate(pairs)]
+    """The count questions of ``scene``, balanced: all shapes, each colour present, as many
+    absent colours (answer "zero"; a scene lacks most colours, and asking all of them teaches
+    that prior), then every total-count statement ("there are two shapes", true or false)."""
+    rng = scene._rng(4)
+    total, present, absent = scene._question_pools()["count"]
+    picked = [absent[int(i)] for i in sorted(rng.permutation(len(absent))[:len(present)])]
+    out = [{"task": "vqa", "id": f"{prefix}-count-{i}", "image": image, "question": question,
+            "answers": {answer: 1.0}} for i, (question, answer) in enumerate(
+                total + present + picked)]
+    n = len(scene.shapes)
+    for m in range(1, MAX_SHAPES + 1):
+        text = "there is one shape" if m == 1 else f"there are {_count_word(m)} shapes"
+        out.append({"task": "entail", "id": f"{prefix}-count-entail-{m}", "image": image,
+                    "hypothesis": text, "label": "entailment" if m == n else "contradiction"})
+    return out
+
+
+def _existence_records(scene: Scene, prefix: str, image: str) -> list[dict]:
+    """Every colour-kind pair of ``scene`` and as many absent ones that share a colour or a kind
+    with a shape (swapped attributes first: "a red square" beside a red circle and a blue
+    square), each as a yes/no question and as a statement: existence tests the binding of a
+    colour to its own shape."""
+    rng = scene._rng(5)
+    present = [(s.color, s.kind) for s in scene.shapes]
+    colors, kinds = {c for c, _ in present}, {k for _, k in present}
+    absent = scene._absent_pairs()
+    swapped = [(c, k) for c, k in absent if c in colors and k in kinds]
+    partial = [(c, k) for c, k in absent if (c in colors) != (k in kinds)]
+    negatives = ([swapped[int(i)] for i in rng.permutation(len(swapped))]
+                 + [partial[int(i)] for i in rng.permutation(len(partial))])[:len(present)]
+    out: list[dict] = []
+    for i, ((color, kind), truth) in enumerate(
+            [(pair, True) for pair in present] + [(pair, False) for pair in negatives]):
+        out.append({"task": "vqa", "id": f"{prefix}-exist-vqa-{i}", "image": image,
+                    "question": f"is there a {color} {kind}?",
+                    "answers": {"yes" if truth else "no": 1.0}})
+        out.append({"task": "entail", "id": f"{prefix}-exist-entail-{i}", "image": image,
+                    "hypothesis": f"there is a {color} {kind}",
+                    "label": "entailment" if truth else "contradiction"})
+    return out
 
 
 def _referring_records(scene: Scene, prefix: str, image: str) -> list[dict]:
@@ -587,7 +624,7 @@ def _referring_records(scene: Scene, prefix: str, image: str) -> list[dict]:
 
 # Written next to each split by ShapesWorld.write as {split}_{name}.jsonl.
 EXHAUSTIVE_SETS = {"relations": _relation_records, "counts": _count_records,
-                   "referring": _referring_records}
+                   "existence": _existence_records, "referring": _referring_records}
 
 
 def _scene_records(scene: Scene, prefix: str, image: str) -> list[dict]:
