@@ -255,14 +255,29 @@ def test_write(tmp_path: Path):
         "val", index, records[0]["image"])
 
 
-def test_write_relation_files(tmp_path: Path):
-    world = ShapesWorld(seed=1, image_size=64, max_shapes=3)
-    world.write(tmp_path, {"train": 12}, progress=False)
-    records = [json.loads(line) for line in (tmp_path / "train_relations.jsonl").open()]
+SMALL_WORLD = ShapesWorld(seed=1, image_size=64, max_shapes=3)
+WRITTEN_SCENES = 16
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory) -> Path:
+    """SMALL_WORLD's first WRITTEN_SCENES training scenes, written once for the set tests."""
+    out = tmp_path_factory.mktemp("shapes")
+    SMALL_WORLD.write(out, {"train": WRITTEN_SCENES}, progress=False)
+    return out
+
+
+def _read_set(root: Path, name: str) -> list[dict]:
+    records = [json.loads(line) for line in (root / f"train_{name}.jsonl").open()]
     assert len({r["id"] for r in records}) == len(records)
+    return records
+
+
+def test_write_relation_files(written: Path):
+    records = _read_set(written, "relations")
     expected = 0
-    for index in range(12):
-        scene = world.scene("train", index)
+    for index in range(WRITTEN_SCENES):
+        scene = SMALL_WORLD.scene("train", index)
         expected += 2 * len(scene._relation_items())
         names = {s.name: s for s in scene.shapes}
         mine = [r for r in records if r["image"] == f"images/train/{index:06d}.png"]
@@ -301,15 +316,10 @@ def test_annotation_kind_names_the_template():
         annotation_kind({"task": "vqa", "id": "q1", "question": "why is the sky blue?"})
 
 
-def test_write_count_and_referring_files(tmp_path: Path):
-    world = ShapesWorld(seed=1, image_size=64, max_shapes=3)
-    world.write(tmp_path, {"train": 12}, progress=False)
-    counts = [json.loads(line) for line in (tmp_path / "train_counts.jsonl").open()]
-    referring = [json.loads(line) for line in (tmp_path / "train_referring.jsonl").open()]
-    for records in (counts, referring):
-        assert len({r["id"] for r in records}) == len(records)
-    for index in range(12):
-        scene = world.scene("train", index)
+def test_write_count_and_referring_files(written: Path):
+    counts, referring = _read_set(written, "counts"), _read_set(written, "referring")
+    for index in range(WRITTEN_SCENES):
+        scene = SMALL_WORLD.scene("train", index)
         image = f"images/train/{index:06d}.png"
         # one question for all shapes, one per colour present, as many absent colours ("zero")
         asked = {r["question"]: r["answers"] for r in counts
@@ -347,14 +357,11 @@ def test_write_count_and_referring_files(tmp_path: Path):
     assert {annotation_kind(r) for r in referring} == {"full", "kind", "color"}
 
 
-def test_write_existence_file(tmp_path: Path):
-    world = ShapesWorld(seed=1, image_size=64, max_shapes=3)
-    world.write(tmp_path, {"train": 16}, progress=False)
-    records = [json.loads(line) for line in (tmp_path / "train_existence.jsonl").open()]
-    assert len({r["id"] for r in records}) == len(records)
+def test_write_existence_file(written: Path):
+    records = _read_set(written, "existence")
     swaps = 0
-    for index in range(16):
-        scene = world.scene("train", index)
+    for index in range(WRITTEN_SCENES):
+        scene = SMALL_WORLD.scene("train", index)
         mine = [r for r in records if r["image"] == f"images/train/{index:06d}.png"]
         pairs = {(s.color, s.kind) for s in scene.shapes}
         colors, kinds = {c for c, _ in pairs}, {k for _, k in pairs}
