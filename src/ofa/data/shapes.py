@@ -263,8 +263,8 @@ class Scene:
         count_absent = [(f"how many {c} shapes are there?", "zero")
                         for c in COLORS if c not in colors]
         count_total = [("how many shapes are there?", _count_word(len(shapes)))]
-        exist_yes = [(f"is there a {s.color} {s.kind}?", "yes") for s in shapes]
-        exist_no = [(f"is there a {c} {k}?", "no") for c, k in self._absent_pairs()]
+        exist_yes = [(_exist_question(s.color, s.kind), "yes") for s in shapes]
+        exist_no = [(_exist_question(c, k), "no") for c, k in self._absent_pairs()]
         relation_q = [(_relation_question(a, rel, b), "yes" if truth else "no")
                       for a, rel, b, truth in self._relation_items()]
         size_q = [(f"what size is the {s.name}?", s.size) for s in shapes]
@@ -330,15 +330,15 @@ class Scene:
         kind = kinds[int(rng.integers(len(kinds)))]
         if kind == "exist":
             if truth:
-                return f"there is a {pick.name}"
+                return _exist_statement(pick.color, pick.kind)
             absent = self._absent_pairs()
             color, shape_kind = absent[int(rng.integers(len(absent)))]
-            return f"there is a {color} {shape_kind}"
+            return _exist_statement(color, shape_kind)
         if kind == "count":
             if not truth:
                 wrong = [m for m in range(1, MAX_SHAPES + 1) if m != n]
                 n = wrong[int(rng.integers(len(wrong)))]
-            return "there is one shape" if n == 1 else f"there are {_count_word(n)} shapes"
+            return _count_statement(n)
         if kind == "size":
             size = pick.size if truth else next(z for z in SIZES if z != pick.size)
             return f"the {pick.name} is {size}"
@@ -551,6 +551,18 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def _exist_question(color: str, kind: str) -> str:
+    return f"is there a {color} {kind}?"
+
+
+def _exist_statement(color: str, kind: str) -> str:
+    return f"there is a {color} {kind}"
+
+
+def _count_statement(n: int) -> str:
+    return "there is one shape" if n == 1 else f"there are {_count_word(n)} shapes"
+
+
 def _relation_question(a: Shape, relation: str, b: Shape) -> str:
     return f"is the {a.name} {relation} the {b.name}?"
 
@@ -584,9 +596,9 @@ def _count_records(scene: Scene, prefix: str, image: str) -> list[dict]:
                 total + present + picked)]
     n = len(scene.shapes)
     for m in range(1, MAX_SHAPES + 1):
-        text = "there is one shape" if m == 1 else f"there are {_count_word(m)} shapes"
         out.append({"task": "entail", "id": f"{prefix}-count-entail-{m}", "image": image,
-                    "hypothesis": text, "label": "entailment" if m == n else "contradiction"})
+                    "hypothesis": _count_statement(m),
+                    "label": "entailment" if m == n else "contradiction"})
     return out
 
 
@@ -607,10 +619,10 @@ def _existence_records(scene: Scene, prefix: str, image: str) -> list[dict]:
     for i, ((color, kind), truth) in enumerate(
             [(pair, True) for pair in present] + [(pair, False) for pair in negatives]):
         out.append({"task": "vqa", "id": f"{prefix}-exist-vqa-{i}", "image": image,
-                    "question": f"is there a {color} {kind}?",
+                    "question": _exist_question(color, kind),
                     "answers": {"yes" if truth else "no": 1.0}})
         out.append({"task": "entail", "id": f"{prefix}-exist-entail-{i}", "image": image,
-                    "hypothesis": f"there is a {color} {kind}",
+                    "hypothesis": _exist_statement(color, kind),
                     "label": "entailment" if truth else "contradiction"})
     return out
 
