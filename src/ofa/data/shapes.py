@@ -589,7 +589,7 @@ def _count_records(scene: Scene, prefix: str, image: str) -> list[dict]:
     absent colours (answer "zero"; a scene lacks most colours, and asking all of them teaches
     that prior), then every total-count statement ("there are two shapes", true or false)."""
     rng = scene._rng(4)
-    total, present, absent = scene._question_pools()["count"]
+    total, present, absent = scene._question_pools()["count"]  # its three groups, in this order
     picked = [absent[int(i)] for i in sorted(rng.permutation(len(absent))[:len(present)])]
     out = [{"task": "vqa", "id": f"{prefix}-count-{i}", "image": image, "question": question,
             "answers": {answer: 1.0}} for i, (question, answer) in enumerate(
