@@ -11,7 +11,14 @@ import torch
 from PIL import Image
 
 from ofa.boxes import box_to_bins
-from ofa.data.records import ResizedImageCache, build_sample, collate, read_jsonl, validate_record
+from ofa.data.records import (
+    ResizedImageCache,
+    build_sample,
+    candidate_tries,
+    collate,
+    read_jsonl,
+    validate_record,
+)
 from ofa.errors import InputError
 from ofa.tasks import EntailmentTask, GroundingTask, VQATask
 from ofa.tokenizer import BOS, EOS, PAD, OFATokenizer
@@ -120,6 +127,56 @@ def test_ground_and_entail_samples(tokenizer, image):
     ex = EntailmentTask().prepare(tokenizer, "e", hypothesis="it is red", premise="a photo")
     maybe = tokenizer.encode(" maybe", add_bos_eos=False)
     assert e.source == ex.source and e.target == [PAD] * len(ex.prefix) + [*maybe, EOS]
+
+
+def test_constrained_samples_carry_the_trie_mask(tokenizer, image):
+    answers = ["red", "dark red", "dark blue", "two"]
+    records = [{"task": "classify", "id": "k1", "image": image, "label": "cat"},
+               {"task": "classify", "id": "k2", "image": image, "label": "dog"}]
+    tries = candidate_tries(["vqa", "entail", "classify"], tokenizer, vqa_answers=answers,
+                            records=records)
+    rec = {"task": "vqa", "id": "v", "image": image, "question": "what color?",
+           "answers": {"dark red": 1.0}}
+    s = build_sample(rec, tokenizer, image_size=32, tries=tries)
+    plain = build_sample(rec, tokenizer, image_size=32)
+    assert s.target == plain.target and plain.allowed is None
+    n_prefix = s.target.count(PAD)
+    assert s.allowed[:n_prefix] == [None] * n_prefix
+    first = {tokenizer.encode(" " + a, add_bos_eos=False)[0] for a in answers}
+    dark, red = tokenizer.encode(" dark red", add_bos_eos=False)
+    blue = tokenizer.encode(" dark blue", add_bos_eos=False)[1]
+    assert set(s.allowed[n_prefix]) == first and len(first) == 3  # red, dark, two
+    assert s.target[n_prefix:] == [dark, red, EOS]
+    assert set(s.allowed[n_prefix + 1]) == {red, blue}
+    assert s.allowed[n_prefix + 2] == [EOS]
+    entail = build_sample({"task": "entail", "id": "e", "image": image, "hypothesis": "it is red",
+                           "label": "contradiction"}, tokenizer, image_size=32, tries=tries)
+    yes_no_maybe = {tokenizer.encode(" " + a, add_bos_eos=False)[0]
+                    for a in ("yes", "no", "maybe")}
+    assert set(entail.allowed[entail.target.count(PAD)]) == yes_no_maybe
+    cls = build_sample(records[1], tokenizer, image_size=32, tries=tries)
+    assert set(cls.allowed[0]) == {tokenizer.encode(" cat", add_bos_eos=False)[0],
+                                   tokenizer.encode(" dog", add_bos_eos=False)[0]}
+    caption = build_sample({"task": "caption", "id": "c", "image": image,
+                            "caption": "a red square"},
+                           tokenizer, image_size=32, tries=tries)
+    assert caption.allowed is None  # captions have no candidates
+    with pytest.raises(InputError, match="v2: its vqa target is not among"):
+        build_sample({**rec, "id": "v2", "answers": {"green": 1.0}}, tokenizer, image_size=32,
+                     tries=tries)
+    with pytest.raises(InputError, match="data.vqa_answers"):
+        candidate_tries(["vqa"], tokenizer, vqa_answers=None, records=[])
+
+    # collate: the constrained rows index target[target != PAD], row-major
+    batch = collate([caption, s, entail])
+    flat = batch.target[batch.target.ne(PAD)]
+    rows = batch.allowed_rows.tolist()
+    assert len(rows) == 3 + 2 and rows[0] == len(caption.target)
+    assert flat[rows].tolist() == [dark, red, EOS, *entail.target[-2:]]
+    mask = batch.allowed_mask(len(tokenizer))
+    assert mask.shape == (5, len(tokenizer)) and mask[2].nonzero().flatten().tolist() == [EOS]
+    assert set(mask[0].nonzero().flatten().tolist()) == first
+    assert collate([caption]).allowed_rows is None and collate([caption]).allowed_mask(9) is None
 
 
 def test_collate_pads_and_mixes_text_only(tokenizer, image):

@@ -192,3 +192,44 @@ def test_fused_full_vocab_path_matches_log_softmax(dtype, monkeypatch):
            - eps_i * lprobs.sum(-1)) * weights
     (ref * upstream).sum().backward()
     assert torch.allclose(fused_in.grad.float(), ref_in.grad.float(), atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.1])
+def test_allowed_rows_constrain_only_those_rows(epsilon):
+    """A mixed batch: rows 1 and 3 trie-constrained, the rest over the full vocabulary; value
+    and gradient equal the dense [N, V] mask that leaves the free rows all True."""
+    torch.manual_seed(5)
+    logits, target = torch.randn(5, 40), torch.tensor([7, 3, 30, 12, 0])
+    weights = torch.tensor([1.0, 0.5, 2.0, 1.0, 1.5])
+    rows = torch.tensor([1, 3])
+    sparse = torch.zeros(2, 40, dtype=torch.bool)
+    sparse[0, [3, 9, 11]] = True
+    sparse[1, [2, 12]] = True
+    dense = torch.ones(5, 40, dtype=torch.bool)
+    dense[rows] = sparse
+    a = logits.clone().requires_grad_(True)
+    b = logits.clone().requires_grad_(True)
+    by_rows = label_smoothed_cross_entropy(a, target, epsilon, weights=weights, allowed=sparse,
+                                           allowed_rows=rows)
+    by_dense = label_smoothed_cross_entropy(b, target, epsilon, weights=weights, allowed=dense)
+    torch.testing.assert_close(by_rows.loss, by_dense.loss)
+    torch.testing.assert_close(by_rows.nll, by_dense.nll)
+    assert by_rows.correct == by_dense.correct and by_rows.ntokens == 5
+    by_rows.loss.backward()
+    by_dense.loss.backward()
+    torch.testing.assert_close(a.grad, b.grad)
+    assert torch.all(a.grad[1, ~sparse[0]] == 0) and torch.all(a.grad[0] != 0)
+    # the constrained row by hand: smoothing over its 3 allowed ids only
+    expected = hand_token_loss(logits[1].tolist(), 3, epsilon, [3, 9, 11], weight=0.5,
+                               extra=1e-6)[0]
+    free = label_smoothed_cross_entropy(logits[[0, 2, 4]], target[[0, 2, 4]], epsilon,
+                                        weights=weights[[0, 2, 4]]).loss
+    hand3 = hand_token_loss(logits[3].tolist(), 12, epsilon, [2, 12], extra=1e-6)[0]
+    assert by_rows.loss.item() == pytest.approx(free.item() + expected + hand3, rel=1e-5)
+
+
+def test_allowed_rows_needs_matching_mask():
+    with pytest.raises(ValueError, match="allowed_rows"):
+        label_smoothed_cross_entropy(torch.randn(3, 8), torch.tensor([1, 2, 3]), 0.1,
+                                     allowed=torch.ones(3, 8, dtype=torch.bool),
+                                     allowed_rows=torch.tensor([0]))

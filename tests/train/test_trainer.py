@@ -280,3 +280,40 @@ def test_branch_with_a_new_restart_starts_it_on_time(shapes, bpe_dir, tmp_path):
         resumed.optimizer.param_groups)
     resumed.train_step(resumed.batches[4])
     assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(2.5e-4)
+
+
+def test_constrained_answers_mask_the_loss(shapes, bpe_dir, tmp_path):
+    """``constrain: true``: the answer tokens of VQA and entailment samples get the official
+    trie mask in the loss; captions and boxes stay over the whole vocabulary."""
+    from ofa.tokenizer import PAD
+
+    def trainer(constrain: bool, **extra) -> Trainer:
+        cfg = tiny_config(shapes, bpe_dir, tmp_path / f"run-{constrain}", **extra)
+        cfg["data"]["train"][1]["constrain"] = constrain
+        cfg["data"]["vqa_answers"] = str(shapes / "answers.txt")
+        return Trainer(build_config(cfg), progress=False,
+                       info=DistInfo(0, 1, 0, torch.device("cpu")))
+
+    free, constrained = trainer(False), trainer(True)
+    batch = constrained.batches[0][0]
+    assert free.batches[0][0].allowed_rows is None
+    answer_tokens = sum(int(batch.target[i].ne(PAD).sum()) for i, t in enumerate(batch.tasks)
+                        if t in ("vqa", "entail"))
+    assert answer_tokens > 0 and batch.allowed_rows.numel() == answer_tokens
+    with torch.no_grad():
+        a = constrained._forward_loss(batch, 0.0)
+        b = free._forward_loss(free.batches[0][0], 0.0)  # same seed: same weights, samples
+    assert a.ntokens == b.ntokens and a.loss < b.loss  # a few candidates instead of 59k ids
+    record = constrained.train_step(constrained.batches[0])
+    assert torch.isfinite(torch.tensor(record["loss"]))
+    cfg = tiny_config(shapes, bpe_dir, tmp_path / "no-answers")
+    cfg["data"]["train"][1]["constrain"] = True
+    with pytest.raises(InputError, match="train.jsonl: constraining VQA targets needs"):
+        Trainer(build_config(cfg), progress=False, info=DistInfo(0, 1, 0, torch.device("cpu")))
+    cfg["data"]["train"][0]["constrain"] = True  # the caption-only dataset
+    with pytest.raises(InputError, match="constrain applies to vqa, entail, classify"):
+        build_config(cfg)
+    cfg["data"]["train"][0]["constrain"] = False
+    cfg["data"]["valid"] = [{"path": str(shapes / "val.jsonl"), "constrain": True}]
+    with pytest.raises(InputError, match="constrain applies to training datasets"):
+        build_config(cfg)

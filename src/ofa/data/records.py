@@ -35,6 +35,7 @@ from PIL import Image
 
 from ..boxes import box_to_bins, validate_box
 from ..errors import InputError
+from ..generate import Trie
 from ..preprocess import ImageTransform, load_image, resize_image
 from ..tasks import (
     CaptionTask,
@@ -168,7 +169,9 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, str, Any]]:
 @dataclass
 class Sample:
     """One teacher-forced training example. ``decoder_input`` is BOS + prefix + answer;
-    ``target`` is aligned with it: PAD under the prefix (no loss), then answer + EOS."""
+    ``target`` is aligned with it: PAD under the prefix (no loss), then answer + EOS.
+    ``allowed`` (answer-constrained samples only) is aligned with ``target`` too: the token ids
+    the official trie mask allows at each answer position, None under the prefix."""
 
     task: str
     source: list[int]
@@ -176,6 +179,46 @@ class Sample:
     target: list[int]
     weight: float = 1.0
     image: torch.Tensor | None = None
+    allowed: list[list[int] | None] | None = None
+
+
+# Tasks whose targets can be constrained to a candidate list in training (the official VQA,
+# SNLI-VE and ImageNet fine-tuning build a trie over the candidates and mask the loss with it).
+CONSTRAINABLE_TASKS = ("vqa", "entail", "classify")
+
+
+def candidate_tries(tasks: Sequence[str], tokenizer: OFATokenizer, *,
+                    vqa_answers: Sequence[str] | None, records: Sequence[dict]
+                    ) -> dict[str, Trie]:
+    """The answer trie of each constrainable task among ``tasks``: VQA over ``vqa_answers``,
+    entailment over yes / no / maybe, classification over the labels found in ``records``."""
+    tries = {}
+    for task in tasks:
+        if task == "vqa":
+            if not vqa_answers:
+                raise InputError("constraining VQA targets needs data.vqa_answers (the "
+                                 "candidate answer list)")
+            tries[task] = Trie.from_answers(tokenizer, vqa_answers)
+        elif task == "entail":
+            tries[task] = Trie.from_answers(tokenizer, list(ENTAIL_ANSWERS))
+        elif task == "classify":
+            labels = sorted({r["label"].strip() for r in records if r.get("task") == task})
+            tries[task] = Trie.from_answers(tokenizer, labels)
+    return tries
+
+
+def _allowed_by_trie(trie: Trie, answer: list[int], record: dict) -> list[list[int] | None]:
+    """Allowed ids at each answer position and at the final EOS; error if the answer is not a
+    path of the trie (the official loss would be infinite there)."""
+    allowed = []
+    for t, token in enumerate([*answer, EOS]):
+        ids = trie.allowed([BOS, *answer[:t]])
+        if token not in ids:
+            raise InputError(f"record {record.get('id', '?')}: its {record['task']} target is "
+                             "not among the constraint's candidates (add it to the answer list"
+                             ", or drop constrain from this dataset)")
+        allowed.append(ids)
+    return allowed
 
 
 def target_text(record: dict) -> tuple[str, float]:
@@ -230,10 +273,12 @@ class ResizedImageCache:
 
 def build_sample(record: dict, tokenizer: OFATokenizer, image_size: int | None = None,
                  max_source_length: int = 128, max_target_length: int = 64,
-                 image_cache: ResizedImageCache | None = None) -> Sample:
+                 image_cache: ResizedImageCache | None = None,
+                 tries: dict[str, Trie] | None = None) -> Sample:
     """Tokens (and image) of one record, prompts exactly as :mod:`ofa.tasks` builds them.
     ``image_size`` overrides the task's official input size (small models use small images);
-    ``image_cache`` keeps the resized images of image files for the next time they are read."""
+    ``image_cache`` keeps the resized images of image files for the next time they are read;
+    ``tries`` (see :func:`candidate_tries`) constrains the targets of the tasks it names."""
     name = record["task"]
     task = task_for(name)
     image = size = None
@@ -263,7 +308,10 @@ def build_sample(record: dict, tokenizer: OFATokenizer, image_size: int | None =
     prefix = list(example.prefix)
     decoder_input = [BOS, *prefix, *answer]
     target = [PAD] * len(prefix) + [*answer, EOS]
-    return Sample(name, source, decoder_input, target, weight, image)
+    trie = (tries or {}).get(name)
+    allowed = None if trie is None else [None] * len(prefix) + _allowed_by_trie(trie, answer,
+                                                                                record)
+    return Sample(name, source, decoder_input, target, weight, image, allowed)
 
 
 @dataclass
@@ -277,6 +325,9 @@ class Batch:
     decoder_input: torch.Tensor
     target: torch.Tensor
     weights: torch.Tensor
+    # answer constraints: rows of target[target != PAD] (row-major) and the ids each allows
+    allowed_rows: torch.Tensor | None = None
+    allowed_ids: list[list[int]] | None = None
 
     @property
     def ntokens(self) -> int:
@@ -288,7 +339,19 @@ class Batch:
         if images is not None:
             images = images.to(device, dtype if dtype is not None else images.dtype)
         return Batch(self.tasks, move(self.source), images, move(self.image_mask),
-                     move(self.decoder_input), move(self.target), move(self.weights))
+                     move(self.decoder_input), move(self.target), move(self.weights),
+                     move(self.allowed_rows), self.allowed_ids)
+
+    def allowed_mask(self, vocab_size: int) -> torch.Tensor | None:
+        """[len(allowed_rows), V] bool mask of the constrained rows, or None."""
+        if self.allowed_ids is None:
+            return None
+        device = self.target.device
+        mask = torch.zeros(len(self.allowed_ids), vocab_size, dtype=torch.bool, device=device)
+        rows = [r for r, ids in enumerate(self.allowed_ids) for _ in ids]
+        cols = [i for ids in self.allowed_ids for i in ids]
+        mask[torch.tensor(rows, device=device), torch.tensor(cols, device=device)] = True
+        return mask
 
 
 def collate(samples: Sequence[Sample]) -> Batch:
@@ -302,7 +365,17 @@ def collate(samples: Sequence[Sample]) -> Batch:
         images = torch.stack([s.image if s.image is not None else torch.zeros(shape)
                               for s in samples])
         mask = None if all(with_image) else torch.tensor(with_image)
+    rows, ids, row = [], [], 0
+    for s in samples:
+        for j, t in enumerate(s.target):
+            if t == PAD:
+                continue
+            if s.allowed is not None and s.allowed[j] is not None:
+                rows.append(row)
+                ids.append(s.allowed[j])
+            row += 1
     return Batch([s.task for s in samples], pad_batch([s.source for s in samples]), images,
                  mask, pad_batch([s.decoder_input for s in samples]),
                  pad_batch([s.target for s in samples]),
-                 torch.tensor([s.weight for s in samples], dtype=torch.float32))
+                 torch.tensor([s.weight for s in samples], dtype=torch.float32),
+                 torch.tensor(rows, dtype=torch.long) if rows else None, ids or None)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data.records import CONSTRAINABLE_TASKS
 from ..errors import InputError
 
 
@@ -52,6 +53,9 @@ class DatasetSpec:
     # training curriculum: the dataset is in the mix for updates [from_update, until_update)
     from_update: int = 0
     until_update: int | None = None
+    # official answer tries in the loss: VQA targets over data.vqa_answers, entailment over
+    # yes / no / maybe, classification over this dataset's labels (other tasks stay free)
+    constrain: bool = False
 
 
 @dataclass
@@ -200,10 +204,17 @@ def _check(cfg: TrainConfig) -> None:
     if any(not (d.ratio > 0) for d in cfg.data.train):
         raise InputError("every training dataset needs a positive ratio")
     for spec in cfg.data.valid:
+        if spec.constrain:
+            raise InputError(f"{spec.path}: constrain applies to training datasets; validation "
+                             "constrains VQA with data.vqa_answers")
         if spec.from_update != 0 or spec.until_update is not None:
             raise InputError(f"{spec.path}: from_update/until_update apply to training datasets "
                              "only; every validation runs on all of data.valid")
     for spec in cfg.data.train:
+        if spec.constrain and spec.tasks and not set(spec.tasks) & set(CONSTRAINABLE_TASKS):
+            raise InputError(f"{spec.path}: constrain applies to "
+                             f"{', '.join(CONSTRAINABLE_TASKS)} records; this dataset has "
+                             f"{', '.join(spec.tasks)}")
         start, end = spec.from_update, spec.until_update
         if isinstance(start, bool) or not isinstance(start, int) or start < 0:
             raise InputError(f"{spec.path}: from_update must be an integer >= 0, got {start!r}")

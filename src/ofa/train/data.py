@@ -19,6 +19,7 @@ import numpy as np
 
 from ..data.records import Batch, ResizedImageCache, build_sample, collate
 from ..errors import InputError
+from ..generate import Trie
 from ..tokenizer import OFATokenizer
 
 
@@ -65,7 +66,8 @@ class StepBatches:
                  image_size: int | None = None, max_source_length: int = 80,
                  max_target_length: int = 30, num_updates: int | None = None,
                  cache_images: bool = False,
-                 windows: Sequence[tuple[int, int | None]] | None = None) -> None:
+                 windows: Sequence[tuple[int, int | None]] | None = None,
+                 tries: Sequence[dict[str, Trie] | None] | None = None) -> None:
         if any(len(d) == 0 for d in datasets):
             raise InputError("a training dataset has no records")
         self.datasets = datasets
@@ -87,6 +89,7 @@ class StepBatches:
         self.num_updates = num_updates
         self._perms: dict[tuple[int, int], np.ndarray] = {}
         self.image_cache = ResizedImageCache() if cache_images else None
+        self.tries = list(tries) if tries is not None else [None] * len(datasets)
 
     def __len__(self) -> int:
         if self.num_updates is None:
@@ -122,6 +125,7 @@ class StepBatches:
             chunk = mine[m * self.batch_size:(m + 1) * self.batch_size]
             micro.append(collate([build_sample(self.datasets[d][i], self.tokenizer,
                                                self.image_size, self.max_source_length,
-                                               self.max_target_length, self.image_cache)
+                                               self.max_target_length, self.image_cache,
+                                               self.tries[d])
                                   for d, i in chunk]))
         return micro

@@ -89,6 +89,7 @@ def label_smoothed_cross_entropy(
     *,
     weights: torch.Tensor | None = None,
     allowed: torch.Tensor | None = None,
+    allowed_rows: torch.Tensor | None = None,
     constraint_range: tuple[int, int] | None = None,
     drop_worst_ratio: float = 0.0,
 ) -> LossOutput:
@@ -100,15 +101,48 @@ def label_smoothed_cross_entropy(
     outside are set to -inf and the smoothing mass is spread over the allowed ids only, with
     ``eps_i = epsilon / (num_allowed - 1 + 1e-6)``; unconstrained, ``eps_i = epsilon / (V - 1)``.
     With both given, their intersection is used (the official code assumes trie masks lie inside
-    the range). ``drop_worst_ratio`` r keeps the ``int(N * (1 - r))`` lowest-loss tokens; pass 0
-    until the official ``drop_worst_after`` update count is exceeded. As officially, ``nll`` is
+    the range). With ``allowed_rows`` [M] (row indices), ``allowed`` is [M, V] and constrains
+    only those rows: a batch that mixes trie-constrained answers with free captions.
+    ``drop_worst_ratio`` r keeps the ``int(N * (1 - r))`` lowest-loss tokens; pass 0 until the
+    official ``drop_worst_after`` update count is exceeded. As officially, ``nll`` is
     weighted by ``weights`` too; ``correct`` counts kept tokens only.
     """
     n, vocab = logits.shape
-    mask = allowed
-    if constraint_range is not None:
-        rmask = range_mask(vocab, *constraint_range, device=logits.device)
-        mask = rmask.expand(n, vocab) if mask is None else mask & rmask
+    rmask = (range_mask(vocab, *constraint_range, device=logits.device)
+             if constraint_range is not None else None)
+    if allowed_rows is None:
+        mask = allowed
+        if rmask is not None:
+            mask = rmask.expand(n, vocab) if mask is None else mask & rmask
+        loss, nll, hit = _token_terms(logits, target, epsilon, weights, mask)
+    else:
+        if allowed is None or allowed.shape != (allowed_rows.numel(), vocab):
+            raise ValueError("allowed_rows needs allowed of shape [len(allowed_rows), V]")
+        rows = allowed_rows.to(logits.device)
+        w = (torch.ones(n, device=logits.device) if weights is None
+             else weights.to(device=logits.device, dtype=torch.float32))
+        # every row on the free path, the constrained ones with weight 0 (no loss, no
+        # gradient), then their terms computed on their own and put in their places
+        free_w = w.index_fill(0, rows, 0.0)
+        free_mask = None if rmask is None else rmask.expand(n, vocab)
+        loss, nll, hit = _token_terms(logits, target, epsilon, free_w, free_mask)
+        mask = allowed if rmask is None else allowed & rmask
+        c_loss, c_nll, c_hit = _token_terms(logits[rows], target[rows], epsilon, w[rows], mask)
+        loss, nll = loss.index_copy(0, rows, c_loss), nll.index_copy(0, rows, c_nll)
+        hit = hit.index_copy(0, rows, c_hit)
+    if drop_worst_ratio > 0:
+        k = int(n * (1 - drop_worst_ratio))  # same float expression as the official code
+        loss, keep = torch.topk(loss, k=k, largest=False)
+        nll, hit = nll[keep], hit[keep]
+    correct = int(hit.sum().item())
+    return LossOutput(loss=loss.sum(), nll=nll.sum(), ntokens=int(loss.numel()), correct=correct)
+
+
+def _token_terms(logits: torch.Tensor, target: torch.Tensor, epsilon: float,
+                 weights: torch.Tensor | None, mask: torch.Tensor | None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token (loss, weighted nll, argmax hit); ``mask`` [N, V] or None (full vocabulary)."""
+    n, vocab = logits.shape
     if mask is None and not torch.isneginf(logits).any():
         # the common case: fused, same value and gradient as the general path below
         w = (torch.ones(n, device=logits.device) if weights is None
@@ -116,15 +150,8 @@ def label_smoothed_cross_entropy(
         eps_i = epsilon / (vocab - 1)
         loss, nll, hit = _SmoothedNLL.apply(logits, target, (1.0 - epsilon - eps_i) * w,
                                             eps_i * w)
-        nll = nll * w
-    else:
-        loss, nll, hit = _masked_loss(logits, target, epsilon, weights, mask)
-    if drop_worst_ratio > 0:
-        k = int(n * (1 - drop_worst_ratio))  # same float expression as the official code
-        loss, keep = torch.topk(loss, k=k, largest=False)
-        nll, hit = nll[keep], hit[keep]
-    correct = int(hit.sum().item())
-    return LossOutput(loss=loss.sum(), nll=nll.sum(), ntokens=int(loss.numel()), correct=correct)
+        return loss, nll * w, hit
+    return _masked_loss(logits, target, epsilon, weights, mask)
 
 
 def _masked_loss(logits: torch.Tensor, target: torch.Tensor, epsilon: float,

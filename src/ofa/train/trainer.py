@@ -28,9 +28,10 @@ from torch import nn
 from tqdm import tqdm
 
 from ..checkpoints import model_from_checkpoint, read_checkpoint, save_native
-from ..data.records import read_jsonl
-from ..data.tsv import read_tsv
+from ..data.records import CONSTRAINABLE_TASKS, candidate_tries, read_jsonl
+from ..data.tsv import TSVRecords, read_tsv
 from ..errors import InputError
+from ..generate import Trie
 from ..model import OFAConfig, OFAModel
 from ..tokenizer import BIN_OFFSET, NUM_BINS, PAD, OFATokenizer
 from .config import TrainConfig
@@ -188,6 +189,8 @@ class Trainer:
         self.train_records = [records(d) for d in cfg.data.train]
         self.valid_records = [r for d in cfg.data.valid for r in records(d)]
         self.vqa_answers = self._read_answers(cfg.data.vqa_answers)
+        tries = [self._tries(spec, recs) for spec, recs in zip(cfg.data.train,
+                                                                self.train_records, strict=True)]
         self.batches = StepBatches(
             self.train_records, [d.ratio for d in cfg.data.train], self.tokenizer,
             batch_size=cfg.batch_size, update_freq=cfg.update_freq, rank=self.info.rank,
@@ -195,7 +198,7 @@ class Trainer:
             max_source_length=cfg.data.max_source_length,
             max_target_length=cfg.data.max_target_length, num_updates=cfg.max_updates,
             cache_images=cfg.data.cache_images,
-            windows=[(d.from_update, d.until_update) for d in cfg.data.train])
+            windows=[(d.from_update, d.until_update) for d in cfg.data.train], tries=tries)
         self.step = 0
         self.best: float | None = None
         if resume and ckpt_path.exists():
@@ -250,6 +253,24 @@ class Trainer:
         # unused outside image generation (official: --find-unused-parameters)
         return nn.parallel.DistributedDataParallel(model, device_ids=ids,
                                                    find_unused_parameters=True)
+
+    def _tries(self, spec, records) -> dict[str, Trie] | None:
+        """The answer tries of a ``constrain: true`` training dataset."""
+        if not spec.constrain:
+            return None
+        if isinstance(records, TSVRecords):
+            tasks = [records.task]
+        else:
+            tasks = sorted({r["task"] for r in records})
+        tasks = [t for t in tasks if t in CONSTRAINABLE_TASKS]
+        if not tasks:
+            raise InputError(f"{spec.path}: constrain applies to "
+                             f"{', '.join(CONSTRAINABLE_TASKS)} records; this dataset has none")
+        try:
+            return candidate_tries(tasks, self.tokenizer, vqa_answers=self.vqa_answers,
+                                   records=records)
+        except InputError as e:
+            raise InputError(f"{spec.path}: {e}") from None
 
     @staticmethod
     def _read_answers(path: str | None) -> list[str] | None:
@@ -414,7 +435,9 @@ class Trainer:
             logits = self.wrapped(b.source, b.decoder_input, b.images, b.image_mask,
                                   output_mask=output_mask)
         return label_smoothed_cross_entropy(logits, target, self.cfg.label_smoothing,
-                                            weights=weights, drop_worst_ratio=drop_worst)
+                                            weights=weights, drop_worst_ratio=drop_worst,
+                                            allowed=b.allowed_mask(logits.shape[-1]),
+                                            allowed_rows=b.allowed_rows)
 
     def train_step(self, micro_batches) -> dict[str, float]:
         """One update over this process's micro-batches; returns global statistics."""
