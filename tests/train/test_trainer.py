@@ -260,6 +260,21 @@ def test_trains_from_official_tsv(shapes, bpe_dir, tmp_path):
     with pytest.raises(InputError, match="one task"):
         build_config(tiny_config(shapes, bpe_dir, tmp_path / "x",
                                  **{"data.train": [{"path": str(tsv)}]}))
+    # an official classification TSV (image, unused, label) with its labels as the trie
+    classify = tmp_path / "imagenet_train.tsv"
+    classify.write_text("".join(f"{r.split(chr(9))[-1]}\t0\t{label}\n"
+                                for r, label in zip(rows, ["cat", "dog", "tabby cat"] * 2,
+                                                    strict=True)))
+    cfg = tiny_config(shapes, bpe_dir, tmp_path / "run-classify", max_updates=1, batch_size=6,
+                      **{"data.train": [{"path": str(classify), "tasks": ["classify"],
+                                         "constrain": True}]})
+    trainer = Trainer(build_config(cfg), progress=False,
+                      info=DistInfo(0, 1, 0, torch.device("cpu")))
+    batch = trainer.batches[0][0]
+    first = {trainer.tokenizer.encode(" " + w, add_bos_eos=False)[0]
+             for w in ("cat", "dog", "tabby")}
+    assert {i for ids in batch.allowed_ids for i in ids} >= first
+    assert batch.allowed_rows.numel() == batch.ntokens  # every target token is constrained
 
 
 def test_branch_with_a_new_restart_starts_it_on_time(shapes, bpe_dir, tmp_path):
@@ -312,6 +327,9 @@ def test_constrained_answers_mask_the_loss(shapes, bpe_dir, tmp_path):
         Trainer(build_config(cfg), progress=False, info=DistInfo(0, 1, 0, torch.device("cpu")))
     cfg["data"]["train"][0]["constrain"] = True  # the caption-only dataset
     with pytest.raises(InputError, match="constrain applies to vqa, entail, classify"):
+        build_config(cfg)
+    cfg["data"]["train"][0]["constrain"] = "yes"
+    with pytest.raises(InputError, match="constrain must be true or false"):
         build_config(cfg)
     cfg["data"]["train"][0]["constrain"] = False
     cfg["data"]["valid"] = [{"path": str(shapes / "val.jsonl"), "constrain": True}]

@@ -211,6 +211,9 @@ def _check(cfg: TrainConfig) -> None:
             raise InputError(f"{spec.path}: from_update/until_update apply to training datasets "
                              "only; every validation runs on all of data.valid")
     for spec in cfg.data.train:
+        if not isinstance(spec.constrain, bool):
+            raise InputError(f"{spec.path}: constrain must be true or false, got "
+                             f"{spec.constrain!r}")
         if spec.constrain and spec.tasks and not set(spec.tasks) & set(CONSTRAINABLE_TASKS):
             raise InputError(f"{spec.path}: constrain applies to "
                              f"{', '.join(CONSTRAINABLE_TASKS)} records; this dataset has "

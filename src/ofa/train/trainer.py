@@ -260,6 +260,8 @@ class Trainer:
             return None
         if isinstance(records, TSVRecords):
             tasks = [records.task]
+            # the labels are all a classification trie reads: leave the images undecoded
+            records = TSVRecords(records.file, records.task, decode_images=False)
         else:
             tasks = sorted({r["task"] for r in records})
         tasks = [t for t in tasks if t in CONSTRAINABLE_TASKS]
