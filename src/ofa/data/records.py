@@ -366,7 +366,7 @@ def collate(samples: Sequence[Sample]) -> Batch:
                               for s in samples])
         mask = None if all(with_image) else torch.tensor(with_image)
     rows, ids, row = [], [], 0
-    for s in samples:
+    for s in samples if any(s.allowed is not None for s in samples) else ():
         for j, t in enumerate(s.target):
             if t == PAD:
                 continue
