@@ -297,6 +297,25 @@ def test_branch_with_a_new_restart_starts_it_on_time(shapes, bpe_dir, tmp_path):
     assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(2.5e-4)
 
 
+def test_ema_added_on_resume_starts_from_the_resumed_weights(shapes, bpe_dir, tmp_path):
+    # a run saved without EMA, resumed with ema_decay: the average must begin at the loaded
+    # weights, not at the fresh model's random ones
+    plain = tiny_config(shapes, bpe_dir, tmp_path / "run", max_updates=8)
+    first = Trainer(build_config(plain), progress=False,
+                    info=DistInfo(0, 1, 0, torch.device("cpu")))
+    for step in range(3):
+        first.train_step(first.batches[step])
+    first.save()
+    saved = {k: p.detach().clone() for k, p in first.model.named_parameters()}
+    resumed = Trainer(build_config({**plain, "ema_decay": 0.9}), resume=True, progress=False,
+                      info=DistInfo(0, 1, 0, torch.device("cpu")))
+    assert all(torch.equal(resumed.ema.params[k], saved[k].float()) for k in saved)
+    resumed.train_step(resumed.batches[3])
+    name, p = next(iter(resumed.model.named_parameters()))
+    expected = 0.9 * saved[name].float() + 0.1 * p.detach().float()
+    assert torch.allclose(resumed.ema.params[name], expected, atol=1e-7)
+
+
 def test_constrained_answers_mask_the_loss(shapes, bpe_dir, tmp_path):
     """``constrain: true``: the answer tokens of VQA and entailment samples get the official
     trie mask in the loss; captions and boxes stay over the whole vocabulary."""
