@@ -354,6 +354,24 @@ class Batch:
         return mask
 
 
+def _constrained_rows(samples: Sequence[Sample]) -> tuple[list[int], list[list[int]]]:
+    """Rows of the flattened (non-PAD) targets that carry a constraint, and their allowed ids."""
+    rows: list[int] = []
+    ids: list[list[int]] = []
+    if all(s.allowed is None for s in samples):  # the common case: nothing to walk
+        return rows, ids
+    row = 0
+    for s in samples:
+        for j, t in enumerate(s.target):
+            if t == PAD:
+                continue
+            if s.allowed is not None and s.allowed[j] is not None:
+                rows.append(row)
+                ids.append(s.allowed[j])
+            row += 1
+    return rows, ids
+
+
 def collate(samples: Sequence[Sample]) -> Batch:
     """Right-pad every sequence with PAD; zero images stand in for text-only samples."""
     if not samples:
@@ -365,15 +383,7 @@ def collate(samples: Sequence[Sample]) -> Batch:
         images = torch.stack([s.image if s.image is not None else torch.zeros(shape)
                               for s in samples])
         mask = None if all(with_image) else torch.tensor(with_image)
-    rows, ids, row = [], [], 0
-    for s in samples if any(s.allowed is not None for s in samples) else ():
-        for j, t in enumerate(s.target):
-            if t == PAD:
-                continue
-            if s.allowed is not None and s.allowed[j] is not None:
-                rows.append(row)
-                ids.append(s.allowed[j])
-            row += 1
+    rows, ids = _constrained_rows(samples)
     return Batch([s.task for s in samples], pad_batch([s.source for s in samples]), images,
                  mask, pad_batch([s.decoder_input for s in samples]),
                  pad_batch([s.target for s in samples]),
