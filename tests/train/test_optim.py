@@ -113,6 +113,25 @@ def test_scheduler_restart_comes_from_config_on_resume():
         polynomial_decay_schedule(opt2, 2, 12, restarts=[Restart(12, 1.0, 0)])
 
 
+def test_scheduler_length_comes_from_config_on_resume():
+    # a finished 6-update run resumed with max_updates 10 and a restart at 6 (training longer):
+    # the checkpoint's old length must not leave the new updates at lr 0
+    opt = torch.optim.AdamW([nn.Parameter(torch.zeros(2))], lr=1e-3)
+    short = polynomial_decay_schedule(opt, 2, 6)
+    for _ in range(6):
+        opt.step()
+        short.step()
+    assert opt.param_groups[0]["lr"] == 0.0
+    opt2 = torch.optim.AdamW([nn.Parameter(torch.zeros(2))], lr=1e-3)
+    longer = polynomial_decay_schedule(opt2, 2, 10, restarts=[Restart(6, 0.5, 0)])
+    longer.load_state_dict(short.state_dict())
+    assert longer.last_epoch == 6 and longer.total_updates == 10
+    assert longer.get_lr() == pytest.approx([5e-4])
+    opt2.step()
+    longer.step()
+    assert opt2.param_groups[0]["lr"] == pytest.approx(5e-4 * 3 / 4)
+
+
 def test_groups_cover_trainable_parameters_once():
     model = tiny_model()
     frozen = freeze(model, embeddings=True)

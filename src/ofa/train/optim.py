@@ -133,10 +133,16 @@ class PolynomialDecaySchedule(LRScheduler):
 
     _get_closed_form_lr = get_lr
 
+    # A checkpoint keeps only where the run is in the schedule. The schedule's shape (peak,
+    # warmup, length, restarts) comes from the config, so a branch that adds a restart, or a
+    # run resumed with a larger ``max_updates``, follows the new schedule instead of the old.
+    _position = ("last_epoch", "_step_count")
+
     def state_dict(self) -> dict:
-        # restarts come from the config, so a run resumed from a checkpoint written before a
-        # restart was added (a branch) takes it
-        return {k: v for k, v in super().state_dict().items() if k != "restarts"}
+        return {k: self.__dict__[k] for k in self._position}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.__dict__.update({k: state_dict[k] for k in self._position})
 
 
 def polynomial_decay_schedule(optimizer: torch.optim.Optimizer, warmup_updates: int,
