@@ -196,3 +196,20 @@ def test_clip_grad_norm():
     total = torch.cat([a.grad, b.grad]).norm().item()
     assert total == pytest.approx(1.0, rel=1e-5)
     assert clip_grad_norm([nn.Parameter(torch.zeros(2))], 1.0) == 0.0
+
+
+def test_first_decay_can_end_before_the_restarts():
+    # decay_updates (fairseq --total-num-update) shapes the decay before the first restart;
+    # the restarts decay to total_updates
+    restart = [Restart(update=6, scale=0.5, warmup_updates=0)]
+    lrs = [restarted_lr(u, 1.0, 2, 10, restarts=restart, decay_updates=8) for u in range(10)]
+    assert lrs[:6] == pytest.approx([polynomial_decay_lr(u, 1.0, 2, 8) for u in range(6)])
+    assert lrs[6:] == pytest.approx([0.5, 0.375, 0.25, 0.125])
+    opt = torch.optim.AdamW([nn.Parameter(torch.zeros(2))], lr=1.0)
+    sched = polynomial_decay_schedule(opt, 2, 10, restarts=restart, decay_updates=8)
+    seen = []
+    for _ in range(9):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert seen == pytest.approx(lrs[:9])

@@ -206,6 +206,8 @@ def test_config_errors(shapes, bpe_dir, tmp_path):
         build_config({**good, "batch_size": 0})
     with pytest.raises(InputError, match="dtype"):
         build_config({**good, "dtype": "int8"})
+    with pytest.raises(InputError, match="decay_updates"):
+        build_config({**good, "decay_updates": 0})
     with pytest.raises(InputError, match="tokenizer"):
         build_config({**good, "tokenizer": None})
     with pytest.raises(InputError, match="data.train"):

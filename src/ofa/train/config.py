@@ -97,6 +97,9 @@ class TrainConfig:
     power: float = 1.0
     warmup_ratio: float = 0.06
     warmup_updates: int | None = None  # overrides warmup_ratio
+    # where the first decay reaches end_lr (fairseq --total-num-update); default max_updates.
+    # Restarts decay to max_updates, so a run can add a restart and train on past this.
+    decay_updates: int | None = None
     lr_restarts: list[LRRestart] = field(default_factory=list)  # warm restarts, in order
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.999)
@@ -161,6 +164,8 @@ def _check(cfg: TrainConfig) -> None:
                 "max_updates": cfg.max_updates, "log_interval": cfg.log_interval,
                 "valid_interval": cfg.valid_interval, "save_interval": cfg.save_interval,
                 "valid_batch_size": cfg.valid_batch_size}
+    if cfg.decay_updates is not None:
+        positive["decay_updates"] = cfg.decay_updates
     for name, value in positive.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{name} must be a positive integer, got {value!r}")

@@ -87,16 +87,17 @@ class Restart(NamedTuple):
 
 def restarted_lr(num_updates: int, peak_lr: float, warmup_updates: int, total_updates: int,
                  end_lr: float = 0.0, power: float = 1.0,
-                 restarts: Sequence[Restart] = ()) -> float:
+                 restarts: Sequence[Restart] = (), decay_updates: int | None = None) -> float:
     """``polynomial_decay_lr`` until the first restart, then the last restart begun rules.
 
     Before a restart the schedule is the one without it, so a run branched from an earlier
-    checkpoint of the same schedule continues it exactly.
+    checkpoint of the same schedule continues it exactly. The first decay ends at
+    ``decay_updates`` (default ``total_updates``), each restart's at ``total_updates``.
     """
     begun = [r for r in restarts if r.update <= num_updates]
     if not begun:
-        return polynomial_decay_lr(num_updates, peak_lr, warmup_updates, total_updates, end_lr,
-                                   power)
+        return polynomial_decay_lr(num_updates, peak_lr, warmup_updates,
+                                   decay_updates or total_updates, end_lr, power)
     last = begun[-1]
     return polynomial_decay_lr(num_updates - last.update, peak_lr * last.scale,
                                last.warmup_updates, total_updates - last.update, end_lr, power)
@@ -111,16 +112,18 @@ class PolynomialDecaySchedule(LRScheduler):
 
     def __init__(self, optimizer: torch.optim.Optimizer, warmup_updates: int,
                  total_updates: int, end_lr: float = 0.0, power: float = 1.0,
-                 last_epoch: int = -1, restarts: Sequence[Restart] = ()) -> None:
-        if total_updates <= 0 or warmup_updates < 0:
-            raise ValueError(f"need total_updates > 0 and warmup_updates >= 0, got "
-                             f"{total_updates}, {warmup_updates}")
+                 last_epoch: int = -1, restarts: Sequence[Restart] = (),
+                 decay_updates: int | None = None) -> None:
+        if total_updates <= 0 or warmup_updates < 0 or (decay_updates or 1) <= 0:
+            raise ValueError(f"need total_updates > 0, decay_updates > 0 and warmup_updates "
+                             f">= 0, got {total_updates}, {decay_updates}, {warmup_updates}")
         starts = [r.update for r in restarts]
         if starts != sorted(set(starts)) or any(not 0 < u < total_updates for u in starts):
             raise ValueError(f"restart updates must increase and lie in (0, {total_updates}), "
                              f"got {starts}")
         self.warmup_updates = warmup_updates
         self.total_updates = total_updates
+        self.decay_updates = decay_updates
         self.end_lr = end_lr
         self.power = power
         self.restarts = [Restart(*r) for r in restarts]
@@ -128,13 +131,14 @@ class PolynomialDecaySchedule(LRScheduler):
 
     def get_lr(self) -> list[float]:  # type: ignore[override]
         return [restarted_lr(self.last_epoch, float(base), self.warmup_updates,
-                             self.total_updates, self.end_lr, self.power, self.restarts)
+                             self.total_updates, self.end_lr, self.power, self.restarts,
+                             self.decay_updates)
                 for base in self.base_lrs]
 
     _get_closed_form_lr = get_lr
 
     # A checkpoint keeps only where the run is in the schedule. The schedule's shape (peak,
-    # warmup, length, restarts) comes from the config, so a branch that adds a restart, or a
+    # warmup, lengths, restarts) comes from the config, so a branch that adds a restart, or a
     # run resumed with a larger ``max_updates``, follows the new schedule instead of the old.
     _position = ("last_epoch", "_step_count")
 
@@ -147,10 +151,11 @@ class PolynomialDecaySchedule(LRScheduler):
 
 def polynomial_decay_schedule(optimizer: torch.optim.Optimizer, warmup_updates: int,
                               total_updates: int, end_lr: float = 0.0, power: float = 1.0,
-                              restarts: Sequence[Restart] = ()) -> PolynomialDecaySchedule:
+                              restarts: Sequence[Restart] = (),
+                              decay_updates: int | None = None) -> PolynomialDecaySchedule:
     """Factory spelling of ``PolynomialDecaySchedule`` (same arguments)."""
     return PolynomialDecaySchedule(optimizer, warmup_updates, total_updates, end_lr, power,
-                                   restarts=restarts)
+                                   restarts=restarts, decay_updates=decay_updates)
 
 
 def clip_grad_norm(parameters: Iterable[torch.Tensor], max_norm: float) -> float:

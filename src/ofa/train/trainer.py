@@ -172,7 +172,7 @@ class Trainer:
         self.scheduler = polynomial_decay_schedule(
             self.optimizer, cfg.warmup, cfg.max_updates, cfg.end_lr, cfg.power,
             restarts=[Restart(r.update, r.lr / cfg.lr, r.warmup_updates)
-                      for r in cfg.lr_restarts])
+                      for r in cfg.lr_restarts], decay_updates=cfg.decay_updates)
         self.scaler = (torch.amp.GradScaler(self.info.device.type)
                        if cfg.dtype == "fp16" else None)
         files: dict[str, list[dict]] = {}  # each file parsed once, however many entries use it
