@@ -114,7 +114,8 @@ class PolynomialDecaySchedule(LRScheduler):
                  total_updates: int, end_lr: float = 0.0, power: float = 1.0,
                  last_epoch: int = -1, restarts: Sequence[Restart] = (),
                  decay_updates: int | None = None) -> None:
-        if total_updates <= 0 or warmup_updates < 0 or (decay_updates or 1) <= 0:
+        bad_decay = decay_updates is not None and decay_updates <= 0
+        if total_updates <= 0 or warmup_updates < 0 or bad_decay:
             raise ValueError(f"need total_updates > 0, decay_updates > 0 and warmup_updates "
                              f">= 0, got {total_updates}, {decay_updates}, {warmup_updates}")
         starts = [r.update for r in restarts]
