@@ -339,8 +339,9 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
                     "SPLIT_counts.jsonl (count questions, absent colours as many as present "
                     "ones, and every total-count statement), SPLIT_existence.jsonl (every "
                     "colour-kind pair and as many absent ones sharing a colour or kind, as "
-                    "questions and statements) and SPLIT_referring.jsonl (every unique "
-                    "expression of every shape).")
+                    "questions and statements), SPLIT_referring.jsonl (every unique "
+                    "expression of every shape) and SPLIT_distractors.jsonl (those of the "
+                    "shapes that share a colour or a kind with another shape).")
     s.add_argument("out", type=Path, help="output folder")
     s.add_argument("--train", type=int, default=20000, help="training scenes (default 20000)")
     s.add_argument("--val", type=int, default=500, help="validation scenes (default 500)")

@@ -379,3 +379,25 @@ def test_write_existence_file(written: Path):
             swaps += not truth and pair[0] in colors and pair[1] in kinds
         assert all(annotation_kind(r) == "exist" for r in mine)
     assert swaps > 0
+
+
+def test_write_distractors_file(written: Path):
+    referring, distractors = _read_set(written, "referring"), _read_set(written, "distractors")
+    shared = {"kind": 0, "color": 0}
+    for index in range(WRITTEN_SCENES):
+        scene = SMALL_WORLD.scene("train", index)
+        image = f"images/train/{index:06d}.png"
+        # exactly the unique expressions of the shapes that share an attribute with another
+        wanted = []
+        for shape in scene._ordered():
+            others = [o for o in scene.shapes if o is not shape]
+            shared["kind"] += any(o.kind == shape.kind for o in others)
+            shared["color"] += any(o.color == shape.color for o in others)
+            if any(o.kind == shape.kind or o.color == shape.color for o in others):
+                wanted += [(t, list(shape.box)) for t in scene.expressions(shape)]
+        mine = [(r["text"], r["box"]) for r in distractors if r["image"] == image]
+        assert mine == wanted
+        assert all(pair in [(r["text"], r["box"]) for r in referring if r["image"] == image]
+                   for pair in mine)
+    assert shared["kind"] > 0 and shared["color"] > 0
+    assert all(r["task"] == "ground" for r in distractors)

@@ -141,13 +141,19 @@ def read_jsonl(path: str | os.PathLike[str], tasks: Sequence[str] | None = None)
         if unknown:
             raise InputError(f"unknown tasks {unknown}; choose from {list(TASK_NAMES)}")
     records = []
+    folder, stem = p.resolve().parent, p.stem
+    absolute: dict[str, str] = {}  # many records share an image: join each path once
     for n, where, record in iter_jsonl(p):
         validate_record(record, where)
         if tasks is not None and record["task"] not in tasks:
             continue
-        if isinstance(record.get("image"), str):
-            record["image"] = str(p.resolve().parent / record["image"])
-        record.setdefault("id", f"{p.stem}-{n}")
+        image = record.get("image")
+        if isinstance(image, str):
+            if image not in absolute:
+                absolute[image] = str(folder / image)
+            record["image"] = absolute[image]
+        if "id" not in record:
+            record["id"] = f"{stem}-{n}"
         records.append(record)
     return records
 

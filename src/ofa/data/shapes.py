@@ -464,12 +464,14 @@ class ShapesWorld:
     def write(self, out_dir: str | os.PathLike[str], splits: dict[str, int],
               progress: bool = True) -> dict[str, Path]:
         """Write images/{split}/{index:06d}.png, {split}.jsonl and answers.txt under ``out_dir``,
-        plus four exhaustive sets of what {split}.jsonl asks rarely (for curricula):
+        plus five exhaustive sets of what {split}.jsonl asks rarely (for curricula):
         {split}_relations.jsonl (every spatial relation of every scene, as a yes/no question and
         as an entailment statement), {split}_counts.jsonl (count questions, present and absent
         colours balanced, and every total-count statement), {split}_existence.jsonl (every
-        colour-kind pair and as many hard absent ones, as questions and statements) and
-        {split}_referring.jsonl (every unique expression of every shape).
+        colour-kind pair and as many hard absent ones, as questions and statements),
+        {split}_referring.jsonl (every unique expression of every shape) and
+        {split}_distractors.jsonl (those of the shapes that share a colour or a kind with
+        another shape: the expressions that one attribute alone cannot resolve).
 
         Image paths in the records are relative to ``out_dir``. Returns split -> jsonl path.
         """
@@ -627,16 +629,33 @@ def _existence_records(scene: Scene, prefix: str, image: str) -> list[dict]:
     return out
 
 
+def _expression_records(scene: Scene, shapes: Sequence[Shape], prefix: str, tag: str,
+                        image: str) -> list[dict]:
+    """Every unique expression of each of ``shapes`` with its box, ids ``{prefix}-{tag}-{i}``."""
+    pairs = [(text, shape.box) for shape in shapes for text in scene.expressions(shape)]
+    return [{"task": "ground", "id": f"{prefix}-{tag}-{i}", "image": image, "text": text,
+             "box": [float(v) for v in box]} for i, (text, box) in enumerate(pairs)]
+
+
 def _referring_records(scene: Scene, prefix: str, image: str) -> list[dict]:
     """Every unique expression of every shape (left to right) with its box."""
-    pairs = [(text, shape.box) for shape in scene._ordered() for text in scene.expressions(shape)]
-    return [{"task": "ground", "id": f"{prefix}-refer-{i}", "image": image, "text": text,
-             "box": [float(v) for v in box]} for i, (text, box) in enumerate(pairs)]
+    return _expression_records(scene, scene._ordered(), prefix, "refer", image)
+
+
+def _distractor_records(scene: Scene, prefix: str, image: str) -> list[dict]:
+    """Every unique expression of every shape that shares its colour or its kind with another
+    shape of ``scene`` (left to right): beside a blue circle, "the red circle" and "the red
+    shape" are found only by colour; beside a red square, "the red circle" and "the circle"
+    only by kind. A model that finds objects by one attribute alone gets these at chance."""
+    alike = [s for s in scene._ordered()
+             if any(o is not s and (o.kind == s.kind or o.color == s.color) for o in scene.shapes)]
+    return _expression_records(scene, alike, prefix, "distractor", image)
 
 
 # Written next to each split by ShapesWorld.write as {split}_{name}.jsonl.
 EXHAUSTIVE_SETS = {"relations": _relation_records, "counts": _count_records,
-                   "existence": _existence_records, "referring": _referring_records}
+                   "existence": _existence_records, "referring": _referring_records,
+                   "distractors": _distractor_records}
 
 
 def _scene_records(scene: Scene, prefix: str, image: str) -> list[dict]:
