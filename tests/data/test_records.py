@@ -39,13 +39,16 @@ def image(tmp_path: Path) -> str:
 
 def test_read_jsonl_resolves_images_and_filters(tmp_path, image):
     rows = [{"task": "caption", "image": "img.png", "caption": "a red square"},
-            {"task": "vqa", "image": "img.png", "question": "what color?", "answer": "red"},
+            {"task": "vqa", "image": "img.png", "question": "what color?", "answer": "red",
+             "id": "q7"},
             {"task": "summarize", "source": "long text", "summary": "short"}]
     path = tmp_path / "d.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     recs = read_jsonl(path)
     assert [r["task"] for r in recs] == ["caption", "vqa", "summarize"]
     assert recs[0]["image"] == image and recs[0]["id"] == "d-1"
+    assert recs[1]["image"] == image and recs[1]["id"] == "q7"  # a shared image, an own id
+    assert recs[2]["id"] == "d-3"
     assert [r["task"] for r in read_jsonl(path, ["vqa"])] == ["vqa"]
     with pytest.raises(InputError, match="unknown tasks"):
         read_jsonl(path, ["captioning"])
