@@ -178,6 +178,14 @@ def test_encode_batch_matches_encode(tok: OFATokenizer) -> None:
     ]
 
 
+def test_repeated_encodes_are_independent_lists(tok: OFATokenizer) -> None:
+    first = tok.encode(" what color is the circle?")
+    first.append(-1)  # the caller owns the list: the cached ids must not change
+    again = tok.encode(" what color is the circle?")
+    assert again == first[:-1] and again is not first
+    assert tok.encode(" what color is the circle?", add_bos_eos=False) == again[1:-1]
+
+
 def test_bad_text_inputs(tok: OFATokenizer) -> None:
     with pytest.raises(InputError):
         tok.encode(None)  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -349,6 +350,9 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
     s.add_argument("--image-size", type=int, default=128, help="image side (default 128)")
     s.add_argument("--max-shapes", type=int, default=3, help="shapes per scene (default 3)")
+    s.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="processes rendering scenes; the files are the same for any number "
+                        "(default: the CPU count, at most 4)")
     s.set_defaults(func=_run_data_shapes)
 
 
@@ -359,7 +363,8 @@ def _run_data_shapes(args: argparse.Namespace) -> int:
     if any(n < 0 for n in counts.values()):
         raise InputError("scene counts must not be negative")
     world = ShapesWorld(seed=args.seed, image_size=args.image_size, max_shapes=args.max_shapes)
-    files = world.write(args.out, {k: n for k, n in counts.items() if n > 0})
+    files = world.write(args.out, {k: n for k, n in counts.items() if n > 0},
+                        workers=args.workers)
     for split, path in files.items():
         extra = ", ".join(f"{path.stem}_{name}.jsonl" for name in EXHAUSTIVE_SETS)
         print(f"{split}: {counts[split]} scenes -> {path} (+ {extra})")

@@ -26,6 +26,7 @@ __all__ = [
     "TASK_IMAGE_SIZES",
     "ImageInput",
     "ImageTransform",
+    "image_pixels",
     "load_image",
     "preprocess_image",
     "preprocess_images",
@@ -241,10 +242,18 @@ def _check_size(size: int) -> int:
     return size
 
 
-def _to_tensor(img: Image.Image, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+def image_pixels(img: Image.Image) -> torch.Tensor:
+    """The uint8 (3, H, W) tensor of an RGB image, contiguous (what a cache keeps)."""
+    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+
+def _normalize(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     # ToTensor: float32 division by 255; Normalize: sub then div with float32 stats.
-    x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
-    return x.to(torch.float32).div(255).sub(mean).div(std)
+    return pixels.to(torch.float32).div(255).sub(mean).div(std)
+
+
+def _to_tensor(img: Image.Image, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    return _normalize(image_pixels(img), mean, std)
 
 
 class ImageTransform:
@@ -272,9 +281,15 @@ class ImageTransform:
     def __call__(self, image: ImageInput) -> torch.Tensor:
         return self.normalize(resize_image(load_image(image), self.size))
 
-    def normalize(self, resized: Image.Image) -> torch.Tensor:
-        """The tensor of an RGB image already resized to ``size`` (see :func:`resize_image`)."""
-        return _to_tensor(resized, self._mean, self._std)
+    def normalize(self, resized: Image.Image | torch.Tensor) -> torch.Tensor:
+        """The tensor of an RGB image already resized to ``size`` (see :func:`resize_image`),
+        given as a PIL image or as its :func:`image_pixels`."""
+        if not isinstance(resized, torch.Tensor):
+            return _to_tensor(resized, self._mean, self._std)
+        if resized.dtype != torch.uint8 or resized.shape != (3, self.size, self.size):
+            raise InputError(f"expected uint8 pixels of shape (3, {self.size}, {self.size}), "
+                             f"got {resized.dtype} {tuple(resized.shape)}")
+        return _normalize(resized, self._mean, self._std)
 
     def batch(self, images: Sequence[ImageInput]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
         """Stack to ``(B, 3, size, size)`` and return each original ``(width, height)``."""

@@ -51,6 +51,7 @@ NUM_CODES = 8192
 BIN_OFFSET = 58457
 NUM_BINS = 1000
 VOCAB_SIZE = 59457
+_ENCODE_CACHE_SIZE = 1 << 17  # texts whose ids a tokenizer keeps (cleared when full)
 
 _SPECIALS = {"<s>": BOS, "<pad>": PAD, "</s>": EOS, "<unk>": UNK, "<mask>": MASK}
 _NUM_DICT_SYMBOLS = TEXT_VOCAB_SIZE - 5
@@ -137,6 +138,8 @@ class OFATokenizer:
             raise InputError("tokenizer vocabulary does not produce OFA's 59457-id layout")
         self._tok = tok
         self._id_to_token = {i: t for t, i in self._vocab.items()}
+        # Training and evaluation encode the same prompts and answers many times over.
+        self._encoded: dict[tuple[str, bool], tuple[int, ...]] = {}
 
     # ------------------------------------------------------------------ constructors
 
@@ -246,7 +249,14 @@ class OFATokenizer:
         """Ids of ``text``; ``[BOS] + ids + [EOS]`` when ``add_bos_eos`` (OFA's source format)."""
         if not isinstance(text, str):
             raise InputError(f"text must be a str, got {type(text).__name__}")
-        return self._tok.encode(text, add_special_tokens=add_bos_eos).ids
+        key = (text, bool(add_bos_eos))
+        ids = self._encoded.get(key)
+        if ids is None:
+            ids = tuple(self._tok.encode(text, add_special_tokens=add_bos_eos).ids)
+            if len(self._encoded) >= _ENCODE_CACHE_SIZE:
+                self._encoded.clear()
+            self._encoded[key] = ids
+        return list(ids)
 
     def encode_batch(self, texts: Sequence[str], add_bos_eos: bool = True) -> list[list[int]]:
         """:meth:`encode` for many texts (runs in parallel inside ``tokenizers``)."""
@@ -338,11 +348,8 @@ def pad_batch(
     if pad_to is not None and pad_to < longest:
         raise InputError(f"pad_to={pad_to} is shorter than the longest sequence ({longest})")
     width = longest if pad_to is None else pad_to
-    out = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    for b, r in enumerate(rows):
-        if r:
-            out[b, : len(r)] = torch.tensor(r, dtype=torch.long)
-    return out
+    return torch.tensor([r + [pad_id] * (width - len(r)) for r in rows], dtype=torch.long
+                        ).view(len(rows), width)
 
 
 # ---------------------------------------------------------------------- helpers

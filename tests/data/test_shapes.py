@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import ofa.data.shapes as shapes
 from ofa.data import BACKGROUNDS, COLORS, SHAPES, SIZES, VQA_ANSWERS, Scene, ShapesWorld
 from ofa.data.shapes import (
     MAX_SHAPES,
@@ -253,6 +254,23 @@ def test_write(tmp_path: Path):
     index = int(Path(records[0]["image"]).stem)
     assert records[: len(WORLD.records("val", index, records[0]["image"]))] == WORLD.records(
         "val", index, records[0]["image"])
+
+
+def test_write_in_parallel_gives_the_same_files(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(shapes, "_WRITE_CHUNK", 3)  # several chunks per split, one partial
+    world = ShapesWorld(seed=2, image_size=48)
+    world.write(tmp_path / "one", {"train": 8, "val": 2}, progress=False)
+    world.write(tmp_path / "two", {"train": 8, "val": 2}, progress=False, workers=2)
+    one = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*"))
+    two = sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*"))
+    assert one == two and len([p for p in one if p.suffix == ".png"]) == 10
+    for rel in one:
+        if (tmp_path / "one" / rel).is_file():
+            assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "two" / rel).read_bytes()
+    with pytest.raises(InputError, match="workers"):
+        world.write(tmp_path / "bad", {"train": 1}, workers=0)
+    with pytest.raises(InputError, match="count"):
+        world.write(tmp_path / "bad", {"train": -1})
 
 
 SMALL_WORLD = ShapesWorld(seed=1, image_size=64, max_shapes=3)

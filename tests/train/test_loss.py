@@ -233,3 +233,12 @@ def test_allowed_rows_needs_matching_mask():
         label_smoothed_cross_entropy(torch.randn(3, 8), torch.tensor([1, 2, 3]), 0.1,
                                      allowed=torch.ones(3, 8, dtype=torch.bool),
                                      allowed_rows=torch.tensor([0]))
+
+
+def test_correct_counts_a_tied_maximum_on_both_paths():
+    logits = torch.tensor([[2.0, 2.0, 0.0, -1.0], [1.0, 3.0, 3.0, 0.0], [0.0, 1.0, 0.5, 0.2]])
+    target = torch.tensor([1, 0, 1])  # tied with the first maximum, below it, the maximum
+    fused = label_smoothed_cross_entropy(logits, target, 0.1)
+    masked = label_smoothed_cross_entropy(logits, target, 0.1, constraint_range=(0, 4))
+    assert fused.correct == masked.correct == 2
+    torch.testing.assert_close(fused.loss, masked.loss)

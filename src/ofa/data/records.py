@@ -22,6 +22,7 @@ model is trained on exactly the inputs it is later asked with.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -31,12 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 
 from ..boxes import box_to_bins, validate_box
 from ..errors import InputError
 from ..generate import Trie
-from ..preprocess import ImageTransform, load_image, resize_image
+from ..preprocess import ImageTransform, image_pixels, load_image, resize_image
 from ..tasks import (
     CaptionTask,
     ClassificationTask,
@@ -246,14 +246,20 @@ def target_text(record: dict) -> tuple[str, float]:
     raise InputError(f"{task} targets are not text")
 
 
-def load_resized(image: Any, size: int) -> tuple[Image.Image, tuple[int, int]]:
-    """``(image resized to size x size, original (width, height))``."""
+def load_resized(image: Any, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """``(uint8 pixels (3, size, size) of the resized image, original (width, height))``."""
     pil = load_image(image)
-    return resize_image(pil, size), pil.size
+    return image_pixels(resize_image(pil, size)), pil.size
+
+
+@functools.lru_cache(maxsize=64)
+def _transform(size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> ImageTransform:
+    return ImageTransform(size, mean, std)  # built once: a batch builds 64 samples
 
 
 class ResizedImageCache:
-    """Training images kept decoded and resized (uint8 PIL, ``S*S*3`` bytes each) by file path.
+    """Training images kept decoded and resized (uint8 tensor, ``S*S*3`` bytes each) by file
+    path.
 
     A multitask dataset reads each image many times (ShapesWorld: every scene gives a caption,
     questions, expressions and statements); decoding and resizing it once saves most of the
@@ -261,13 +267,13 @@ class ResizedImageCache:
     """
 
     def __init__(self) -> None:
-        self._images: dict[tuple[str, int], tuple[Image.Image, tuple[int, int]]] = {}
+        self._images: dict[tuple[str, int], tuple[torch.Tensor, tuple[int, int]]] = {}
 
     def __len__(self) -> int:
         return len(self._images)
 
-    def get(self, image: Any, size: int) -> tuple[Image.Image, tuple[int, int]]:
-        """``(image resized to size x size, original (width, height))``."""
+    def get(self, image: Any, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+        """``(uint8 pixels (3, size, size) of the resized image, original (width, height))``."""
         key = (os.fspath(image), size) if isinstance(image, str | os.PathLike) else None
         hit = self._images.get(key) if key is not None else None
         if hit is None:
@@ -290,10 +296,9 @@ def build_sample(record: dict, tokenizer: OFATokenizer, image_size: int | None =
     image = size = None
     patch = image_size or task.image_size
     if task.image_size is not None:
-        transform = ImageTransform(patch, task.mean, task.std)
         load = image_cache.get if image_cache is not None else load_resized
-        resized, size = load(record["image"], patch)
-        image = transform.normalize(resized)
+        pixels, size = load(record["image"], patch)
+        image = _transform(patch, tuple(task.mean), tuple(task.std)).normalize(pixels)
     if name == "ground":
         example = task.prepare(tokenizer, record["id"], text=record["text"])
         answer = box_to_bins(record["box"], size, patch)

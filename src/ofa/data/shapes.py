@@ -12,12 +12,14 @@ rendering and question/statement selection draw their own generators, so ``Scene
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import tempfile
 import zlib
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +50,7 @@ __all__ = [
 ]
 
 Box = tuple[float, float, float, float]
+_WRITE_CHUNK = 200  # scenes per task of a writing process
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond")
 COLORS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange")
@@ -461,8 +464,24 @@ class ShapesWorld:
         """All training records of one scene (caption, vqa, ground, entail, classify)."""
         return _scene_records(self.scene(split, index), f"{split}-{index:06d}", image)
 
+    def _scene_files(self, split: str, index: int) -> tuple[bytes, list[str], list[list[str]]]:
+        """One scene's PNG bytes, its record lines and its lines of each exhaustive set."""
+        rel = f"images/{split}/{index:06d}.png"
+        prefix = f"{split}-{index:06d}"
+        scene = self.scene(split, index)
+        png = io.BytesIO()
+        scene.render().save(png, format="PNG")
+        lines = [json.dumps(r) for r in _scene_records(scene, prefix, rel)]
+        extra = [[json.dumps(r) for r in make(scene, prefix, rel)]
+                 for make in EXHAUSTIVE_SETS.values()]
+        return png.getvalue(), lines, extra
+
+    def _split_files(self, split: str, indices: range
+                     ) -> list[tuple[bytes, list[str], list[list[str]]]]:
+        return [self._scene_files(split, i) for i in indices]
+
     def write(self, out_dir: str | os.PathLike[str], splits: dict[str, int],
-              progress: bool = True) -> dict[str, Path]:
+              progress: bool = True, workers: int = 1) -> dict[str, Path]:
         """Write images/{split}/{index:06d}.png, {split}.jsonl and answers.txt under ``out_dir``,
         plus five exhaustive sets of what {split}.jsonl asks rarely (for curricula):
         {split}_relations.jsonl (every spatial relation of every scene, as a yes/no question and
@@ -473,34 +492,54 @@ class ShapesWorld:
         {split}_distractors.jsonl (those of the shapes that share a colour or a kind with
         another shape: the expressions that one attribute alone cannot resolve).
 
-        Image paths in the records are relative to ``out_dir``. Returns split -> jsonl path.
+        Image paths in the records are relative to ``out_dir``. ``workers`` processes render
+        the scenes (the files are the same for any number). Returns split -> jsonl path.
         """
-        root = Path(out_dir)
-        root.mkdir(parents=True, exist_ok=True)
-        written: dict[str, Path] = {}
+        if workers < 1:
+            raise InputError(f"workers must be >= 1, got {workers}")
         for split, count in splits.items():
             if count < 0:
                 raise InputError(f"split {split!r}: count must be >= 0, got {count}")
-            image_dir = root / "images" / split
-            image_dir.mkdir(parents=True, exist_ok=True)
-            lines: list[str] = []
-            extra: dict[str, list[str]] = {name: [] for name in EXHAUSTIVE_SETS}
-            for index in tqdm(range(count), desc=f"shapes {split}", disable=not progress):
-                rel = f"images/{split}/{index:06d}.png"
-                prefix = f"{split}-{index:06d}"
-                scene = self.scene(split, index)
-                scene.render().save(root / rel, format="PNG")
-                lines.extend(json.dumps(r) for r in _scene_records(scene, prefix, rel))
-                for name, make in EXHAUSTIVE_SETS.items():
-                    extra[name].extend(json.dumps(r) for r in make(scene, prefix, rel))
-            path = root / f"{split}.jsonl"
-            _write_atomic(path, "".join(line + "\n" for line in lines))
-            for name, extra_lines in extra.items():
-                _write_atomic(root / f"{split}_{name}.jsonl",
-                              "".join(line + "\n" for line in extra_lines))
-            written[split] = path
+        root = Path(out_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        written: dict[str, Path] = {}
+        pool = ProcessPoolExecutor(workers) if workers > 1 else None
+        run = pool.map if pool is not None else map
+        try:
+            for split, count in splits.items():
+                image_dir = root / "images" / split
+                image_dir.mkdir(parents=True, exist_ok=True)
+                chunks = [range(i, min(i + _WRITE_CHUNK, count))
+                          for i in range(0, count, _WRITE_CHUNK)]
+                lines: list[str] = []
+                extra: dict[str, list[str]] = {name: [] for name in EXHAUSTIVE_SETS}
+                with tqdm(total=count, desc=f"shapes {split}", disable=not progress) as bar:
+                    made = run(self._split_files, [split] * len(chunks), chunks)
+                    for indices, files in zip(chunks, made, strict=True):
+                        for index, (png, scene_lines, scene_extra) in zip(indices, files,
+                                                                          strict=True):
+                            (image_dir / f"{index:06d}.png").write_bytes(png)
+                            lines.extend(scene_lines)
+                            for name, set_lines in zip(EXHAUSTIVE_SETS, scene_extra,
+                                                       strict=True):
+                                extra[name].extend(set_lines)
+                        bar.update(len(indices))
+                written[split] = _write_split(root, split, lines, extra)
+        finally:
+            if pool is not None:
+                pool.shutdown()
         _write_atomic(root / "answers.txt", "".join(a + "\n" for a in VQA_ANSWERS))
         return written
+
+
+def _write_split(root: Path, split: str, lines: list[str], extra: dict[str, list[str]]
+                 ) -> Path:
+    """{split}.jsonl and its exhaustive sets; returns the path of {split}.jsonl."""
+    path = root / f"{split}.jsonl"
+    _write_atomic(path, "".join(line + "\n" for line in lines))
+    for name, extra_lines in extra.items():
+        _write_atomic(root / f"{split}_{name}.jsonl", "".join(line + "\n" for line in extra_lines))
+    return path
 
 
 _RELATION = "|".join(RELATIONS)

@@ -22,7 +22,7 @@ class LossOutput:
     loss: torch.Tensor  # scalar, sum over kept tokens
     nll: torch.Tensor  # scalar, NLL (no smoothing, but times weights) summed over kept tokens
     ntokens: int  # tokens kept after drop-worst
-    correct: int  # kept tokens whose argmax equals the target
+    correct: int  # kept tokens whose target logit is the largest (the argmax; ties count)
 
 
 class _SmoothedNLL(torch.autograd.Function):
@@ -30,7 +30,8 @@ class _SmoothedNLL(torch.autograd.Function):
 
     The unconstrained case is most of the training time of a small model with OFA's 59k-token
     vocabulary. Rows are processed in cache-sized chunks and no fp32 log-probs are kept; the
-    gradient is d/dx_j = (a + V b) softmax_j - b - a [j = target]. Also returns the argmax hit.
+    gradient is d/dx_j = (a + V b) softmax_j - b - a [j = target]. Also returns the argmax hit
+    (the target's logit is the largest; ties count).
     """
 
     CHUNK_ELEMENTS = 1 << 20  # fp32 elements per chunk (4 MB): stays in cache between passes
@@ -52,7 +53,7 @@ class _SmoothedNLL(torch.autograd.Function):
             lse[i:i + step] = torch.logsumexp(x, dim=-1)
             picked[i:i + step] = x.gather(-1, t.unsqueeze(-1)).squeeze(-1)
             total[i:i + step] = x.sum(-1)
-            hit[i:i + step] = x.argmax(-1) == t
+            hit[i:i + step] = picked[i:i + step] >= x.amax(-1)  # amax: 10x faster than argmax
         nll = lse - picked
         smooth = vocab * lse - total
         ctx.save_for_backward(logits, target, a, b, lse)
@@ -143,7 +144,9 @@ def _token_terms(logits: torch.Tensor, target: torch.Tensor, epsilon: float,
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-token (loss, weighted nll, argmax hit); ``mask`` [N, V] or None (full vocabulary)."""
     n, vocab = logits.shape
-    if mask is None and not torch.isneginf(logits).any():
+    # a -inf logit (an excluded id) takes the general path; min() is 10x faster than isneginf
+    has_neg_inf = logits.numel() > 0 and bool(logits.min() == float("-inf"))
+    if mask is None and not has_neg_inf:
         # the common case: fused, same value and gradient as the general path below
         w = (torch.ones(n, device=logits.device) if weights is None
              else weights.to(device=logits.device, dtype=torch.float32))
@@ -178,5 +181,5 @@ def _masked_loss(logits: torch.Tensor, target: torch.Tensor, epsilon: float,
         nll, smooth = nll * w, smooth * w
     loss = (1.0 - epsilon - eps_i) * nll + eps_i * smooth
     with torch.no_grad():
-        hit = x.argmax(-1) == target
+        hit = x.gather(-1, target.unsqueeze(-1)).squeeze(-1) >= x.amax(-1)
     return loss, nll, hit
