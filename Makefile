@@ -33,7 +33,7 @@ test: install $(CHROMIUM)
 demo: install
 	$(BIN)/ofa demo
 
-# Rebuild the embedded demo model from scratch: ShapesWorld data, training (about 40 minutes
+# Rebuild the embedded demo model from scratch: ShapesWorld data, training (about 37 minutes
 # on 2 CPU cores), export to src/ofa/assets/shapes-demo (fp16).
 demo-model: install
 	$(BIN)/ofa data shapes data/shapes --train 20000 --val 300 --test 1000
