@@ -17,6 +17,7 @@ from ofa.preprocess import (
     OFA_STD,
     TASK_IMAGE_SIZES,
     ImageTransform,
+    image_pixels,
     load_image,
     preprocess_image,
     preprocess_images,
@@ -236,6 +237,17 @@ def test_preprocess_matches_manual_formula() -> None:
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     assert torch.equal(imnet, (x / 255 - mean) / std)
+
+
+def test_normalize_takes_pixels_or_pil() -> None:
+    rgb = np.random.default_rng(4).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    transform = ImageTransform(32, IMAGENET_MEAN, IMAGENET_STD)
+    pixels = image_pixels(Image.fromarray(rgb))
+    assert pixels.dtype == torch.uint8 and pixels.shape == (3, 32, 32) and pixels.is_contiguous()
+    assert torch.equal(transform.normalize(pixels), transform.normalize(Image.fromarray(rgb)))
+    for bad in (pixels.float(), pixels[:, :16]):
+        with pytest.raises(InputError, match="uint8 pixels"):
+            transform.normalize(bad)
 
 
 def test_preprocess_images_and_tasks() -> None:
