@@ -51,22 +51,32 @@ def no_java(monkeypatch):
 @needs_java
 def test_ptb_tokenize_matches_pycocoevalcap():
     texts = ["A man's dog, running -- fast!", "", "Don't (stop) \"now\"...", "???",
-             "café über 1,000.5 U.S.", "two\nlines", "  lots   of  space "]
+             "café über 1,000.5 U.S.", "two\nlines", "  lots   of  space ", "add 1 1/2 cups"]
     gts, _ = _official_tokens(["x"], [texts])
     assert ptb_tokenize(texts) == gts[0]
     assert ptb_tokenize(texts)[0] == "a man 's dog running fast"  # punctuation tokens dropped
+    # the tokenizer joins a fraction with a non-breaking space: one token, as pycocoevalcap has it
+    assert ptb_tokenize(texts)[-1] == "add 1\xa01/2 cups"
+
+
+# an empty candidate after punctuation removal, and a fraction the PTB tokenizer keeps as one
+# token: both change the scores unless handled as the official evaluation does
+EDGE_PREDS = PREDS + ["...", "add 1 1/2 cups of flour"]
+EDGE_REFS = REFS + [["a cat on a mat"], ["add 1 1/2 cups of flour", "add one cup of flour"]]
 
 
 @needs_java
-def test_all_metrics_match_pycocoevalcap_scorers():
+@pytest.mark.parametrize("preds, refs", [(PREDS, REFS), (EDGE_PREDS, EDGE_REFS)],
+                         ids=["plain", "empty-and-fraction"])
+def test_all_metrics_match_pycocoevalcap_scorers(preds, refs):
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.meteor.meteor import Meteor
     from pycocoevalcap.rouge.rouge import Rouge
 
-    report = caption_report(PREDS, REFS, metrics=("bleu", "meteor", "rouge_l", "cider"))
+    report = caption_report(preds, refs, metrics=("bleu", "meteor", "rouge_l", "cider"))
     assert report.tokenizer == "ptb" and report.skipped == {} and report.notes == ()
-    gts, res = _official_tokens(PREDS, REFS)
+    gts, res = _official_tokens(preds, refs)
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     meteor_scorer = Meteor()
     meteor, _ = meteor_scorer.compute_score(gts, res)

@@ -41,6 +41,10 @@ def test_pre_question(raw, expected):
 def test_pre_caption_and_punctuation():
     assert pre_caption("#The dog -- on the LEFT/side.") == "the dog on the left side."
     assert pre_caption("one two three four", max_words=2) == "one two"
+    # OFA's pre_caption turns the <person> placeholder of some datasets into a word; its
+    # pre_question does not
+    assert pre_caption("<person> riding a horse") == "person riding a horse"
+    assert pre_question("is <person> riding?") == "is <person> riding?"
     assert strip_punctuation(" a dog, sitting on a mat. ") == "a dog sitting on a mat"
 
 
@@ -109,6 +113,11 @@ def test_entailment_prompts(tok):
     assert with_premise.prefix == with_premise.source[1:-1]
     r = task.result_from_scores(plain, {"yes": -3.0, "no": -1.0, "maybe": -2.0})
     assert (r["answer"], r["label"]) == ("no", "contradiction")
+    # a tie goes to the first in OFA's candidate order no, yes, maybe (its argmax)
+    for scores in ({"yes": -1.0, "no": -1.0, "maybe": -1.0}, {"maybe": -1.0, "yes": -1.0,
+                                                              "no": -2.0}):
+        expected = "no" if scores["no"] == -1.0 else "yes"
+        assert task.result_from_scores(plain, scores)["answer"] == expected
 
 
 def test_classification_summarization_instruction(tok):

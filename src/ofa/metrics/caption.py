@@ -44,7 +44,6 @@ TOKENIZERS = ("auto", "ptb", "simple")
 # bracket names never match and "-lrb-" etc. stay; kept for parity)
 _PTB_PUNCTUATION = frozenset({"''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?",
                               "!", ",", ":", "-", "--", "...", ";"})
-_EMPTY = "<empty>"  # stands in for an empty candidate, which matches nothing
 
 
 @dataclass(frozen=True)
@@ -136,7 +135,9 @@ def ptb_tokenize(texts: Sequence[str]) -> list[str]:
 
     The text goes through stdin, so nothing is written into the (possibly read-only)
     pycocoevalcap folder; any whitespace run, line breaks included, becomes one space first so
-    that one text stays one line.
+    that one text stays one line. Tokens are split on " " as pycocoevalcap does: the
+    tokenizer joins the parts of a fraction or a phone number with a non-breaking space, and
+    they stay one token.
     """
     import pycocoevalcap.tokenizer.ptbtokenizer as ptb
 
@@ -158,7 +159,8 @@ def ptb_tokenize(texts: Sequence[str]) -> list[str]:
     if len(out) != len(texts) + 1 or out[-1]:
         raise RuntimeError(f"the PTB tokenizer returned {len(out) - 1} lines for {len(texts)} "
                            "texts")
-    return [" ".join(w for w in line.split() if w not in _PTB_PUNCTUATION) for line in out[:-1]]
+    return [" ".join(w for w in line.rstrip().split(" ") if w not in _PTB_PUNCTUATION)
+            for line in out[:-1]]
 
 
 def _tokenized(predictions: Sequence[str], references: Sequence[Sequence[str]], use_ptb: bool
@@ -166,7 +168,8 @@ def _tokenized(predictions: Sequence[str], references: Sequence[Sequence[str]], 
     """``gts`` and ``res`` in the form the pycocoevalcap scorers take."""
     flat = list(predictions) + [r for refs in references for r in refs]
     tokens = ptb_tokenize(flat) if use_ptb else [_simple_tokens(t) for t in flat]
-    res = {i: [tokens[i] or _EMPTY] for i in range(len(predictions))}
+    # an empty candidate stays empty, as in the official evaluation (it changes BLEU and METEOR)
+    res = {i: [tokens[i]] for i in range(len(predictions))}
     gts: dict[int, list[str]] = {}
     at = len(predictions)
     for i, refs in enumerate(references):

@@ -1,5 +1,5 @@
 """Visual entailment (SNLI-VE): does the image (and an optional premise) imply the hypothesis?
-Scored over the candidates " yes" / " no" / " maybe" with the question as decoder prefix."""
+Scored over the candidates " no" / " yes" / " maybe" with the question as decoder prefix."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from ..tokenizer import OFATokenizer
 from .base import Example, Task
 from .text import pre_caption, require_text
 
-ANSWERS = {"yes": "entailment", "no": "contradiction", "maybe": "neutral"}
+# the official candidate order (OFA-Sys/OFA tasks/mm_tasks/snli_ve.py, ans2label_dict): a tie
+# goes to the first, as its argmax does
+ANSWERS = {"no": "contradiction", "yes": "entailment", "maybe": "neutral"}
 PROMPT = ' does the image describe " {} "?'
 PROMPT_WITH_PREMISE = ' can image and text1 " {} " imply text2 " {} "?'
 
@@ -29,6 +31,6 @@ class EntailmentTask(Task):
         return Example(label, source, prefix=source[1:-1], info={"hypothesis": hyp})
 
     def result_from_scores(self, example: Example, scores: dict[str, float]) -> dict:
-        answer = max(scores, key=scores.get)
+        answer = max(self.candidates, key=scores.__getitem__)  # first of tied maxima
         return {"hypothesis": example.info["hypothesis"], "answer": answer,
                 "label": ANSWERS[answer]}

@@ -12,8 +12,10 @@ _LEADING = ",.!?*#:;~"
 _PUNCT_TABLE = str.maketrans("", "", string.punctuation)
 
 
-def _normalise(text: str, max_words: int) -> str:
+def _normalise(text: str, max_words: int, *, person: bool = False) -> str:
     text = text.lower().lstrip(_LEADING).replace("-", " ").replace("/", " ")
+    if person:
+        text = text.replace("<person>", "person")
     text = re.sub(r"\s{2,}", " ", text).rstrip("\n").strip(" ")
     words = text.split(" ")
     return " ".join(words[:max_words])
@@ -21,8 +23,10 @@ def _normalise(text: str, max_words: int) -> str:
 
 def pre_caption(text: str, max_words: int = 80) -> str:
     """Captions, referring expressions, hypotheses: lowercase, drop leading punctuation, turn
-    ``-`` and ``/`` into spaces, collapse whitespace, keep at most ``max_words`` words."""
-    return _normalise(text, max_words)
+    ``-`` and ``/`` into spaces and the ``<person>`` placeholder of some datasets into
+    ``person``, collapse whitespace, keep at most ``max_words`` words (OFA-Sys/OFA
+    ``data/ofa_dataset.py``; questions keep ``<person>``, as there)."""
+    return _normalise(text, max_words, person=True)
 
 
 def pre_question(question: str, max_words: int = 80) -> str:
