@@ -21,7 +21,7 @@ from ofa.tokenizer import (
     pad_batch,
 )
 
-# Verified ids (reference doc section 3.1 / 4.1).
+# Ids verified against the GPT-2 BPE and the fairseq dict.txt that OFA ships.
 WITH_BOS_EOS = [
     (" what does the image describe?", [0, 99, 473, 5, 2274, 6190, 116, 2]),
     ("what does the image describe?", [0, 12196, 473, 5, 2274, 6190, 116, 2]),

@@ -1,4 +1,5 @@
-"""Position ids and relative-position buckets (reference section 1.4).
+"""Position ids and relative-position buckets (OFA-Sys/OFA ``models/ofa/unify_transformer.py``:
+``make_token_bucket_position``, ``make_image_bucket_position``).
 
 The official code precomputes full (1024 x 1024) and (1765 x 1765) bucket tables and indexes
 them; here the same integers are computed only for the (query, key) pairs a forward pass needs.
