@@ -1,10 +1,15 @@
 """The trainer end to end on a tiny model and a tiny ShapesWorld: DDP equals one process,
-a killed run resumes exactly, a from-scratch model overfits, checkpoints and exports load."""
+a killed run resumes exactly (whatever the kill left in the run folder), a from-scratch model
+overfits, checkpoints and exports load, and a checkpoint never runs code."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pickle
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,11 +17,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
 import yaml
 
+from ofa import cli
 from ofa.api import load
 from ofa.data.shapes import ShapesWorld
 from ofa.errors import InputError
@@ -143,7 +150,7 @@ def test_killed_run_resumes_exactly(shapes, bpe_dir, tmp_path):
     assert lrs[14] == pytest.approx(1e-3 * 9 / 24)
     assert lrs[15:18] == pytest.approx([0, 2.5e-4, 5e-4])
     # AdamW's moments began anew at the restart: its step count is the updates since then
-    adam = torch.load(tmp_path / "full" / "checkpoint_last.pt", weights_only=False)["optimizer"]
+    adam = torch.load(tmp_path / "full" / "checkpoint_last.pt", weights_only=True)["optimizer"]
     assert {int(s["step"]) for s in adam["state"].values()} == {steps - 16}
 
     proc = subprocess.Popen(_train_cmd(cut_cfg), env=env, stdout=subprocess.DEVNULL,
@@ -158,7 +165,7 @@ def test_killed_run_resumes_exactly(shapes, bpe_dir, tmp_path):
     proc.wait()
     killed_at = len(log.read_text().splitlines())
     assert killed_at < steps, "the run finished before it could be killed"
-    ckpt = torch.load(tmp_path / "cut" / "checkpoint_last.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "cut" / "checkpoint_last.pt", weights_only=True)
     assert ckpt["step"] % 4 == 0 and ckpt["step"] <= killed_at
 
     # without --resume the folder is protected
@@ -356,3 +363,214 @@ def test_constrained_answers_mask_the_loss(shapes, bpe_dir, tmp_path):
     cfg["data"]["valid"] = [{"path": str(shapes / "val.jsonl"), "constrain": True}]
     with pytest.raises(InputError, match="constrain applies to training datasets"):
         build_config(cfg)
+
+
+# ------------------------------------------------ kills, leftovers and planted checkpoints
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing of the run (no ``except``, no save) runs after it."""
+
+
+def _resume_config(shapes: Path, bpe_dir: Path, out: Path, **overrides) -> dict:
+    # checkpoints at 3 and 6, validations at 2, 4 and 6: a kill can fall between any two
+    valid = [{"path": str(shapes / "val.jsonl"), "limit": 1}]
+    return tiny_config(shapes, bpe_dir, out, max_updates=6, save_interval=3, valid_interval=2,
+                       **{"model.dropout": 0.1, "data.valid": valid, **overrides})
+
+
+def _trainer(cfg: dict, resume: bool = False) -> Trainer:
+    return Trainer(build_config(cfg), resume=resume, progress=False,
+                   info=DistInfo(0, 1, 0, torch.device("cpu")))
+
+
+def _killed_run(cfg: dict, monkeypatch, before_update: int) -> Path:
+    """Train until just before ``before_update``, then die as a kill would."""
+    real_step = Trainer.train_step
+
+    def train_step(self, micro_batches):
+        if self.step + 1 == before_update:
+            raise Killed
+        return real_step(self, micro_batches)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "train_step", train_step)
+        with pytest.raises(Killed):
+            _trainer(cfg).train()
+    return Path(cfg["output_dir"])
+
+
+def _log_steps(path: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in path.read_text().splitlines()]
+
+
+def _tear_last_line(path: Path) -> None:
+    """Cut the file in the middle of its last line, as a kill mid-write leaves it."""
+    text = path.read_text()
+    start = text.rstrip("\n").rfind("\n") + 1
+    path.write_text(text[:start + (len(text) - start) // 2])
+
+
+def _assert_same_run(run: Path, reference: Path) -> None:
+    """Line for line the same logs (they hold no wall-clock times), the same exports."""
+    for name in ("train_log.jsonl", "valid_log.jsonl"):
+        assert (run / name).read_text() == (reference / name).read_text(), name
+    for folder in ("best", "final"):
+        assert ((run / folder / "model.safetensors").read_bytes()
+                == (reference / folder / "model.safetensors").read_bytes()), folder
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(shapes, bpe_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("uninterrupted")
+    _trainer(_resume_config(shapes, bpe_dir, out)).train()
+    assert _log_steps(out / "train_log.jsonl") == [1, 2, 3, 4, 5, 6]
+    assert _log_steps(out / "valid_log.jsonl") == [2, 4, 6]
+    return out
+
+
+def test_validation_after_the_checkpoint_is_logged_once(shapes, bpe_dir, tmp_path,
+                                                        monkeypatch, uninterrupted):
+    cfg = _resume_config(shapes, bpe_dir, tmp_path / "run")
+    run = _killed_run(cfg, monkeypatch, before_update=5)  # validated at 4, saved at 3
+    assert _log_steps(run / "valid_log.jsonl") == [2, 4]
+    _trainer(cfg, resume=True).train()
+    _assert_same_run(run, uninterrupted)
+
+
+@pytest.mark.parametrize("resume", [False, True], ids=["plain", "resume"])
+def test_run_killed_before_its_first_checkpoint_starts_over(shapes, bpe_dir, tmp_path,
+                                                            monkeypatch, uninterrupted,
+                                                            resume):
+    cfg = _resume_config(shapes, bpe_dir, tmp_path / "run")
+    run = _killed_run(cfg, monkeypatch, before_update=3)
+    assert not (run / "checkpoint_last.pt").exists()
+    assert _log_steps(run / "train_log.jsonl") == [1, 2]
+    _trainer(cfg, resume=resume).train()
+    _assert_same_run(run, uninterrupted)
+
+
+def test_torn_log_lines_are_dropped_on_resume(shapes, bpe_dir, tmp_path, monkeypatch,
+                                              uninterrupted):
+    cfg = _resume_config(shapes, bpe_dir, tmp_path / "run")
+    run = _killed_run(cfg, monkeypatch, before_update=5)
+    for name in ("train_log.jsonl", "valid_log.jsonl"):
+        _tear_last_line(run / name)
+        assert not (run / name).read_text().endswith("\n")
+    _trainer(cfg, resume=True).train()
+    _assert_same_run(run, uninterrupted)
+
+
+def test_leftovers_of_interrupted_writes_are_cleaned_up(shapes, bpe_dir, tmp_path,
+                                                        monkeypatch, uninterrupted):
+    cfg = _resume_config(shapes, bpe_dir, tmp_path / "run")
+    run = _killed_run(cfg, monkeypatch, before_update=5)
+    # what kills inside each write leave: a checkpoint or log being written, an export being
+    # written (save_native's own temporary folder inside it), and best/ killed between the
+    # two renames that replace it (the previous folder waits under .best.old-PID)
+    (run / ".checkpoint_last.pt.tmp-4242").write_bytes(b"PK\x03\x04 half a checkpoint")
+    (run / ".train_log.jsonl.tmp-4242").write_text('{"step": 1}\n')
+    (run / ".final.new-4242" / ".final.new-4242.k2_9xyzq").mkdir(parents=True)
+    shutil.copytree(run / "best", run / ".best.new-4243")
+    (run / "best").rename(run / ".best.old-4243")
+    # the user's own files, and names that only look like ours, stay
+    (run / "notes.txt").write_text("keep")
+    (run / ".best.new-x").mkdir()
+    (run / "best.old-1").mkdir()
+
+    resumed = _trainer(cfg, resume=True)
+    assert sorted(p.name for p in run.iterdir()) == [
+        ".best.new-x", "best", "best.old-1", "checkpoint_last.pt", "config.json",
+        "notes.txt", "train_log.jsonl", "valid_log.jsonl"]
+    resumed.train()
+    _assert_same_run(run, uninterrupted)
+
+
+def _write_config(cfg: dict, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _cli_error(config: Path, capsys) -> str:
+    assert cli.main(["train", str(config), "--resume", "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ofa: error:") and "\n" not in err
+    return err
+
+
+def test_damaged_checkpoint_is_one_clear_error(shapes, bpe_dir, tmp_path, monkeypatch,
+                                               capsys):
+    cfg = _resume_config(shapes, bpe_dir, tmp_path / "run")
+    run = _killed_run(cfg, monkeypatch, before_update=4)
+    ckpt = run / "checkpoint_last.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:ckpt.stat().st_size // 2])
+    with pytest.raises(InputError, match=r"checkpoint_last\.pt is damaged.*delete it"):
+        _trainer(cfg, resume=True)
+    err = _cli_error(_write_config(cfg, tmp_path / "run.yaml"), capsys)
+    assert str(ckpt) in err and "delete it to start the run over" in err
+
+
+class _Planted:
+    """A pickle that runs a shell command when it is loaded by a full unpickler."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {shlex.quote(str(self.marker))}",)
+
+
+@pytest.mark.parametrize("layout", ["torch-zip", "raw-pickle"])
+def test_planted_checkpoint_is_refused_not_run(shapes, bpe_dir, tmp_path, capsys, layout):
+    run = tmp_path / "run"
+    run.mkdir()
+    ckpt = run / "checkpoint_last.pt"
+
+    def plant(path: Path, marker: Path) -> None:
+        if layout == "torch-zip":
+            torch.save({"version": 2, "step": 3, "model": _Planted(marker)}, path)
+        else:
+            path.write_bytes(pickle.dumps(_Planted(marker)))
+
+    # the plant is live: a full unpickler runs it (a raw pickle then fails torch's own checks)
+    plant(tmp_path / "probe.pt", tmp_path / "probe-ran")
+    with contextlib.suppress(RuntimeError):
+        torch.load(tmp_path / "probe.pt", weights_only=False)
+    assert (tmp_path / "probe-ran").exists()
+
+    marker = tmp_path / "planted-code-ran"
+    plant(ckpt, marker)
+    cfg = _resume_config(shapes, bpe_dir, run)
+    with pytest.raises(InputError, match=r"refusing to resume from .*checkpoint_last\.pt"):
+        _trainer(cfg, resume=True)
+    err = _cli_error(_write_config(cfg, tmp_path / "run.yaml"), capsys)
+    assert str(ckpt) in err
+    assert not marker.exists()
+
+
+def test_checkpoint_is_plain_data_and_version_1_still_resumes(shapes, bpe_dir, tmp_path):
+    # fp16 (a gradient scaler) and EMA: every part of the state a run can have
+    cfg = tiny_config(shapes, bpe_dir, tmp_path / "run", dtype="fp16", ema_decay=0.9)
+    first = _trainer(cfg)
+    for step in range(2):
+        first.train_step(first.batches[step])
+    np.random.seed(11)
+    np.random.standard_normal()  # a cached gaussian is part of numpy's state too
+    expected = np.random.get_state()
+    first.save()
+    path = tmp_path / "run" / "checkpoint_last.pt"
+    state = torch.load(path, map_location="cpu", weights_only=True)  # no allow-listed class
+    assert state["version"] == 2 and state["scaler"] is not None and state["ema"] is not None
+
+    def resumed_numpy_state() -> tuple:
+        np.random.seed(0)
+        resumed = _trainer(cfg, resume=True)
+        assert resumed.step == 2
+        return np.random.get_state()
+
+    def same(a: tuple, b: tuple) -> bool:
+        return a[0] == b[0] and np.array_equal(a[1], b[1]) and a[2:] == b[2:]
+
+    assert same(resumed_numpy_state(), expected)
+    # version 1 pickled numpy's own state tuple; it is read as data, without running code
+    state["version"], state["rng"]["numpy"] = 1, expected
+    torch.save(state, path)
+    assert same(resumed_numpy_state(), expected)

@@ -2,9 +2,10 @@
 AdamW with warmup + polynomial decay, accumulation, clipping, autocast, EMA, validation with
 each task's metric, atomic checkpoints and exact resume.
 
-Files in ``output_dir``: ``checkpoint_last.pt`` (everything needed to resume), ``best/`` and
-``final/`` (model folders ``ofa.load`` reads), ``train_log.jsonl`` (one line per update) and
-``valid_log.jsonl`` (one line per validation).
+Files in ``output_dir``: ``checkpoint_last.pt`` (everything needed to resume, as tensors and
+plain data: see ``state.py``), ``best/`` and ``final/`` (model folders ``ofa.load`` reads),
+``train_log.jsonl`` (one line per update) and ``valid_log.jsonl`` (one line per validation).
+What a killed run leaves behind is put right when the next one starts (``run_folder.py``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import ctypes
 import dataclasses
 import json
 import math
-import os
 import resource
 import shutil
 import sys
@@ -34,6 +34,7 @@ from ..errors import InputError
 from ..generate import Trie
 from ..model import OFAConfig, OFAModel
 from ..tokenizer import BIN_OFFSET, NUM_BINS, PAD, OFATokenizer
+from . import run_folder
 from .config import TrainConfig
 from .data import StepBatches
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
@@ -47,6 +48,7 @@ from .optim import (
     polynomial_decay_schedule,
     set_batchnorm_eval,
 )
+from .state import VERSION, numpy_rng_state, read_training_state, set_numpy_rng_state
 
 CHECKPOINT = "checkpoint_last.pt"
 PRIMARY_METRICS = ("caption/bleu4", "vqa/acc", "ground/acc@0.5", "entail/acc", "classify/acc",
@@ -103,17 +105,9 @@ def init_smooth_bins(model: OFAModel) -> None:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = run_folder.temporary_file(path)
     torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-    if dst.exists():
-        os.replace(dst, old)
-    os.replace(src, dst)
-    shutil.rmtree(old, ignore_errors=True)
+    tmp.replace(path)
 
 
 def keep_freed_memory() -> bool:
@@ -201,8 +195,11 @@ class Trainer:
             windows=[(d.from_update, d.until_update) for d in cfg.data.train], tries=tries)
         self.step = 0
         self.best: float | None = None
-        if resume and ckpt_path.exists():
+        resumed = resume and ckpt_path.exists()
+        if resumed:
             self._load(ckpt_path)
+        if self.info.is_main:  # logs end where this run begins; no leftovers of killed writes
+            run_folder.prepare(self.out, self.step if resumed else None)
 
     # ------------------------------------------------------------------ setup
     def _build_model(self) -> tuple[OFATokenizer, OFAModel, int | None]:
@@ -318,19 +315,24 @@ class Trainer:
         take part under FSDP; only the main process writes)."""
         model_state, optim_state = self._full_model_state(), self._optimizer_state()
         if self.info.is_main:
-            state = {"version": 1, "step": self.step, "best": self.best,
-                     "config": self.cfg.to_dict(), "model_config": self.model.config.to_dict(),
+            # only what torch.load(weights_only=True) reads: tensors and plain data (a numpy
+            # value would pickle as a numpy object). The config is a record, never read back:
+            # through JSON it holds plain values whatever the YAML gave
+            state = {"version": VERSION, "step": self.step,
+                     "best": None if self.best is None else float(self.best),
+                     "config": json.loads(json.dumps(self.cfg.to_dict(), default=str)),
+                     "model_config": self.model.config.to_dict(),
                      "image_size": self.image_size, "model": model_state,
                      "optimizer": optim_state, "scheduler": self.scheduler.state_dict(),
                      "ema": self.ema.state_dict() if self.ema else None,
                      "scaler": self.scaler.state_dict() if self.scaler else None,
-                     "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}}
+                     "rng": {"torch": torch.get_rng_state(), "numpy": numpy_rng_state()}}
             self.out.mkdir(parents=True, exist_ok=True)
             _atomic_save(state, self.out / CHECKPOINT)
         barrier(self.info)
 
     def _load(self, path: Path) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = read_training_state(path)
         if state.get("model_config") != self.model.config.to_dict():
             raise InputError(f"{path} was written for another model configuration; "
                              "resume with the config it was trained with")
@@ -361,27 +363,21 @@ class Trainer:
         if self.scaler is not None and state.get("scaler") is not None:
             self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
+        set_numpy_rng_state(state["rng"]["numpy"])
         self.step, self.best = state["step"], state["best"]
-        if self.info.is_main:  # drop log lines of updates the interrupted run did not save
-            log = self.out / "train_log.jsonl"
-            if log.exists():
-                lines = [ln for ln in log.read_text(encoding="utf-8").splitlines()
-                         if ln.strip() and json.loads(ln)["step"] <= self.step]
-                log.write_text("".join(ln + "\n" for ln in lines), encoding="utf-8")
 
     def export(self, folder: str, metrics: dict[str, float] | None = None) -> Path | None:
         """Write the (EMA) weights as a model folder ``ofa.load`` reads."""
         model = self._eval_model()
         if model is None:
             return None
-        tmp = self.out / f".{folder}.new-{os.getpid()}"
+        tmp = run_folder.new_folder(self.out, folder)
         shutil.rmtree(tmp, ignore_errors=True)
         source = {"image_size": self.image_size, "trained_updates": self.step,
                   "metrics": metrics or {}}
         with self._ema_weights(model):
             save_native(model, tmp, self.tokenizer, source=source)
-        _replace_dir(tmp, self.out / folder)
+        run_folder.replace_folder(tmp, self.out / folder)
         return self.out / folder
 
     # ------------------------------------------------------------ validation
@@ -517,7 +513,7 @@ class Trainer:
                 window["loss"] += rec["loss"] * rec["ntokens"]
                 window["ntokens"] += rec["ntokens"]
                 if info.is_main:
-                    with (self.out / "train_log.jsonl").open("a", encoding="utf-8") as f:
+                    with (self.out / run_folder.TRAIN_LOG).open("a", encoding="utf-8") as f:
                         f.write(json.dumps(rec) + "\n")
                     bar.update(1)
                     bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.2e}")
@@ -550,7 +546,7 @@ class Trainer:
             self.best = score
         if self.info.is_main:
             line = {"step": self.step, **metrics, "score": score, "best": self.best}
-            with (self.out / "valid_log.jsonl").open("a", encoding="utf-8") as f:
+            with (self.out / run_folder.VALID_LOG).open("a", encoding="utf-8") as f:
                 f.write(json.dumps(line) + "\n")
             shown = " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
             bar.write(f"valid step {self.step} | {shown}" + (" | new best" if improved else ""))
