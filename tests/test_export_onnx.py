@@ -24,10 +24,10 @@ from ofa.export_onnx import (
     MANIFEST_FILE,
     OnnxCheckError,
     ONNXModel,
-    _fp32_cpu,
     add_parser,
     check_onnx,
     export_onnx,
+    fp32_cpu,
 )
 from ofa.generate import GenerationConfig, generate
 from ofa.model import DecoderCache, OFAConfig, OFAModel
@@ -233,13 +233,13 @@ def test_entangled_positions_export(tmp_path):
 
 def test_fp16_model_is_exported_from_an_fp32_copy(tiny):
     half = copy.deepcopy(tiny).half()
-    full = _fp32_cpu(half)
+    full = fp32_cpu(half)
     assert full is not half and half.embed_tokens.weight.dtype == torch.float16
     assert full.embed_tokens.weight.dtype == torch.float32
     for (k, a), (_, b) in zip(full.state_dict().items(), half.state_dict().items(), strict=True):
         assert torch.equal(a, b.float()), k
     torch.testing.assert_close(full.decoder.image_position_idx, tiny.decoder.image_position_idx)
-    assert _fp32_cpu(tiny) is tiny
+    assert fp32_cpu(tiny) is tiny
 
 
 def test_export_input_errors(tiny, tiny_export, tmp_path, monkeypatch):

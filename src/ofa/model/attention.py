@@ -30,6 +30,21 @@ def attention_for_training(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         return torch.matmul(attn, v).to(dtype)
 
 
+def key_padding_bias(padding: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[B, 1, 1, S] additive term: -inf at padded keys (``padding`` [B, S] True), 0 elsewhere."""
+    bias = torch.zeros(padding.shape, dtype=dtype, device=padding.device)
+    return bias.masked_fill(padding, float("-inf"))[:, None, None, :]
+
+
+def causal_padding_bias(rows: torch.Tensor, cols: torch.Tensor, padding: torch.Tensor,
+                        dtype: torch.dtype) -> torch.Tensor:
+    """[B, 1, Tq, Tk] additive term of decoder self-attention: -inf where a key comes after
+    its query (query positions ``rows``, key positions ``cols``) or is padding [B, Tk]."""
+    causal = torch.zeros(rows.shape[0], cols.shape[0], dtype=dtype, device=rows.device)
+    causal = causal.masked_fill(cols[None, :] > rows[:, None], float("-inf"))
+    return causal + key_padding_bias(padding, dtype)
+
+
 class MultiheadAttention(nn.Module):
     """q/k/v/out projections with a learned per-head output scale ``c_attn`` (NormFormer).
 

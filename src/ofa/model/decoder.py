@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from .attention import MultiheadAttention
+from .attention import MultiheadAttention, causal_padding_bias, key_padding_bias
 from .config import OFAConfig
 from .encoder import EncoderOutput
 from .layers import FeedForwardLayer, drop_path_rates
@@ -101,6 +101,15 @@ class DecoderLayer(FeedForwardLayer):
         return self.feed_forward(x)
 
 
+def cross_attention_bias(bias: torch.Tensor, encoder_padding_mask: torch.Tensor, rows: int,
+                         dtype: torch.dtype) -> torch.Tensor:
+    """Cross-attention bias [rows, H, Tq, S]: the position bias [H, Tq, S] plus the encoder's
+    key padding in ``dtype`` (the activations'), each encoder row repeated for its decoder
+    rows (beam search keeps one encoder row per sentence)."""
+    pad = encoder_padding_mask.repeat_interleave(rows // encoder_padding_mask.shape[0], dim=0)
+    return bias + key_padding_bias(pad, dtype)
+
+
 class OFADecoder(nn.Module):
     def __init__(self, cfg: OFAConfig, embed_tokens: nn.Embedding) -> None:
         super().__init__()
@@ -132,6 +141,10 @@ class OFADecoder(nn.Module):
         return decoder_image_position_ids(cfg.code_image_size, cfg.image_bucket_size,
                                           cfg.max_target_positions)
 
+    def text_positions(self, rows: torch.Tensor) -> torch.Tensor:
+        """LayerNormed absolute text positions [T, D] of decoder positions ``rows``."""
+        return self.pos_ln(self.embed_positions.weight[rows])
+
     def _biases(self, rows: torch.Tensor, cols: torch.Tensor, code: bool,
                 cross_k: torch.Tensor, cache: DecoderCache | None
                 ) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -144,7 +157,7 @@ class OFADecoder(nn.Module):
             buckets = image_rel_buckets(ids_q, ids_k, cfg.image_bucket_size)
             tables = self.image_rel_pos_table_list
         else:
-            q = self.pos_ln(self.embed_positions.weight[rows])
+            q = self.text_positions(rows)
             buckets = token_rel_buckets(rows, cols, cfg.token_bucket_size,
                                         cfg.max_target_positions)
             tables = self.token_rel_pos_table_list
@@ -215,19 +228,13 @@ class OFADecoder(nn.Module):
                                                                    strict=True)]
             cross_bias = torch.where(sel, code_cross, cross_bias)
 
-        # causal mask + key padding of decoder tokens, as one additive term [B, 1, Tq, Tk]
         pad = tokens.eq(cfg.pad_token_id)
         if cache is not None:
             if cache.padding is not None:
                 pad = torch.cat([cache.padding, pad], dim=1)
             cache.padding = pad
-        mask = torch.zeros(b, 1, t, total, dtype=x.dtype, device=device)
-        mask = mask.masked_fill(cols[None, :] > rows[:, None], float("-inf"))
-        mask = mask.masked_fill(pad[:, None, None, :], float("-inf"))
-        enc_pad = torch.zeros(encoder_out.padding_mask.shape, dtype=x.dtype, device=device)
-        enc_pad = enc_pad.masked_fill(encoder_out.padding_mask, float("-inf"))[:, None, None, :]
-        # beam search keeps one encoder row per sentence for its b // n_src decoder rows
-        cross_bias = cross_bias + enc_pad.repeat_interleave(b // enc_pad.shape[0], dim=0)
+        mask = causal_padding_bias(rows, cols, pad, x.dtype)
+        cross_bias = cross_attention_bias(cross_bias, encoder_out.padding_mask, b, x.dtype)
 
         if cache is not None and not cache.layers:
             cache.layers = [LayerCache() for _ in self.layers]

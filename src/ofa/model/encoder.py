@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
-from .attention import MultiheadAttention
+from .attention import MultiheadAttention, key_padding_bias
 from .backbone import ResNet
 from .config import OFAConfig
 from .layers import FeedForwardLayer, drop_path_rates
@@ -112,6 +113,27 @@ class OFAEncoder(nn.Module):
             x = x + self.embed_positions(positions)
         return self.dropout(self.layernorm_embedding(x))
 
+    def positions(self, text_pos: torch.Tensor, img_ids: torch.Tensor | None) -> torch.Tensor:
+        """LayerNormed absolute positions [T, D] of the source: image patches, then text."""
+        pos = self.pos_ln(self.embed_positions(text_pos))
+        if img_ids is None:
+            return pos
+        return torch.cat([self.image_pos_ln(self.embed_image_positions(img_ids)), pos])
+
+    def layer_bias(self, i: int, abs_bias: torch.Tensor, text_buckets: torch.Tensor,
+                   img_buckets: torch.Tensor | None) -> torch.Tensor:
+        """Layer ``i``'s position bias [1, H, T, T]: the absolute bias everywhere plus the
+        relative one on the image-image and text-text blocks (image<->text keep only the
+        absolute bias). Zero-padded blocks summed: no data-dependent branch, so the ONNX
+        graph traces this very function."""
+        rel = self.token_rel_pos_table_list[i](text_buckets).permute(2, 0, 1)
+        if img_buckets is not None:
+            img_rel = self.image_rel_pos_table_list[i](img_buckets).permute(2, 0, 1)
+            n_img, n_text = img_rel.shape[-1], rel.shape[-1]
+            rel = F.pad(img_rel, (0, n_text, 0, n_text)) + F.pad(rel, (n_img, 0, n_img, 0))
+        # summed in the wider dtype, kept in the bias's own (an in-place add under autocast)
+        return (abs_bias + rel).to(abs_bias.dtype).unsqueeze(0)
+
     def forward(self, input_ids: torch.Tensor, images: torch.Tensor | None = None,
                 image_mask: torch.Tensor | None = None) -> EncoderOutput:
         """input_ids [B, L] right-padded text (BOS ... EOS); images [B, 3, H, W] or None;
@@ -124,39 +146,27 @@ class OFAEncoder(nn.Module):
         text_pos = torch.arange(n_text, device=input_ids.device)
         x = self.embed_text(input_ids, text_pos)
         padding = input_ids.eq(cfg.pad_token_id)
-        pos = self.pos_ln(self.embed_positions(text_pos))
-        n_img = 0
+        img_ids = img_buckets = None
         if images is not None:
             img_x, img_ids = self.embed_image(images.to(x.dtype))
-            n_img = img_x.shape[1]
             img_pad = torch.zeros(img_x.shape[:2], dtype=torch.bool, device=x.device)
             if image_mask is not None:
                 img_pad |= ~image_mask.to(torch.bool)[:, None]
             x = torch.cat([img_x, x], dim=1)
             padding = torch.cat([img_pad, padding], dim=1)
-            pos = torch.cat([self.image_pos_ln(self.embed_image_positions(img_ids)), pos])
-        has_padding = bool(padding.any())
-        if has_padding:
-            x = x * (~padding).unsqueeze(-1).to(x.dtype)
-
+            img_buckets = image_rel_buckets(img_ids, img_ids, cfg.image_bucket_size)
+        pos = self.positions(text_pos, img_ids)
         abs_bias = position_bias(self.pos_q_linear, self.pos_k_linear, pos, pos,
                                  cfg.attention_heads, self.pos_scaling)
-        # key padding as -inf; without padding the [1, H, T, T] bias broadcasts over the batch
+        # without padding the mask is skipped and the [1, H, T, T] bias broadcasts over the
+        # batch (the ONNX graph applies both always: x * 1 and + 0 change no value)
         key_pad = None
-        if has_padding:
-            key_pad = torch.zeros(padding.shape, dtype=abs_bias.dtype, device=x.device)
-            key_pad = key_pad.masked_fill(padding, float("-inf"))[:, None, None, :]
+        if padding.any():
+            x = x * (~padding).unsqueeze(-1).to(x.dtype)
+            key_pad = key_padding_bias(padding, abs_bias.dtype)
         text_buckets = token_rel_buckets(text_pos, text_pos, cfg.token_bucket_size,
                                          cfg.max_source_positions)
-        img_buckets = image_rel_buckets(img_ids, img_ids, cfg.image_bucket_size) if n_img else None
         for i, layer in enumerate(self.layers):
-            # image<->text blocks keep only the absolute bias
-            bias = abs_bias.clone()
-            text_rel = self.token_rel_pos_table_list[i](text_buckets)
-            bias[:, n_img:, n_img:] += text_rel.permute(2, 0, 1)
-            if img_buckets is not None:
-                img_rel = self.image_rel_pos_table_list[i](img_buckets)
-                bias[:, :n_img, :n_img] += img_rel.permute(2, 0, 1)
-            bias = bias.unsqueeze(0)
+            bias = self.layer_bias(i, abs_bias, text_buckets, img_buckets)
             x = layer(x, bias if key_pad is None else bias + key_pad)
         return EncoderOutput(self.layer_norm(x), padding, pos)
