@@ -226,3 +226,34 @@ def test_caption_matches_oracle_through_public_api(oracle_dir, synth, synth_stat
     fs = case["generation"]["modelscope"]["fs_official"]
     assert r["tokens"] == fs["ids"][0]
     assert r["score"] == pytest.approx(fs["score"][0], abs=1e-4)
+
+
+def test_text_that_is_not_utf8_fails_only_its_item(m, images):
+    # "what \xff" read with Python's surrogateescape (sys.argv, os.fsdecode) holds \udcff
+    out = m.vqa(images[0], ["what is it", "what \udcff is it", "is it red"], errors="return",
+                max_len_b=2)
+    assert "answer" in out[0] and "answer" in out[2]
+    assert out[1]["error"] == ("question is not valid UTF-8 text (byte 0xff at character 6 "
+                               "of 'what \\xff is it')")
+    with pytest.raises(InputError, match="question is not valid UTF-8 text"):
+        m.vqa(images[0], "what \udcff")
+    out = m.summarize(["an article about dogs", "bad \ud800 text"], errors="return",
+                      max_len_b=2)
+    assert "summary" in out[0]
+    assert out[1]["input"] == "bad \\ud800 text"  # printable, so it can be shown or saved
+    assert "text is not valid UTF-8 text (lone surrogate U+D800" in out[1]["error"]
+    json.dumps(out, ensure_ascii=False).encode("utf-8")
+    # a shared argument refuses the call, in one line, not with a TypeError
+    with pytest.raises(InputError, match="not valid UTF-8 text"):
+        m.vqa(images[0], "what is it", answers=["yes", "n\udcffo"])
+
+
+def test_max_pixels_caps_image_files_per_item(native_dir, images):
+    capped = ofa.load(native_dir, device="cpu", max_pixels=4000)
+    # images[0] is 80 x 60 = 4,800 pixels, images[1] 50 x 70 = 3,500
+    out = capped.caption(images[:2], errors="return", max_len_b=2)
+    assert out[0]["error"].startswith(f"image file {images[0]} is 80 x 60 = 4,800 pixels, "
+                                      "above the limit of 4,000")
+    assert "caption" in out[1]
+    with pytest.raises(InputError, match="max_pixels must be a positive integer"):
+        ofa.load(native_dir, device="cpu", max_pixels=0)

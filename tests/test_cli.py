@@ -2,6 +2,11 @@
 
 import io
 import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -13,6 +18,7 @@ from ofa.cli import main
 from ofa.model import OFAModel
 from ofa.tokenizer import OFATokenizer
 
+from bomb_images import png_1bit
 from conftest import tiny_config
 
 
@@ -142,3 +148,84 @@ def test_help_texts_document_flags(capsys):
     for flag in ("--answers", "--mode", "--beam", "--max-len", "--no-repeat-ngram", "--lenpen",
                  "--unnormalized", "--batch-size", "--json", "--device", "--dtype"):
         assert flag in out
+
+
+def _one_error_line(err: str) -> str:
+    assert "Traceback" not in err and err.count("\n") == 1 and err.startswith("ofa: error: ")
+    return err[len("ofa: error: "):].rstrip("\n")
+
+
+@pytest.mark.parametrize(("command", "option"), [("vqa", "--question"), ("ground", "--text"),
+                                                 ("entail", "--hypothesis"),
+                                                 ("generate", "--prompt")])
+def test_text_option_that_is_not_utf8_is_one_line(models, images, capsys, command, option):
+    # what `ofa vqa -q $'what \xff'` puts in sys.argv
+    code, out, err = run(capsys, command, images[0][0], option, "what \udcff",
+                         "--model", models / "vqa", "--device", "cpu")
+    assert code == 1 and out == ""
+    assert _one_error_line(err) == (f"{option} is not valid UTF-8 text (byte 0xff at "
+                                    "character 6 of 'what \\xff')")
+
+
+def test_non_utf8_bytes_in_a_real_command_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "ofa.cli", "vqa", "x.png", "-q",
+                           b"what \xff"], capture_output=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 1 and proc.stdout == b""
+    assert proc.stderr == (b"ofa: error: --question is not valid UTF-8 text (byte 0xff at "
+                           b"character 6 of 'what \\xff')\n")
+
+
+def test_summarize_texts_not_utf8_fail_alone(models, capsys, monkeypatch):
+    m = ["--model", models / "giga", "--device", "cpu", "--max-len", "3", "--json"]
+    code, out, err = run(capsys, "summarize", "first text", "bad \udcff text", *m)
+    assert code == 1 and [json.loads(x)["input"] for x in out.splitlines()] == ["first text"]
+    lines = [x for x in err.splitlines() if x.startswith("ofa: error:")]
+    assert lines == ["ofa: error: bad \\xff text: text is not valid UTF-8 text (byte 0xff at "
+                     "character 5 of 'bad \\xff text')"]
+    assert "Traceback" not in err
+    # standard input: the bad line fails, the others are summarised (no UnicodeDecodeError)
+    raw = io.TextIOWrapper(io.BytesIO(b"good one\nbad \xff line\nlast one\n"), encoding="utf-8")
+    monkeypatch.setattr("sys.stdin", raw)
+    code, out, err = run(capsys, "summarize", "-", *m)
+    assert code == 1
+    assert [json.loads(x)["input"] for x in out.splitlines()] == ["good one", "last one"]
+    assert [x for x in err.splitlines() if x.startswith("ofa: error:")] == [
+        "ofa: error: bad \\xff line: text is not valid UTF-8 text (byte 0xff at character 5 "
+        "of 'bad \\xff line')"]
+    assert "Traceback" not in err
+
+
+def test_image_file_name_that_is_not_utf8_is_printed_safely(models, images, tmp_path, capsys):
+    odd = tmp_path / os.fsdecode(b"caf\xe9.jpg")  # Latin-1 file name on a UTF-8 system
+    shutil.copy(images[0][0], odd)
+    code, out, err = run(capsys, "caption", odd, tmp_path / os.fsdecode(b"gone\xff.png"),
+                         "--model", models / "vqa", "--device", "cpu", "--max-len", "2")
+    assert code == 1 and out.startswith(f"{tmp_path}/caf\\xe9.jpg\t")
+    assert f"ofa: error: {tmp_path}/gone\\xff.png: image file not found" in err
+    assert "Traceback" not in err
+
+
+def test_huge_image_is_refused_in_one_line_without_decoding(models, images, tmp_path, capsys,
+                                                            monkeypatch):
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(png_1bit(12000, 12000))  # ~20 KB claiming 144 M pixels
+    m = ["--model", models / "vqa", "--device", "cpu", "--max-len", "2"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        code, out, err = run(capsys, "caption", huge, *m)
+    assert code == 1 and out == ""
+    assert _one_error_line(err).startswith(
+        f"{huge}: image file {huge} is 12000 x 12000 = 144,000,000 pixels, above the limit "
+        "of 40,000,000 (decompression bomb guard")
+    assert "DecompressionBomb" not in err
+    # the limit is a flag, or an environment variable
+    small = images[0][0]  # 56 x 40 = 2,240 pixels
+    code, _, err = run(capsys, "caption", small, "--max-pixels", "2000", *m)
+    assert code == 1 and "above the limit of 2,000" in _one_error_line(err)
+    monkeypatch.setenv("OFA_MAX_PIXELS", "2000")
+    code, _, err = run(capsys, "caption", small, *m)
+    assert code == 1 and "above the limit of 2,000" in _one_error_line(err)
+    code, _, err = run(capsys, "caption", small, "--max-pixels", "3000", *m)
+    assert code == 0, err  # the flag wins over the variable
+    code, _, err = run(capsys, "caption", small, "--max-pixels", "0", *m)
+    assert _one_error_line(err) == "--max-pixels must be a positive integer (pixels), got 0"

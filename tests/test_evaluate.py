@@ -21,6 +21,7 @@ from ofa.evaluate import (
     evaluate_records,
     read_predictions,
     run_evaluation,
+    run_identity,
     score_predictions,
     summary_table,
 )
@@ -71,8 +72,11 @@ def test_interrupted_run_resumes_from_written_predictions(demo, records, referen
     _, preds = reference
     keep = 7
     lines = [json.dumps(p) for p in preds[:keep]]
-    # a run killed mid-write leaves a torn last line
+    # a run killed mid-write leaves a torn last line, and the run.json it began with
     (tmp_path / "predictions.jsonl").write_text("\n".join(lines) + "\n" + lines[0][:15])
+    labels = sorted({r["label"] for r in records if r["task"] == "classify"})
+    identity = run_identity(demo, vqa_answers=VQA_ANSWERS, class_names=labels)
+    (tmp_path / "run.json").write_text(json.dumps(identity))
     result = run_evaluation(demo, records, tmp_path, vqa_answers=VQA_ANSWERS, batch_size=8,
                             chunk_size=5, progress=False)
     assert result.computed == len(records) - keep
@@ -230,3 +234,122 @@ def test_all_candidate_vqa_needs_answers(tmp_path, capsys):
                      "--vqa-mode", "all"]) == 1
     assert "give them with --vqa-answers" in capsys.readouterr().err
 
+
+
+def _vqa_records(records, n=3):
+    return [dict(r) for r in records if r["task"] == "vqa"][:n]
+
+
+def test_resume_refuses_predictions_of_another_model_settings_or_inputs(demo, records,
+                                                                        tmp_path):
+    import copy
+
+    import torch
+
+    from ofa.api import OFA
+
+    recs = _vqa_records(records)
+    opts = {"vqa_answers": VQA_ANSWERS, "progress": False}
+    first = run_evaluation(demo, recs, tmp_path, **opts)
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["model"] == "shapes-demo" and run["dtype"] == "float32" and run["weights"]
+    assert all(p["digest"] for p in first.predictions)
+    # the same architecture with other weights, under the same name: the weights decide
+    model = copy.deepcopy(demo.model)
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)
+    other = OFA(model, demo.tokenizer, name="shapes-demo", task=demo.task,
+                image_size=demo.image_size)
+    with pytest.raises(InputError, match=r"cannot resume in .*: its predictions were made "
+                                         r"with model shapes-demo \[weights \w+\] -> "
+                                         r"shapes-demo \[weights \w+\]; pass --no-resume"):
+        run_evaluation(other, recs, tmp_path, **opts)
+    with pytest.raises(InputError, match="vqa_answers [0-9a-f]+ -> [0-9a-f]+"):
+        run_evaluation(demo, recs, tmp_path, vqa_answers=VQA_ANSWERS[:5], progress=False)
+    with pytest.raises(InputError, match="vqa_mode beam -> all"):
+        run_evaluation(demo, recs, tmp_path, vqa_mode="all", **opts)
+    changed = [dict(recs[0], question="what color is the circle?"), *recs[1:]]
+    with pytest.raises(InputError, match=f"1 of its predictions were made for other inputs "
+                                         f"under the same ids \\(first: {recs[0]['id']}\\)"):
+        run_evaluation(demo, changed, tmp_path, **opts)
+    # a corrected reference is not another input: the predictions still hold
+    fixed = [dict(recs[0], answers={"blue": 1.0}), *recs[1:]]
+    assert run_evaluation(demo, fixed, tmp_path, **opts).computed == 0
+    # starting afresh is explicit, and says how much it threw away
+    fresh = run_evaluation(other, recs, tmp_path, resume=False, **opts)
+    assert fresh.discarded == 3 and fresh.computed == 3
+    assert run_evaluation(other, recs, tmp_path, **opts).computed == 0
+    # predictions with no record of what made them (an older version) are not trusted
+    (tmp_path / "run.json").unlink()
+    with pytest.raises(InputError, match="holds 3 predictions but no run.json"):
+        run_evaluation(other, recs, tmp_path, **opts)
+
+
+def test_unreadable_image_fails_its_record_and_counts_as_wrong(demo, records, tmp_path):
+    from PIL import Image
+
+    recs = _vqa_records(records)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n and then nothing an image needs")
+    recs[1]["image"] = str(bad)
+    out = tmp_path / "out"
+    result = run_evaluation(demo, recs, out, vqa_answers=VQA_ANSWERS, progress=False)
+    assert result.computed == 3 and result.failed == 1
+    failed = result.predictions[1]
+    assert failed["prediction"] is None and "bad.png" in failed["error"]
+    assert read_predictions(out / "predictions.jsonl")[recs[1]["id"]]["error"] == failed["error"]
+    # the failed record scores 0 and still counts in the denominator
+    hits = sum(r["answers"].get(p["prediction"], 0.0)
+               for r, p in zip(recs, result.predictions, strict=True) if not p.get("error"))
+    assert result.metrics["vqa/acc"] == pytest.approx(hits / 3)
+    note = "1 of 3 records failed (see 'error' in predictions.jsonl) and are counted as wrong"
+    assert result.notes["vqa/failed"] == note
+    assert note in (out / "summary.md").read_text()
+    # the next run retries only the failed record
+    Image.new("RGB", (64, 64)).save(bad)
+    again = run_evaluation(demo, recs, out, vqa_answers=VQA_ANSWERS, progress=False)
+    assert again.computed == 1 and again.failed == 0 and "vqa/failed" not in again.notes
+
+
+def test_failed_questions_hold_back_the_submission_file(tmp_path):
+    class HalfBroken:  # stands in for a model: answers "2", or fails as a corrupt image would
+        def vqa(self, images, questions, **_):
+            return [{"input": i, "error": f"image file {i} is corrupt or truncated"}
+                    if i == "bad.png" else {"answer": "2"} for i in images]
+
+    recs = [{"task": "vqa", "id": f"q{k}", "question_id": k, "image": image,
+             "question": "how many?", "answers": {"2": 1.0}}
+            for k, image in enumerate(["x.png", "bad.png"])]
+    stale = tmp_path / "vqa_submission.json"
+    stale.write_text("[]")
+    result = run_evaluation(HalfBroken(), recs, tmp_path, progress=False)  # type: ignore[arg-type]
+    assert result.metrics == {"vqa/acc": 0.5} and result.failed == 1
+    assert "vqa_submission" not in result.files and not stale.exists()
+    assert "1 of 2 questions failed" in result.notes["vqa/submission"]
+
+
+def test_eval_command_reports_failures_and_refuses_a_mismatched_resume(shapes, tmp_path,
+                                                                      capsys):
+    recs = _vqa_records(read_jsonl(shapes), 2)  # image paths made absolute
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff truncated")
+    recs[1]["image"] = str(bad)
+    data = tmp_path / "r.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    out = tmp_path / "eval"
+    argv = ["eval", "--model", "shapes-demo", "--data", str(data), "--device", "cpu",
+            "--out", str(out), "--no-progress"]
+    assert cli.main(argv) == 0
+    captured = capsys.readouterr()
+    assert (f"failed: 1 of 2 records, counted as wrong (errors in predictions.jsonl; the next "
+            f"run retries them); first: {recs[1]['id']}: image file {bad} is not a readable "
+            "image file") in captured.out
+    assert "Traceback" not in captured.err
+    # resuming with other settings stops with one line and leaves the files alone
+    before = (out / "predictions.jsonl").read_text()
+    assert cli.main([*argv, "--dtype", "bfloat16"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "dtype float32 -> bfloat16; pass --no-resume" in err
+    assert (out / "predictions.jsonl").read_text() == before
+    assert cli.main([*argv, "--no-resume"]) == 0
+    assert "discarded 2 earlier predictions" in capsys.readouterr().err

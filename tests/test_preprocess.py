@@ -1,6 +1,7 @@
 """Image loading (every PIL mode, arrays, tensors, bad files) and official preprocessing parity."""
 
 import io
+import time
 import warnings
 from pathlib import Path
 
@@ -16,13 +17,17 @@ from ofa.preprocess import (
     OFA_MEAN,
     OFA_STD,
     TASK_IMAGE_SIZES,
+    ImageError,
     ImageTransform,
     image_pixels,
     load_image,
     preprocess_image,
     preprocess_images,
+    read_image,
     to_rgb,
 )
+
+from bomb_images import png_1bit
 
 W, H = 6, 4  # small, non-square: catches width/height mix-ups
 
@@ -192,7 +197,7 @@ def test_file_errors(tmp_path: Path) -> None:
         load_image(tmp_path)
     text = tmp_path / "notes.png"
     text.write_text("this is not an image")
-    with pytest.raises(InputError, match="notes.png.*not an image"):
+    with pytest.raises(InputError, match="notes.png.*not a readable image"):
         load_image(text)
     with pytest.raises(InputError, match="unsupported"):
         load_image(12345)  # type: ignore[arg-type]
@@ -207,8 +212,69 @@ def test_file_errors(tmp_path: Path) -> None:
             load_image(tmp_path / name)
         # The intact bytes load fine, also given directly as bytes.
         assert load_image(data).size == (64, 64)
-    with pytest.raises(InputError, match="not an image"):
+    with pytest.raises(InputError, match="not a readable image"):
         load_image(b"garbage bytes")
+
+
+def test_huge_image_is_refused_from_its_header_fast_and_quietly(tmp_path: Path) -> None:
+    # 12000 x 12000 decodes to 144 M pixels (13.5 s, 1.1 GB as RGB); the file is ~20 KB
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(png_1bit(12000, 12000))
+    assert huge.stat().st_size < 50_000
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's DecompressionBombWarning must not show
+        with pytest.raises(ImageError, match=r"huge.png is 12000 x 12000 = 144,000,000 "
+                                             r"pixels, above the limit of 40,000,000 "
+                                             r"\(decompression bomb guard"):
+            load_image(huge)
+    assert time.perf_counter() - start < 1.0  # refused from the header, nothing decoded
+    # past twice Pillow's own limit, Pillow refuses before our check: still one ImageError
+    bigger = png_1bit(20000, 20000)
+    with pytest.raises(ImageError, match=r"image bytes has more than 178,956,970 pixels, "
+                                         r"above the limit of 40,000,000 \(decompression"):
+        load_image(bigger)
+    with pytest.raises(ImageError, match=r"above Pillow's own limit \(2 x PIL.Image.MAX_IMAGE"):
+        load_image(bigger, max_pixels=10**12)
+
+
+def test_pixel_limit_is_a_parameter_and_an_environment_variable(tmp_path: Path,
+                                                                monkeypatch) -> None:
+    path = tmp_path / "small.png"
+    Image.new("RGB", (50, 40)).save(path)
+    assert load_image(path, max_pixels=2000).size == (50, 40)
+    with pytest.raises(ImageError, match="50 x 40 = 2,000 pixels, above the limit of 1,999"):
+        load_image(path, max_pixels=1999)
+    monkeypatch.setenv("OFA_MAX_PIXELS", "1999")
+    with pytest.raises(ImageError, match="1,999"):
+        load_image(path.read_bytes())
+    with pytest.raises(ImageError, match="1,999"):
+        ImageTransform(8)(path)
+    assert ImageTransform(8, max_pixels=2000)(path).shape == (3, 8, 8)  # the argument wins
+    # arrays and PIL images are already in memory: nothing left to guard
+    assert load_image(np.zeros((60, 60, 3), np.uint8)).size == (60, 60)
+    monkeypatch.setenv("OFA_MAX_PIXELS", "lots")
+    with pytest.raises(InputError, match="OFA_MAX_PIXELS must be a positive integer"):
+        load_image(path)
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(InputError, match="max_pixels must be a positive integer"):
+            load_image(path, max_pixels=bad)  # type: ignore[arg-type]
+
+
+def test_eps_is_never_handed_to_ghostscript() -> None:
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n%%EOF\n"
+    with Image.open(io.BytesIO(eps)) as im:
+        assert im.format == "EPS"  # Pillow would take it (and run Ghostscript on load)
+    with pytest.raises(ImageError, match="not a readable image"):
+        load_image(eps)
+
+
+def test_file_that_cannot_be_opened_is_one_image_error(tmp_path: Path) -> None:
+    # load_image checks paths first; read_image itself must not leak an OSError either
+    with pytest.raises(ImageError, match="cannot read image file .*: Is a directory"):
+        read_image(tmp_path, name=f"image file {tmp_path}")
+    with pytest.raises(ImageError, match="cannot read image: No such file"):
+        read_image(tmp_path / "gone.png")
 
 
 def test_exif_orientation_is_opt_in(tmp_path: Path) -> None:

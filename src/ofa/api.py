@@ -19,7 +19,7 @@ from tqdm import tqdm
 from .errors import InputError, OFAError
 from .generate import Trie, encode_answers, generate, score_candidates
 from .model import OFAModel
-from .preprocess import ImageTransform
+from .preprocess import ImageTransform, check_max_pixels
 from .tasks import (
     CaptionTask,
     ClassificationTask,
@@ -32,7 +32,7 @@ from .tasks import (
 )
 from .tasks.base import Example
 from .tasks.vqa import MODES as VQA_MODES
-from .tokenizer import BOS, EOS, OFATokenizer, pad_batch
+from .tokenizer import BOS, EOS, OFATokenizer, pad_batch, printable, require_utf8
 
 TEXT_ONLY_TASKS = ("gigaword",)
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
@@ -68,17 +68,30 @@ def _text_length(fields: dict) -> int:
     return sum(len(v) for v in fields.values() if isinstance(v, str))
 
 
-def _label(image: Any) -> str:
+def _label(image: Any, fields: dict) -> str:
+    """What a result's ``input`` shows: the image path, or the text of a text-only input."""
+    if image is None:
+        return printable(str(next(iter(fields.values()), "")))
     if isinstance(image, str | os.PathLike):
-        return str(image)
+        return printable(str(image))  # a file name need not be valid UTF-8
     return f"<{type(image).__name__}>"
+
+
+def _check_text_fields(fields: dict) -> None:
+    """Refuse text that is not valid UTF-8 (undecodable bytes from the command line or a file
+    arrive as lone surrogates) naming the field, before a task rewrites it into a prompt."""
+    for key, value in fields.items():
+        for text in value if isinstance(value, list | tuple) else [value]:
+            if isinstance(text, str):
+                require_utf8(text, key)
 
 
 class OFA:
     """A loaded OFA model with its tokenizer, ready for every task."""
 
     def __init__(self, model: OFAModel, tokenizer: OFATokenizer, *, name: str | None = None,
-                 task: str | None = None, image_size: int | None = None) -> None:
+                 task: str | None = None, image_size: int | None = None,
+                 max_pixels: int | None = None) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
@@ -86,6 +99,10 @@ class OFA:
         # input resolution the model was trained at, for every image task (None: the official
         # per-task sizes); models trained here record it in their folder
         self.image_size = image_size
+        # largest image file (or bytes) decoded, checked from its header; None: the default
+        # of ofa.preprocess.read_image ($OFA_MAX_PIXELS, else 40 M). In-memory images are
+        # never capped.
+        self.max_pixels = None if max_pixels is None else check_max_pixels(max_pixels)
 
     def __repr__(self) -> str:
         return (f"OFA(name={self.name!r}, task={self.task!r}, size={self.model.config.name!r},"
@@ -241,7 +258,8 @@ class OFA:
 
     def _prepare(self, task: Task, transform: ImageTransform | None, image: Any,
                  fields: dict) -> Example:
-        label = _label(image) if image is not None else str(next(iter(fields.values()), ""))
+        label = _label(image, fields)
+        _check_text_fields(fields)
         ex = task.prepare(self.tokenizer, label, **{k: v for k, v in fields.items()
                                                     if v is not None})
         if image is not None:
@@ -260,7 +278,8 @@ class OFA:
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
         if self.image_size is not None and task.image_size is not None:
             task.image_size = self.image_size  # also what grounding boxes are decoded against
-        transform = (ImageTransform(task.image_size, task.mean, task.std)
+        transform = (ImageTransform(task.image_size, task.mean, task.std,
+                                    max_pixels=self.max_pixels)
                      if task.image_size is not None else None)
         bar = tqdm(total=len(items), disable=not progress, unit="input", dynamic_ncols=True)
         # inputs of similar text length share a batch, which limits padding; results keep
@@ -276,7 +295,8 @@ class OFA:
                     except OFAError as e:
                         if errors == "raise":
                             raise
-                        results[i] = {"input": _label(image), "error": str(e)}
+                        # printable: a message may quote a file name that is not UTF-8
+                        results[i] = {"input": _label(image, fields), "error": printable(str(e))}
                 if batch:
                     yield batch
                 bar.update(min(batch_size, len(items) - start))
@@ -344,13 +364,16 @@ class OFA:
 # ---------------------------------------------------------------------- loading
 def load(name_or_path: str | os.PathLike[str], device: str | torch.device | None = None,
          dtype: str | torch.dtype | None = None, *, ema: bool | None = None,
-         vocab: str | os.PathLike[str] | None = None, progress: bool = True) -> OFA:
+         vocab: str | os.PathLike[str] | None = None, progress: bool = True,
+         max_pixels: int | None = None) -> OFA:
     """Load a model by registry name (downloaded once into ``$OFA_HOME``), ``"shapes-demo"``
     (the embedded ShapesWorld model) or a local checkpoint in any layout (fairseq .pt, HF
     folder, mmpretrain .pth, native folder).
 
     ``device``: cpu / cuda / auto (default: cuda when available). ``dtype``: float32 (default),
     float16, bfloat16. ``vocab``: tokenizer folder for checkpoints that ship none.
+    ``max_pixels``: the largest image file or bytes decoded (width x height, checked from the
+    header before decoding; default ``$OFA_MAX_PIXELS``, else 40,000,000).
     """
     from .checkpoints import model_from_checkpoint, read_checkpoint
     from .demo import DEMO_DIR, DEMO_NAME
@@ -359,6 +382,8 @@ def load(name_or_path: str | os.PathLike[str], device: str | torch.device | None
 
     path = Path(name_or_path)
     dev, dt = parse_device(device), parse_dtype(dtype)
+    if max_pixels is not None:
+        check_max_pixels(max_pixels)  # before any download
     if str(name_or_path) == DEMO_NAME:
         path = DEMO_DIR
     if not path.exists():
@@ -388,7 +413,7 @@ def load(name_or_path: str | os.PathLike[str], device: str | torch.device | None
             pass
     model = model_from_checkpoint(ckpt, device=dev, dtype=dt)
     return OFA(model, tokenizer, name=name or path.name, task=task,
-               image_size=ckpt.meta.get("image_size"))
+               image_size=ckpt.meta.get("image_size"), max_pixels=max_pixels)
 
 
 _LOADED: dict[tuple[str, str], OFA] = {}

@@ -36,6 +36,8 @@ def _common(p: argparse.ArgumentParser, task: str, decoding: bool = True) -> Non
                    help="weights and activations dtype (default: float32)")
     g.add_argument("--vocab", type=Path, default=None,
                    help="tokenizer folder for checkpoints that ship none")
+    if task != "summarize":
+        _add_max_pixels(g)
     o = p.add_argument_group("output")
     o.add_argument("--batch-size", type=int, default=8, help="inputs per batch (default: 8)")
     o.add_argument("--json", action="store_true",
@@ -57,6 +59,46 @@ def _common(p: argparse.ArgumentParser, task: str, decoding: bool = True) -> Non
         d.add_argument("--top-k", type=int, help="sampling: keep the k most likely tokens")
         d.add_argument("--top-p", type=float, help="sampling: nucleus probability mass")
         d.add_argument("--seed", type=int, help="sampling: random seed")
+
+
+def _add_max_pixels(group: argparse._ActionsContainer) -> None:
+    group.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                       help="largest image decoded, width x height, checked from the file's "
+                            "header before decoding (default: $OFA_MAX_PIXELS, else 40000000)")
+
+
+def _max_pixels(args: argparse.Namespace) -> int | None:
+    """--max-pixels, checked before the model loads (None: the loader's default)."""
+    from .preprocess import check_max_pixels
+
+    value = getattr(args, "max_pixels", None)
+    return None if value is None else check_max_pixels(value, "--max-pixels")
+
+
+# task command -> its text options, checked before the model loads so that a bad one is
+# named as the user typed it
+_TEXT_OPTIONS = {"vqa": ("question", "objects"), "ground": ("text",),
+                 "entail": ("hypothesis", "premise"), "generate": ("prompt",)}
+
+
+def _check_text_options(args: argparse.Namespace) -> None:
+    """One error naming the option whose text is not valid UTF-8 (the shell passes bytes;
+    Python keeps the undecodable ones as lone surrogates)."""
+    from .tokenizer import require_utf8
+
+    for dest in _TEXT_OPTIONS.get(args.command, ()):
+        value = getattr(args, dest, None)
+        if value is not None:
+            require_utf8(value, "--" + dest.replace("_", "-"))
+
+
+def _stdin_texts() -> list[str]:
+    """The lines of standard input. Bytes that are not valid UTF-8 are kept (as lone
+    surrogates) so that only their line is refused, with the others still summarised."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:  # a text stream put in place of stdin (embedding, tests)
+        return sys.stdin.read().splitlines()
+    return buffer.read().decode("utf-8", "surrogateescape").splitlines()
 
 
 def _decoding(args: argparse.Namespace) -> dict:
@@ -199,8 +241,9 @@ def _run_task(args: argparse.Namespace) -> int:
     from .api import load
 
     cmd = args.command
+    _check_text_options(args)
     ofa = load(args.model or _default_model(cmd), device=args.device, dtype=args.dtype,
-               vocab=args.vocab)
+               vocab=args.vocab, max_pixels=_max_pixels(args))
     common = dict(batch_size=args.batch_size, errors="return")
     decoding = _decoding(args) if hasattr(args, "beam") else {}
     many = len(getattr(args, "images", None) or getattr(args, "texts", None) or []) > 1
@@ -222,8 +265,7 @@ def _run_task(args: argparse.Namespace) -> int:
         results = ofa.classify(list(args.images), _read_lines(args.classes, "classes"),
                                topk=args.topk, **common)
     elif cmd == "summarize":
-        texts = [t for arg in args.texts
-                 for t in (sys.stdin.read().splitlines() if arg == "-" else [arg])]
+        texts = [t for arg in args.texts for t in (_stdin_texts() if arg == "-" else [arg])]
         results = ofa.summarize(texts, **common, **decoding)
     else:
         images = list(args.images) or None
@@ -233,7 +275,7 @@ def _run_task(args: argparse.Namespace) -> int:
     for r in results:
         if "error" in r:
             failed += 1
-            print(f"ofa: error: {r['input']}: {r['error']}", file=sys.stderr)
+            _print_error(f"{r['input']}: {r['error']}")
         elif args.json:
             print(json.dumps(r, ensure_ascii=False))
         else:
@@ -409,8 +451,11 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                      "Gigaword) or on JSONL records",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run MODEL over an evaluation set and report the task's published metrics.\n"
-                    "Writes predictions.jsonl, metrics.json and summary.md to --out; an\n"
-                    "interrupted run resumes from the predictions already written. Under\n"
+                    "Writes predictions.jsonl, metrics.json, summary.md and run.json to\n"
+                    "--out; an interrupted run resumes from the predictions already written,\n"
+                    "if run.json shows the same model and settings (else it stops and says\n"
+                    "so). A record whose image cannot be read gets an \"error\" in\n"
+                    "predictions.jsonl, counts as wrong, and is retried by the next run. Under\n"
                     "`torchrun --nproc_per_node N -m ofa.cli eval ...` the records are sharded\n"
                     "over the processes and rank 0 merges and scores them.\n\n"
                     "Data formats (detected from --data):\n"
@@ -452,11 +497,13 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: eval/<model>-<data>[-<split>])")
     p.add_argument("--no-resume", action="store_true",
-                   help="discard predictions already in --out instead of resuming")
+                   help="discard predictions already in --out instead of resuming (needed "
+                        "when they were made by another model or with other settings)")
     p.add_argument("--fast-metrics", action="store_true",
                    help="captions: BLEU and CIDEr only (skip METEOR, ROUGE-L, SPICE)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    _add_max_pixels(p)
     p.add_argument("--batch-size", type=int, default=32, help="inputs per batch (default: 32)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_eval)
@@ -496,6 +543,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         raise InputError(f"--batch-size must be a positive integer, got {args.batch_size}")
     if args.vqa_mode == "all" and args.vqa_answers is None:
         raise InputError("--vqa-mode all scores candidate answers: give them with --vqa-answers")
+    max_pixels = _max_pixels(args)
     records, class_names, described = _eval_records(args)
     if args.limit is not None:
         records = records[:args.limit]
@@ -510,7 +558,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         info = init_distributed(args.device, timeout_minutes=24 * 60)
         rank, device = info.rank, str(info.device)
     out = args.out or _default_eval_dir(args)
-    ofa = load(args.model, device=device, dtype=args.dtype)
+    ofa = load(args.model, device=device, dtype=args.dtype, max_pixels=max_pixels)
     result = run_evaluation(ofa, records, out, vqa_answers=answers, vqa_mode=args.vqa_mode,
                             class_names=class_names, batch_size=args.batch_size,
                             resume=not args.no_resume, rank=rank, world_size=world,
@@ -518,8 +566,16 @@ def _run_eval(args: argparse.Namespace) -> int:
                             title=f"{args.model} on {described}")
     if result is None:  # not rank 0
         return 0
+    if result.discarded:
+        print(f"ofa: note: discarded {result.discarded} earlier predictions in {out} "
+              "(--no-resume)", file=sys.stderr)
     shown = ", ".join(f"{k} {v}" for k, v in result.counts.items())
     print(f"{described}: {len(records)} records ({shown}); {result.computed} predicted now")
+    if result.failed:
+        first = next(p for p in result.predictions if p.get("error"))
+        print(f"failed: {result.failed} of {len(records)} records, counted as wrong (errors in "
+              f"predictions.jsonl; the next run retries them); first: {first['id']}: "
+              f"{first['error']}")
     for k, v in result.metrics.items():
         print(f"{k}\t{v:.4f}")
     if not result.metrics:
@@ -588,6 +644,18 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--vqa-answers", type=Path, default=None,
                    help="default candidate answers for VQA, one per line (default: the "
                         "demo model's answers for shapes-demo, else none)")
+    b.add_argument("--max-score-tokens", type=int, default=4000,
+                   help="most scoring tokens one classify or VQA mode-all request may cost "
+                        "before 422; a candidate costs 64 + the question's tokens + its own "
+                        "(default: 4000, a few seconds of the base model on 2 CPU cores; "
+                        "raise it on a GPU)")
+    b.add_argument("--read-timeout", type=float, default=20.0,
+                   help="seconds a request may take to arrive whole (headers and body) "
+                        "before 408 and the connection is closed (default: 20)")
+    b.add_argument("--keep-alive", type=float, default=5.0,
+                   help="seconds an idle connection is kept open (default: 5)")
+    b.add_argument("--max-connections", type=int, default=512,
+                   help="open connections beyond which requests get 503 (default: 512)")
     g = p.add_argument_group("model")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     g.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
@@ -624,7 +692,10 @@ def _run_serve(args: argparse.Namespace) -> int:
     settings = ServeSettings(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
                              queue_size=args.queue_size, timeout_s=args.timeout,
                              max_body_mb=args.max_body_mb, max_pixels=args.max_pixels,
-                             api_key=api_key, vqa_answers=answers)
+                             api_key=api_key, vqa_answers=answers,
+                             max_score_tokens=args.max_score_tokens,
+                             read_timeout_s=args.read_timeout, keep_alive_s=args.keep_alive,
+                             max_connections=args.max_connections)
     sock = bind(args.host, args.port)
     try:
         ofa = load(args.model, device=args.device, dtype=args.dtype, vocab=args.vocab)
@@ -662,13 +733,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _print_error(message: str) -> None:
+    """``ofa: error: message`` on stderr, printable whatever bytes a file name or an
+    argument held (an unprintable one would otherwise end in a traceback)."""
+    try:
+        message.encode("utf-8")
+    except UnicodeEncodeError:
+        from .tokenizer import printable  # imported only when needed: it loads torch
+
+        message = printable(message)
+    print(f"ofa: error: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except OFAError as e:
-        print(f"ofa: error: {e}", file=sys.stderr)
+        _print_error(str(e))
         return 1
     except KeyboardInterrupt:
         print("ofa: interrupted", file=sys.stderr)

@@ -7,10 +7,17 @@ Two layers, so training's validation and ``ofa eval`` report the same figures:
 - :func:`run_evaluation` adds what a long benchmark run needs: predictions appended to
   ``predictions.jsonl`` chunk by chunk (an interrupted run resumes from them), sharding over
   ``torchrun`` processes with a merge on rank 0, ``metrics.json`` and a ``summary.md`` table.
+
+Resuming only reuses predictions made the same way: ``run.json`` records the model (a
+fingerprint of its weights), dtype and prediction settings, and each prediction carries a
+``digest`` of its record's inputs; anything different is refused rather than mixed in.
+A record whose input cannot be read (a corrupt image) gets an ``error`` instead of a
+prediction, is counted as wrong, and is tried again by the next run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -39,6 +46,13 @@ PRIMARY_METRIC = {"caption": "cider", "vqa": "acc", "ground": "acc@0.5", "entail
                   "classify": "acc", "summarize": "rougeL"}
 # ids carried from a record into its prediction (to match predictions with the originals)
 _KEPT_IDS = ("question_id", "image_id")
+# the record fields a prediction depends on (besides the task and the image); references
+# (captions, answers, labels, boxes) are not among them, so fixing one keeps predictions
+_INPUT_FIELDS = ("question", "objects", "text", "hypothesis", "premise", "source")
+# the result field each API method answers with
+_RESULT_KEY = {"caption": "caption", "vqa": "answer", "ground": "box", "entail": "label",
+               "classify": "label", "summarize": "summary"}
+RUN_FILE = "run.json"
 
 
 def _group(records: Sequence[dict]) -> dict[str, list[int]]:
@@ -56,42 +70,76 @@ def predict_records(ofa: OFA, records: Sequence[dict], *,
                     vqa_answers: Sequence[str] | None = None, vqa_mode: str = "beam",
                     class_names: Sequence[str] | None = None, batch_size: int = 32,
                     progress: bool = False) -> list[dict]:
-    """One prediction dict (``id``, ``task``, ``prediction``) per record, in record order.
+    """One prediction dict (``id``, ``task``, ``prediction``, the record's input ``digest``)
+    per record, in record order. A record whose input cannot be read (a corrupt image, text
+    that is not UTF-8) gets ``prediction`` None and an ``error`` message instead of failing
+    the others.
 
     VQA decodes with beam search constrained to ``vqa_answers`` when given (the fine-tuned
     setting), or scores all of them with ``vqa_mode="all"``. Classification ranks
     ``class_names`` (default: every label in ``records``).
     """
     out: list[dict | None] = [None] * len(records)
-    opts = {"batch_size": batch_size, "progress": progress}
+    # a bad input (a corrupt image) fails its own record, not the run
+    opts = {"batch_size": batch_size, "progress": progress, "errors": "return"}
     for task, idx in _group(records).items():
         recs = [records[i] for i in idx]
-        images = [r.get("image") for r in recs]
-        if task == "caption":
-            preds = [o["caption"] for o in ofa.caption(images, **opts)]
-        elif task == "vqa":
-            mode = vqa_mode if vqa_answers else "beam"
-            outs = ofa.vqa(images, [r["question"] for r in recs], mode=mode,
-                           answers=list(vqa_answers) if vqa_answers else None,
-                           objects=[r.get("objects") for r in recs]
-                           if any(r.get("objects") for r in recs) else None, **opts)
-            preds = [o["answer"] for o in outs]
-        elif task == "ground":
-            preds = [o["box"] for o in ofa.ground(images, [r["text"] for r in recs], **opts)]
-        elif task == "entail":
-            outs = ofa.entail(images, [r["hypothesis"] for r in recs],
-                              premises=[r.get("premise") for r in recs], **opts)
-            preds = [o["label"] for o in outs]
-        elif task == "classify":
-            names = list(class_names) if class_names else sorted({r["label"] for r in recs})
-            preds = [o["label"] for o in ofa.classify(images, names, **opts)]
-        else:  # summarize
-            preds = [o["summary"] for o in ofa.summarize([r["source"] for r in recs], **opts)]
-        for i, r, p in zip(idx, recs, preds, strict=True):
-            pred = {"id": r.get("id"), "task": task, "prediction": p}
+        outs = _run_task(ofa, task, recs, vqa_answers, vqa_mode, class_names, opts)
+        for i, r, o in zip(idx, recs, outs, strict=True):
+            pred = {"id": r.get("id"), "task": task, "prediction": o.get(_RESULT_KEY[task])}
+            if "error" in o:
+                pred["error"] = o["error"]
             pred.update({k: r[k] for k in _KEPT_IDS if k in r})
+            pred["digest"] = input_digest(r)
             out[i] = pred
     return out  # type: ignore[return-value]
+
+
+def _run_task(ofa: OFA, task: str, recs: list[dict], vqa_answers: Sequence[str] | None,
+              vqa_mode: str, class_names: Sequence[str] | None, opts: dict) -> list[dict]:
+    """The API's result dicts for records of one task, in order."""
+    images = [r.get("image") for r in recs]
+    if task == "caption":
+        return ofa.caption(images, **opts)
+    if task == "vqa":
+        mode = vqa_mode if vqa_answers else "beam"
+        objects = ([r.get("objects") for r in recs]
+                   if any(r.get("objects") for r in recs) else None)
+        return ofa.vqa(images, [r["question"] for r in recs], mode=mode,
+                       answers=list(vqa_answers) if vqa_answers else None, objects=objects,
+                       **opts)
+    if task == "ground":
+        return ofa.ground(images, [r["text"] for r in recs], **opts)
+    if task == "entail":
+        return ofa.entail(images, [r["hypothesis"] for r in recs],
+                          premises=[r.get("premise") for r in recs], **opts)
+    if task == "classify":
+        return ofa.classify(images, _class_names(recs, class_names), **opts)
+    return ofa.summarize([r["source"] for r in recs], **opts)
+
+
+def _class_names(recs: Sequence[dict], class_names: Sequence[str] | None) -> list[str]:
+    """The candidates a classifier ranks: those given, else every label of the records."""
+    if class_names:
+        return list(class_names)
+    return sorted({r["label"] for r in recs if r.get("task") == "classify"})
+
+
+def input_digest(record: dict) -> str:
+    """A short digest of what a prediction depends on in ``record``: its task, text inputs
+    and image. An image path counts by its last two parts (folder and name), so a moved
+    image folder still matches; embedded image bytes count by their content."""
+    image = record.get("image")
+    if isinstance(image, bytes | bytearray):
+        image_key: str | None = hashlib.blake2b(image, digest_size=16).hexdigest()
+    elif isinstance(image, str | os.PathLike):
+        image_key = "/".join(Path(image).parts[-2:])
+    else:  # an in-memory image from Python code: only its kind is known cheaply
+        image_key = None if image is None else type(image).__name__
+    inputs = {"task": record.get("task"), "image": image_key,
+              **{k: record[k] for k in _INPUT_FIELDS if k in record}}
+    text = json.dumps(inputs, sort_keys=True, default=str)  # ASCII: surrogates escaped
+    return hashlib.blake2b(text.encode("ascii"), digest_size=8).hexdigest()
 
 
 def _vqa_metrics(recs: list[dict], preds: list[Any]) -> dict[str, float]:
@@ -134,6 +182,10 @@ def _score(records: Sequence[dict], predictions: Sequence[dict], full: bool
             scores = rouge_scores([gigaword_postprocess(p or "") for p in preds],
                                   [r["summary"] for r in recs])
         metrics.update({f"{task}/{k}": v for k, v in scores.items()})
+        failed = sum(1 for i in idx if predictions[i].get("error"))
+        if failed:
+            notes[f"{task}/failed"] = (f"{failed} of {len(idx)} records failed (see 'error' "
+                                       "in predictions.jsonl) and are counted as wrong")
     return metrics, notes
 
 
@@ -142,7 +194,8 @@ def score_predictions(records: Sequence[dict], predictions: Sequence[dict], *,
     """``"task/metric"`` scores of ``predictions`` (aligned with ``records``).
 
     ``full`` computes every caption metric (METEOR, ROUGE-L, SPICE where they can run: slower,
-    the benchmark setting); otherwise BLEU and CIDEr only (training's validation).
+    the benchmark setting); otherwise BLEU and CIDEr only (training's validation). A
+    prediction with an ``error`` (its input could not be read) counts as wrong.
     """
     return _score(records, predictions, full)[0]
 
@@ -212,6 +265,93 @@ class EvalResult:
     computed: int  # predictions made by this run (the rest came from an earlier run)
     files: dict[str, Path] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)  # metrics not computed, and why
+    failed: int = 0  # records whose input could not be read (counted as wrong)
+    discarded: int = 0  # earlier predictions thrown away because resume was off
+
+
+def weights_fingerprint(model: Any) -> str:
+    """A digest of every weight's name, shape and dtype and of 64 values spread over it:
+    the same for the same weights on any device, different after training or for another
+    checkpoint, and milliseconds to compute even for the largest model."""
+    import torch
+
+    h = hashlib.blake2b(digest_size=8)
+    samples = []
+    for name, t in model.state_dict().items():
+        h.update(f"{name}{tuple(t.shape)}{t.dtype};".encode())
+        flat = t.detach().reshape(-1)
+        if flat.numel():
+            samples.append(flat[::max(1, flat.numel() // 64)][:64].float())
+    if samples:
+        h.update(torch.cat(samples).cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _list_digest(items: Sequence[str] | None) -> str | None:
+    if not items:
+        return None
+    return hashlib.blake2b(json.dumps(list(items)).encode(), digest_size=8).hexdigest()
+
+
+def run_identity(ofa: OFA, *, vqa_answers: Sequence[str] | None = None,
+                 vqa_mode: str = "beam", class_names: Sequence[str] | None = None) -> dict:
+    """What, besides each record's inputs, decides the predictions of a run: the model (its
+    weights' fingerprint, dtype, fine-tuning task and input resolution) and the settings."""
+    model = getattr(ofa, "model", None)
+    dtype = getattr(ofa, "dtype", None)
+    return {"model": getattr(ofa, "name", None),
+            "weights": weights_fingerprint(model) if model is not None else None,
+            "dtype": None if dtype is None else str(dtype).removeprefix("torch."),
+            "model_task": getattr(ofa, "task", None),
+            "image_size": getattr(ofa, "image_size", None),
+            "vqa_mode": vqa_mode if vqa_answers else "beam",
+            "vqa_answers": _list_digest(vqa_answers),
+            "class_names": _list_digest(class_names)}
+
+
+def _identity_changes(old: dict, new: dict) -> list[str]:
+    """How ``new`` differs from ``old``, for the user; the model's name only matters when
+    there are no weights to compare (the same weights under another name predict the same)."""
+    by_weights = bool(old.get("weights") and new.get("weights"))
+    changes = []
+    for key in new:
+        if old.get(key) == new[key] or (key == "model" and by_weights):
+            continue
+        if key == "weights":
+            changes.append(f"model {old.get('model')} [weights {old.get(key)}] -> "
+                           f"{new.get('model')} [weights {new[key]}]")
+        else:
+            changes.append(f"{key} {old.get(key)} -> {new[key]}")
+    return changes
+
+
+def _refuse_resume(out: Path, why: str) -> InputError:
+    return InputError(f"cannot resume in {out}: {why}; pass --no-resume (resume=False) to "
+                      "discard its predictions and start again, or choose another --out")
+
+
+def _check_resumable(out: Path, identity: dict, found: dict[str, dict],
+                     digests: dict[str, str]) -> None:
+    """Refuse to resume from predictions another model, other settings or other records
+    made: reusing them would report their figures under this run's name."""
+    if not found:
+        return
+    path = out / RUN_FILE
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise _refuse_resume(out, f"it holds {len(found)} predictions but no {RUN_FILE} "
+                                  "saying which model and settings made them") from None
+    except (OSError, ValueError) as e:
+        raise _refuse_resume(out, f"{RUN_FILE} is unreadable ({e})") from None
+    changes = _identity_changes(old if isinstance(old, dict) else {}, identity)
+    if changes:
+        raise _refuse_resume(out, "its predictions were made with " + "; ".join(changes))
+    other = [rid for rid, p in found.items()
+             if rid in digests and p.get("digest") != digests[rid]]
+    if other:
+        raise _refuse_resume(out, f"{len(other)} of its predictions were made for other "
+                                  f"inputs under the same ids (first: {other[0]})")
 
 
 def run_evaluation(ofa: OFA, records: Sequence[dict], out_dir: str | os.PathLike[str], *,
@@ -229,28 +369,44 @@ def run_evaluation(ofa: OFA, records: Sequence[dict], out_dir: str | os.PathLike
     (``torch.distributed``), writes the merged ``predictions.jsonl``, ``metrics.json`` and
     ``summary.md`` (plus ``vqa_submission.json`` for VQAv2 questions) and returns the result;
     other ranks return None. One process writes ``predictions.jsonl`` directly.
+
+    Resuming reuses a prediction only if ``run.json`` shows the same model and settings
+    (:func:`run_identity`) and the record's inputs are unchanged (:func:`input_digest`); a
+    difference raises :class:`~ofa.errors.InputError` (``resume=False`` starts afresh).
+    Predictions that failed (``error``) are tried again.
     """
     from tqdm import tqdm
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # one pass over the records: what scoring needs, without the (possibly large) images
-    refs = [{k: v for k, v in r.items() if k != "image"} for r in records]
+    refs, digest_list = [], []
+    for r in records:
+        refs.append({k: v for k, v in r.items() if k != "image"})
+        digest_list.append(input_digest(r))
     ids = check_ids(refs)
+    digests = dict(zip(ids, digest_list, strict=True))
+    if any(r["task"] == "classify" for r in refs):
+        # every chunk must rank the same candidates, and run.json must name them
+        class_names = _class_names(refs, class_names)
+    identity = run_identity(ofa, vqa_answers=vqa_answers, vqa_mode=vqa_mode,
+                            class_names=class_names)
     merged_path = out / "predictions.jsonl"
     stale = [merged_path, *sorted(out.glob("predictions.rank*.jsonl"))]
-    done: dict[str, dict] = {}
+    found: dict[str, dict] = {}
+    for path in stale:
+        found.update(read_predictions(path))
     if resume:
-        for path in stale:
-            done.update(read_predictions(path))
-    else:
-        _barrier(world_size)  # every rank has listed the files before rank 0 removes them
-        if rank == 0:
+        _check_resumable(out, identity, found, digests)
+    _barrier(world_size)  # every rank has read the files before rank 0 changes them
+    if rank == 0:
+        if not resume:
             for path in stale:
                 path.unlink(missing_ok=True)
-        _barrier(world_size)
-    known = set(ids)
-    done = {k: v for k, v in done.items() if k in known}
+        _write_atomic(out / RUN_FILE, json.dumps(identity, indent=2) + "\n")
+    _barrier(world_size)
+    done = {rid: p for rid, p in found.items()
+            if resume and rid in digests and not p.get("error")}
     todo = [i for i, rid in enumerate(ids) if rid not in done][rank::world_size]
     own_path = merged_path if world_size == 1 else out / f"predictions.rank{rank}.jsonl"
     chunk = chunk_size or max(8 * batch_size, 64)
@@ -281,15 +437,32 @@ def run_evaluation(ofa: OFA, records: Sequence[dict], out_dir: str | os.PathLike
         counts[r["task"]] = counts.get(r["task"], 0) + 1
     files = {"predictions": merged_path, "metrics": out / "metrics.json",
              "summary": out / "summary.md"}
+    _write_vqa_submission(out, refs, predictions, files, notes)
     _write_atomic(files["metrics"], json.dumps(metrics, indent=2) + "\n")
     _write_atomic(files["summary"], summary_table(metrics, counts, title, notes))
-    vqa = [r for r in refs if r["task"] == "vqa"]
-    if vqa and all("question_id" in r for r in vqa):
-        from .data.vqav2 import write_vqa_submission
+    failed = sum(1 for p in predictions if p.get("error"))
+    discarded = 0 if resume else len(found)
+    return EvalResult(metrics, predictions, counts, len(mine), files, notes, failed, discarded)
 
-        files["vqa_submission"] = write_vqa_submission(out / "vqa_submission.json", vqa,
-                                                       predictions)
-    return EvalResult(metrics, predictions, counts, len(mine), files, notes)
+
+def _write_vqa_submission(out: Path, refs: list[dict], predictions: list[dict],
+                          files: dict[str, Path], notes: dict[str, str]) -> None:
+    """``vqa_submission.json`` for VQAv2 questions, unless some failed: the evaluation server
+    refuses a file with a question missing (an older file is removed, not left stale)."""
+    vqa = [(r, p) for r, p in zip(refs, predictions, strict=True) if r["task"] == "vqa"]
+    if not vqa or not all("question_id" in r for r, _ in vqa):
+        return
+    path = out / "vqa_submission.json"
+    failed = sum(1 for _, p in vqa if p.get("error"))
+    if failed:
+        path.unlink(missing_ok=True)
+        notes["vqa/submission"] = (f"vqa_submission.json not written: {failed} of {len(vqa)} "
+                                   "questions failed; run again to retry them")
+        return
+    from .data.vqav2 import write_vqa_submission
+
+    files["vqa_submission"] = write_vqa_submission(path, [r for r, _ in vqa],
+                                                   [p for _, p in vqa])
 
 
 def summary_table(metrics: dict[str, float], counts: dict[str, int],

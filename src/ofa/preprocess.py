@@ -1,5 +1,10 @@
 """Image loading and preprocessing exactly as the official OFA data pipeline does it.
 
+Every encoded image (a file, bytes, a server upload) is opened by :func:`read_image`: its
+header's size is checked against a pixel limit before any pixel is decoded (a few kilobytes
+of PNG can claim a 100,000 x 100,000 canvas), and every decoder failure becomes one
+:class:`ImageError` saying why.
+
 Official pipeline (caption/VQA/SNLI-VE/ImageNet eval/RefCOCO): ``Image.open(...).convert("RGB")``
 then ``Resize((S, S), BICUBIC)`` on the PIL image (a squash: the aspect ratio is not kept), then
 ``ToTensor`` (uint8 / 255) and ``Normalize(mean, std)``, all in float32.
@@ -7,8 +12,10 @@ then ``Resize((S, S), BICUBIC)`` on the PIL image (a squash: the aspect ratio is
 
 from __future__ import annotations
 
+import functools
 import io
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,17 +26,23 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ofa.errors import InputError
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "MAX_PIXELS_ENV",
     "OFA_MEAN",
     "OFA_STD",
     "TASK_IMAGE_SIZES",
+    "ImageError",
     "ImageInput",
     "ImageTransform",
+    "check_max_pixels",
+    "default_max_pixels",
     "image_pixels",
     "load_image",
     "preprocess_image",
     "preprocess_images",
+    "read_image",
     "resize_image",
     "to_rgb",
 ]
@@ -53,6 +66,18 @@ _TASK_NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 }
 
 ImageInput = str | os.PathLike[str] | bytes | Image.Image | np.ndarray | torch.Tensor
+
+# The largest encoded image decoded by default (the server's default too): 40 M pixels is
+# 120 MB as RGB, well above any photo the models see (they squash to 480 x 480).
+DEFAULT_MAX_PIXELS = 40_000_000
+MAX_PIXELS_ENV = "OFA_MAX_PIXELS"
+# Pillow hands EPS files to Ghostscript, an interpreter: no image file should run one.
+_NEVER_OPENED = frozenset({"EPS"})
+
+
+class ImageError(InputError):
+    """An encoded image was refused: unreadable, corrupt, or over the pixel limit. The message
+    says why and is safe to show to a client."""
 
 
 # ---------------------------------------------------------------------- loading
@@ -172,19 +197,93 @@ def _tensor_to_array(t: torch.Tensor, name: str) -> np.ndarray:
     return t.contiguous().numpy()
 
 
-def _open_image(source: str | os.PathLike[str] | bytes, name: str) -> Image.Image:
+def check_max_pixels(value: object, what: str = "max_pixels") -> int:
+    """``value`` if it is a positive int; InputError naming ``what`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{what} must be a positive integer (pixels), got {value!r}")
+    return value
+
+
+def default_max_pixels() -> int:
+    """The pixel limit when none is given: ``$OFA_MAX_PIXELS`` if set, else 40,000,000."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
     try:
-        fp = io.BytesIO(source) if isinstance(source, bytes) else source
-        with Image.open(fp) as im:
-            im.load()  # decode now so truncated files fail here, not later
-            return to_rgb(im) if im.mode != "RGB" else im.copy()
-    except UnidentifiedImageError:
-        raise InputError(f"{name} is not an image file Pillow can read") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise InputError(f"{name} is corrupt or unreadable: {e}") from None
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        value = raw  # reported below
+    return check_max_pixels(value, MAX_PIXELS_ENV)
 
 
-def load_image(image: ImageInput, *, exif_transpose: bool = False) -> Image.Image:
+@functools.cache
+def _local_formats() -> tuple[str, ...]:
+    Image.init()
+    return tuple(f for f in Image.OPEN if f not in _NEVER_OPENED)
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int, name: str) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageError(f"{name} is {width} x {height} = {width * height:,} pixels, above "
+                         f"the limit of {max_pixels:,} (decompression bomb guard; see "
+                         "--max-pixels)")
+
+
+def _open_source(source: str | os.PathLike[str] | bytes, name: str) -> io.IOBase:
+    if isinstance(source, bytes | bytearray | memoryview):
+        if not len(source):
+            raise ImageError(f"{name} is empty (0 bytes)")
+        return io.BytesIO(bytes(source))
+    try:
+        return open(source, "rb")  # noqa: SIM115 - closed by read_image
+    except OSError as e:
+        raise ImageError(f"cannot read {name}: {e.strerror or e}") from None
+
+
+def read_image(source: str | os.PathLike[str] | bytes, *, max_pixels: int | None = None,
+               name: str = "image", formats: Sequence[str] | None = None) -> Image.Image:
+    """Decode an encoded image (a file path or its bytes) to RGB, first frame only.
+
+    The size in the header is checked against ``max_pixels`` (default:
+    :func:`default_max_pixels`) before any pixel is decoded. ``formats`` limits the decoders
+    tried (default: every Pillow format but EPS). Every failure raises :class:`ImageError`
+    with ``name`` in its message; nothing else escapes, whatever the bytes.
+    """
+    limit = default_max_pixels() if max_pixels is None else check_max_pixels(max_pixels)
+    accepted = tuple(formats) if formats is not None else _local_formats()
+    with _open_source(source, name) as fp, warnings.catch_warnings():
+        # The limit is checked from the header below; Pillow's own warning (at its larger
+        # limit) would only repeat that check as two raw lines of output.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(fp, formats=accepted) as im:
+                _check_pixels(im.size, limit, name)
+                im.load()  # decode now so truncated files fail here, not later
+                return to_rgb(im) if im.mode != "RGB" else im.copy()
+        except ImageError:
+            raise
+        except UnidentifiedImageError:
+            shown = f" (accepted formats: {', '.join(accepted)})" if formats is not None else ""
+            raise ImageError(f"{name} is not a readable image file{shown}") from None
+        except Image.DecompressionBombError:
+            # past twice Pillow's own limit Pillow refuses before the header check can run
+            hard = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+            above = (f"the limit of {limit:,}" if limit < hard
+                     else "Pillow's own limit (2 x PIL.Image.MAX_IMAGE_PIXELS)")
+            raise ImageError(f"{name} has more than {hard:,} pixels, above {above} "
+                             "(decompression bomb guard)") from None
+        except InputError as e:  # to_rgb on an exotic mode
+            raise ImageError(f"{name}: {e}") from None
+        except MemoryError:
+            raise ImageError(f"{name} needs more memory to decode than is available") from None
+        except Exception as e:  # noqa: BLE001 - decoders raise many types on damaged input
+            reason = str(e) or type(e).__name__
+            raise ImageError(f"{name} is corrupt or truncated: {reason}") from None
+
+
+def load_image(image: ImageInput, *, exif_transpose: bool = False,
+               max_pixels: int | None = None) -> Image.Image:
     """Return ``image`` as an RGB PIL image.
 
     Accepts a path, encoded file bytes, a PIL image (any mode), a numpy array (HxW, HxWx1,
@@ -192,6 +291,8 @@ def load_image(image: ImageInput, *, exif_transpose: bool = False) -> Image.Imag
     (CxHxW or HxWxC, same dtypes).
     ``exif_transpose`` applies the EXIF orientation; off by default because the official
     pipeline ignores it (turn it on for phone photos when parity is not the point).
+    ``max_pixels`` caps files and bytes (see :func:`read_image`); images already in memory
+    are not capped.
     """
     if isinstance(image, Image.Image):
         img = to_rgb(image)
@@ -201,9 +302,9 @@ def load_image(image: ImageInput, *, exif_transpose: bool = False) -> Image.Imag
             raise InputError(f"image file not found: {path}")
         if not path.is_file():
             raise InputError(f"image path is not a file: {path}")
-        img = _open_image(path, f"image file {path}")
+        img = read_image(path, max_pixels=max_pixels, name=f"image file {path}")
     elif isinstance(image, bytes | bytearray | memoryview):
-        img = _open_image(bytes(image), "image bytes")
+        img = read_image(bytes(image), max_pixels=max_pixels, name="image bytes")
     elif isinstance(image, np.ndarray):
         img = _array_to_image(image, "image array")
     elif isinstance(image, torch.Tensor):
@@ -264,11 +365,14 @@ class ImageTransform:
         size: int,
         mean: Sequence[float] = OFA_MEAN,
         std: Sequence[float] = OFA_STD,
+        max_pixels: int | None = None,
     ) -> None:
         self.size = _check_size(size)
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)
         self._mean, self._std = _check_stats(self.mean, self.std)
+        # None: read_image's default, looked up at each load so $OFA_MAX_PIXELS applies
+        self.max_pixels = None if max_pixels is None else check_max_pixels(max_pixels)
 
     @classmethod
     def for_task(cls, task: str) -> ImageTransform:
@@ -279,7 +383,11 @@ class ImageTransform:
         return cls(TASK_IMAGE_SIZES[task], mean, std)
 
     def __call__(self, image: ImageInput) -> torch.Tensor:
-        return self.normalize(resize_image(load_image(image), self.size))
+        return self.normalize(resize_image(self.load(image), self.size))
+
+    def load(self, image: ImageInput) -> Image.Image:
+        """``image`` as RGB (:func:`load_image` under this transform's pixel limit)."""
+        return load_image(image, max_pixels=self.max_pixels)
 
     def normalize(self, resized: Image.Image | torch.Tensor) -> torch.Tensor:
         """The tensor of an RGB image already resized to ``size`` (see :func:`resize_image`),
@@ -303,7 +411,7 @@ class ImageTransform:
             raise InputError("no images given")
         tensors, sizes = [], []
         for image in images:
-            img = load_image(image)
+            img = self.load(image)
             sizes.append(img.size)
             tensors.append(_to_tensor(resize_image(img, self.size), self._mean, self._std))
         return torch.stack(tensors), sizes

@@ -38,6 +38,8 @@ __all__ = [
     "OFATokenizer",
     "as_id_list",
     "pad_batch",
+    "printable",
+    "require_utf8",
 ]
 
 BOS = 0
@@ -61,6 +63,38 @@ BART_FILES = ("vocab.json", "merges.txt")
 
 PathLike = str | os.PathLike[str]
 IdSequence = Sequence[int] | torch.Tensor
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print or write as UTF-8: bytes that were not valid UTF-8 (which Python
+    keeps as lone surrogates, e.g. in ``sys.argv``) are shown as ``\\xff``, other lone
+    surrogates as ``\\udXXX``; valid text is returned unchanged."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")  # undecodable bytes back to bytes
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def require_utf8(text: str, what: str = "text") -> str:
+    """``text`` unchanged if it is valid Unicode (no lone surrogate), else one InputError
+    naming ``what`` and the bad byte. Every text the model reads passes here
+    (:meth:`OFATokenizer.encode`); the Python API (so the CLI and the server too) calls it
+    first on each input field, so that its error names the field as the caller wrote it.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad = text[e.start]
+        code = ord(bad)
+        # 0xDC80..0xDCFF is how Python's surrogateescape keeps an undecodable byte
+        shown = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else \
+            f"lone surrogate U+{code:04X}"
+        excerpt = printable(text)
+        excerpt = excerpt if len(excerpt) <= 60 else excerpt[:57] + "..."
+        raise InputError(f"{what} is not valid UTF-8 text ({shown} at character "
+                         f"{e.start + 1} of '{excerpt}')") from None
+    return text
 
 
 def _read_text(path: PathLike) -> str:
@@ -252,6 +286,7 @@ class OFATokenizer:
         key = (text, bool(add_bos_eos))
         ids = self._encoded.get(key)
         if ids is None:
+            require_utf8(text)
             ids = tuple(self._tok.encode(text, add_special_tokens=add_bos_eos).ids)
             if len(self._encoded) >= _ENCODE_CACHE_SIZE:
                 self._encoded.clear()
@@ -266,6 +301,7 @@ class OFATokenizer:
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise InputError(f"texts[{i}] must be a str, got {type(t).__name__}")
+            require_utf8(t, f"texts[{i}]")
         encs = self._tok.encode_batch(texts, add_special_tokens=add_bos_eos)
         return [e.ids for e in encs]
 
