@@ -644,10 +644,10 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--vqa-answers", type=Path, default=None,
                    help="default candidate answers for VQA, one per line (default: the "
                         "demo model's answers for shapes-demo, else none)")
-    b.add_argument("--max-score-tokens", type=int, default=4000,
+    b.add_argument("--max-score-tokens", type=int, default=2000,
                    help="most scoring tokens one classify or VQA mode-all request may cost "
-                        "before 422; a candidate costs 64 + the question's tokens + its own "
-                        "(default: 4000, a few seconds of the base model on 2 CPU cores; "
+                        "before 422; a candidate costs 65 + its tokens (+ the question's, for "
+                        "VQA) (default: 2000, a few seconds of the base model on 2 CPU cores; "
                         "raise it on a GPU)")
     b.add_argument("--read-timeout", type=float, default=20.0,
                    help="seconds a request may take to arrive whole (headers and body) "

@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -51,10 +53,36 @@ if TYPE_CHECKING:
     from .tokenizer import OFATokenizer
 
 __all__ = ["GenerationConfig", "Hypothesis", "Trie", "SequenceGenerator", "generate",
-           "score_candidates", "encode_answers"]
+           "score_candidates", "encode_answers", "on_checkpoint"]
 
 NUM_SPECIAL = 4  # ids 0-3 (BOS, PAD, EOS, UNK): the official range mask never blanks them
 _NEG_INF = float("-inf")
+
+
+# ---------------------------------------------------------------- checkpoints
+# A server runs long calls (thousands of candidates, long beams) for clients that may stop
+# waiting. Between two decoding steps or two candidate chunks the loops below call the
+# hook installed for their thread, which may raise to abandon the call (the exception
+# leaves generate / score_candidates as is) or block while other work uses the device.
+# Per thread, so one worker's hook never fires in another's loops; none installed: no-op.
+_hooks = threading.local()
+
+
+@contextmanager
+def on_checkpoint(hook: Callable[[], None]) -> Iterator[None]:
+    """Call ``hook()`` between decoding steps and candidate chunks in this thread."""
+    previous = getattr(_hooks, "hook", None)
+    _hooks.hook = hook
+    try:
+        yield
+    finally:
+        _hooks.hook = previous
+
+
+def _checkpoint() -> None:
+    hook = getattr(_hooks, "hook", None)
+    if hook is not None:
+        hook()
 
 
 # ---------------------------------------------------------------- settings and results
@@ -333,6 +361,8 @@ class _Search:
         enc = encoder_out
         step = 0
         while True:
+            if step:
+                _checkpoint()
             rows_sent = sent.repeat_interleave(r)
             rows_code = code_mask[rows_sent] if code_mask is not None else None
             logits = model.decode(tokens[:, -1:], enc, cache, rows_code)[:, -1, :].float()
@@ -588,6 +618,8 @@ def score_candidates(model: OFAModel, encoder_out: EncoderOutput,
 
     out = torch.empty(b, len(answers), dtype=torch.float32, device=device)
     for c0 in range(0, len(answers), chunk_size):
+        if c0:
+            _checkpoint()
         chunk = answers[c0:c0 + chunk_size]
         m = len(chunk)
         enc = encoder_out.index_select(torch.arange(b, device=device).repeat_interleave(m))

@@ -14,7 +14,7 @@ import pytest
 import uvicorn
 
 from ofa.demo import DEMO_IMAGE
-from ofa.serve import ServeSettings, bind, create_app
+from ofa.serve import ServeSettings, bind, create_app, uvicorn_config
 
 
 @pytest.fixture(scope="session")
@@ -50,11 +50,12 @@ class Live:
 
 @contextmanager
 def live_server(model, **settings) -> Iterator[Live]:
-    """``create_app(model, ServeSettings(**settings))`` served by uvicorn in a thread."""
-    app = create_app(model, ServeSettings(**settings))
+    """``create_app(model, ServeSettings(**settings))`` served by uvicorn in a thread, with
+    the production configuration (timeouts, connection cap)."""
+    config = ServeSettings(**settings)
+    app = create_app(model, config)
     sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
-                                           timeout_graceful_shutdown=20))
+    server = uvicorn.Server(uvicorn_config(app, config, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -19,6 +19,7 @@ from ofa.cli import main
 
 FLAGS = ("--model", "--host", "--port", "--api-key", "OFA_API_KEY", "--allow-no-auth",
          "--max-batch-size", "--max-wait-ms", "--queue-size", "--timeout", "--max-body-mb",
+         "--max-score-tokens", "--read-timeout", "--keep-alive", "--max-connections",
          "--device", "--dtype")
 
 

@@ -278,7 +278,8 @@ def test_settings_are_checked():
 
     for bad in ({"max_batch_size": 0}, {"queue_size": -1}, {"timeout_s": 0},
                 {"max_wait_ms": -1}, {"max_body_mb": float("nan")}, {"api_key": " "},
-                {"vqa_answers": []}):
+                {"vqa_answers": []}, {"max_score_tokens": 0}, {"max_connections": 1.5},
+                {"read_timeout_s": 0}, {"keep_alive_s": float("inf")}):
         with pytest.raises(InputError):
             ServeSettings(**bad)
 

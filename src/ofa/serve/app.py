@@ -3,10 +3,11 @@
 One POST endpoint per task (``/v1/caption`` ...), each taking JSON (image as base64) or
 multipart (image as a file); ``/healthz``, ``/v1/models``, ``/metrics`` and the web page at
 ``/``. Requests are parsed and their images decoded on the event loop's side (decoding in a
-worker thread), then queued to the dynamic batcher, which runs the model in its own thread.
+worker thread), then queued to the dynamic batcher, which runs the model in its own threads.
+Candidate-scoring requests are priced first (:mod:`.cost`) and refused if over budget.
 Every refusal is an ``{"detail": ...}`` body with a 4xx/5xx status chosen so that a client
-knows what to do: fix the request (400, 413, 415, 422), authenticate (401) or retry later
-(503 with Retry-After, 504).
+knows what to do: fix the request (400, 408, 413, 415, 422), authenticate (401) or retry
+later (503 with Retry-After, 504).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..errors import OFAError
 from .batching import DynamicBatcher, QueueFullError, ShuttingDownError
+from .cost import ScoringBudget
 from .endpoints import SPECS, TaskSpec, finite
 from .errors import ApiError, error_response
 from .images import ImageError, decode_image
@@ -66,11 +68,15 @@ RETRY_AFTER = {"Retry-After": {"description": "seconds after which a retry is li
                                               "succeed", "schema": {"type": "integer"}}}
 TASK_ERRORS = {
     400: _error("the body could not be parsed (malformed JSON or multipart)"),
+    408: _error("the request did not arrive whole within the server's read timeout; the "
+                "connection is closed"),
     413: _error("the request body is larger than the server's limit"),
     415: _error("unsupported content type: use application/json or multipart/form-data"),
-    422: _error("a field is missing or wrong, or the image is corrupt, too large or not an "
-                "image; `detail` says which"),
-    503: _error("the task's queue is full or the server is shutting down", RETRY_AFTER),
+    422: _error("a field is missing or wrong, the image is corrupt, too large or not an "
+                "image, or the candidates cost more than the server's scoring budget; "
+                "`detail` says which"),
+    503: _error("the task's queue is full, the server holds its most open connections, or "
+                "it is shutting down", RETRY_AFTER),
     504: _error("no answer within the server's per-request timeout"),
 }
 AUTH_ERROR = {401: _error("missing or wrong API key", {
@@ -91,6 +97,8 @@ def create_app(ofa: Any, settings: ServeSettings | None = None) -> FastAPI:
                              max_wait_s=settings.max_wait_s, queue_size=settings.queue_size,
                              on_batch=metrics.observe_batch)
     metrics.watch_queues(SPECS, batcher.queue_depth, lambda: batcher.in_flight)
+    budget = ScoringBudget(getattr(ofa, "tokenizer", None), settings.max_score_tokens,
+                           settings.vqa_answers)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -107,7 +115,7 @@ def create_app(ofa: Any, settings: ServeSettings | None = None) -> FastAPI:
     auth = AUTH_ERROR if settings.api_key else {}
     for spec in SPECS.values():
         app.add_api_route(
-            spec.path, _task_endpoint(spec, batcher, settings, name), methods=["POST"],
+            spec.path, _task_endpoint(spec, batcher, budget, settings, name), methods=["POST"],
             response_model=spec.result, summary=spec.summary, operation_id=spec.name,
             description=(spec.request.__doc__ or spec.summary).strip(), tags=["tasks"],
             responses={**TASK_ERRORS, **auth},
@@ -125,11 +133,16 @@ def create_app(ofa: Any, settings: ServeSettings | None = None) -> FastAPI:
     return app
 
 
-def _task_endpoint(spec: TaskSpec, batcher: DynamicBatcher, settings: ServeSettings,
-                   name: str):
+def _task_endpoint(spec: TaskSpec, batcher: DynamicBatcher, budget: ScoringBudget,
+                   settings: ServeSettings, name: str):
     async def endpoint(request: Request):
         arrived = time.perf_counter()
         parsed = await parse_request(request, spec.request, spec.image)
+        req = parsed.request
+        options = req.options()
+        fields = {f: getattr(req, f) for f in spec.fields}
+        if budget.applies(spec.name, options):  # before decoding: refusals should be cheap
+            await run_in_threadpool(budget.check, spec.name, options, fields)
         image = size = None
         if parsed.image is not None:
             try:
@@ -137,15 +150,13 @@ def _task_endpoint(spec: TaskSpec, batcher: DynamicBatcher, settings: ServeSetti
             except ImageError as e:
                 raise ApiError(422, str(e)) from None
             size = image.size
-        req = parsed.request
-        options = req.options()
         if spec.image == "optional":
             options["with_image"] = image is not None
-        payload = Payload(image, {f: getattr(req, f) for f in spec.fields})
-        budget = settings.timeout_s - (time.perf_counter() - arrived)
+        payload = Payload(image, fields)
+        time_left = settings.timeout_s - (time.perf_counter() - arrived)
         try:
             delivery = await asyncio.wait_for(batcher.submit(spec.name, options, payload),
-                                              budget)
+                                              time_left)
         except TimeoutError:
             raise ApiError(504, f"no answer within the server's {settings.timeout_s:g} s "
                                 "timeout; the server is overloaded, retry later") from None

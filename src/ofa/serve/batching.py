@@ -4,15 +4,22 @@ A model call on 8 images costs far less than 8 calls on one (the weights are rea
 matrix products are wider), so under concurrent load batching multiplies throughput for a
 small, bounded price in latency (``max_wait_s``). Each task has its own bounded queue and a
 collector coroutine: it takes the first waiting request, gathers more until the batch is
-full or the wait is over, and hands the batch to a single worker thread. Torch therefore
-never runs on the event loop (which keeps accepting, parsing and answering requests), and
-batches never run concurrently with each other (they would only fight over the same cores
-or GPU). While one batch runs, the next one accumulates, so a busy server batches more.
+full or the wait is over, and hands the batch to a worker thread. Torch therefore never
+runs on the event loop (which keeps accepting, parsing and answering requests), and batches
+never run at the same time as each other (they would only fight over the same cores or
+GPU). While one batch runs, the next one accumulates, so a busy server batches more.
 
 Requests in one batch may carry different options (e.g. two VQA answer lists); the batch is
 split into groups of equal options and each group is one model call. The batcher knows
-nothing about OFA: it calls ``run(task, options, payloads)`` in the worker thread, which
+nothing about OFA: it calls ``run(task, options, payloads)`` in a worker thread, which
 returns one result or exception per payload.
+
+Long calls (thousands of candidates) must neither starve other tasks nor outlive their
+clients. Each task's batch waits for the model in its own worker thread, and the calls take
+turns (:mod:`.turns`): long work calls :func:`checkpoint` between chunks, which hands the
+model to a waiting call that has used it less (a new request goes first), and raises
+:class:`Abandoned` once no request of the call is waited for any more (all timed out, or
+the server is stopping), so the rest of that call is dropped instead of holding the model.
 """
 
 from __future__ import annotations
@@ -21,11 +28,14 @@ import asyncio
 import json
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+
+from .turns import Call, Turns
 
 log = logging.getLogger("ofa.serve")
 
@@ -45,6 +55,22 @@ class ShuttingDownError(Exception):
     """The server is stopping and takes no new work."""
 
 
+class Abandoned(Exception):
+    """Raised by :func:`checkpoint`: nobody waits for this call's results any more."""
+
+
+_current = threading.local()  # the checkpoint of the call this worker thread runs
+
+
+def checkpoint() -> None:
+    """Called by long work between chunks, in the worker thread: lets the batches waiting
+    for the model run first, and raises :class:`Abandoned` if the call's requests have all
+    timed out or the server is stopping. Outside a batcher's call it does nothing."""
+    check = getattr(_current, "check", None)
+    if check is not None:
+        check()
+
+
 @dataclass
 class Delivery:
     """What a request gets back: its result (or exception), the size of the model call it
@@ -62,6 +88,22 @@ class _Job:
     payload: Any
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
+
+    @property
+    def abandoned(self) -> bool:
+        # Read from the worker thread: ``done()`` only compares a state field, and a stale
+        # answer just means one more chunk is run or checked.
+        return self.future.done()
+
+
+@dataclass
+class _Ran:
+    """What one model call in a worker thread gives back to the event loop."""
+
+    jobs: list[_Job]  # those still waited for when the call started
+    results: list[Any]
+    started: float
+    seconds: float  # model time: the turns it gave to other calls not counted
 
 
 def _options_key(options: dict) -> str:
@@ -83,20 +125,25 @@ class DynamicBatcher:
         self._queues: dict[str, asyncio.Queue[_Job]] = {}
         self._collectors: list[asyncio.Task] = []
         self._executor: ThreadPoolExecutor | None = None
+        self._turns = Turns()
         self._closing = False
-        self._running = 0  # requests inside a model call right now
+        self._running = 0  # requests inside a model call (running or waiting for its turn)
         self._batch_s = 0.1  # moving average of one model call, for Retry-After
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Create the queues and collectors (inside the server's event loop)."""
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ofa-model")
+        # one thread per task: each collector has at most one call out, and calls that wait
+        # for their turn must not wait for a thread as well
+        self._executor = ThreadPoolExecutor(max_workers=len(self.tasks),
+                                            thread_name_prefix="ofa-model")
         self._queues = {t: asyncio.Queue(self.queue_size) for t in self.tasks}
         self._collectors = [asyncio.create_task(self._collect(t), name=f"ofa-batcher-{t}")
                             for t in self.tasks]
 
     async def stop(self) -> None:
-        """Refuse new work, fail what is still queued, let the running batch finish."""
+        """Refuse new work, fail what is still queued, and drop running calls at their next
+        checkpoint (by now the server has answered or timed out every request it holds)."""
         self._closing = True
         for task in self._collectors:
             task.cancel()
@@ -179,27 +226,63 @@ class DynamicBatcher:
             jobs = [j for j in jobs if not j.future.done()]
             if not jobs:
                 continue
-            started = time.perf_counter()
-            self._running = len(jobs)
+            self._running += len(jobs)
             try:
-                results = await loop.run_in_executor(
-                    self._executor, self._run, task, jobs[0].options, [j.payload for j in jobs])
+                ran = await loop.run_in_executor(self._executor, self._call, task, jobs)
+            except asyncio.CancelledError:  # stop() while running: nobody will deliver these
+                self._fail(jobs, ShuttingDownError("the server is shutting down"))
+                raise
+            finally:
+                self._running -= len(jobs)
+            if ran is None:  # abandoned: its requests got their 504, or the server stops
+                if self._closing:
+                    self._fail(jobs, ShuttingDownError("the server is shutting down"))
+                continue
+            self._batch_s = 0.8 * self._batch_s + 0.2 * ran.seconds
+            if self._on_batch is not None:
+                self._on_batch(task, len(ran.jobs), ran.seconds)
+            for job, result in zip(ran.jobs, ran.results, strict=True):
+                if not job.future.done():
+                    job.future.set_result(Delivery(result, len(ran.jobs),
+                                                   ran.started - job.enqueued))
+
+    def _call(self, task: str, jobs: list[_Job]) -> _Ran | None:
+        """In a worker thread: wait for the model's turn, then run the requests still waited
+        for. None when there are none left, before or during the call."""
+        with Call(self._turns) as call:
+            jobs = [j for j in jobs if not j.abandoned]
+            if self._closing or not jobs:
+                return None
+            started = time.perf_counter()
+            _current.check = lambda: self._check(call, jobs)
+            try:
+                results = list(self._run(task, jobs[0].options, [j.payload for j in jobs]))
                 if len(results) != len(jobs):
                     raise RuntimeError(f"run returned {len(results)} results for {len(jobs)}")
-            except asyncio.CancelledError:  # stop() while running: nobody will deliver these
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(ShuttingDownError("the server is shutting down"))
-                raise
+            except Abandoned:
+                log.info("dropped the rest of a %s call (%d request(s)): %s", task, len(jobs),
+                         "the server is stopping" if self._closing else "they all timed out")
+                return None
             except Exception as e:  # a bug or an exhausted device: every request learns it
                 log.exception("batch of %d %s requests failed", len(jobs), task)
                 results = [e] * len(jobs)
             finally:
-                self._running = 0
-            elapsed = time.perf_counter() - started
-            self._batch_s = 0.8 * self._batch_s + 0.2 * elapsed
-            if self._on_batch is not None:
-                self._on_batch(task, len(jobs), elapsed)
-            for job, result in zip(jobs, results, strict=True):
-                if not job.future.done():
-                    job.future.set_result(Delivery(result, len(jobs), started - job.enqueued))
+                _current.check = None
+        # the model time it used, without the turns it gave to others
+        return _Ran(jobs, results, started, call.used_s)
+
+    def _check(self, call: Call, jobs: list[_Job]) -> None:
+        """The checkpoint of a running call (see :func:`checkpoint`)."""
+        self._raise_if_abandoned(jobs)
+        if call.checkpoint():  # others ran meanwhile, long enough for ours to time out
+            self._raise_if_abandoned(jobs)
+
+    def _raise_if_abandoned(self, jobs: list[_Job]) -> None:
+        if self._closing or all(j.abandoned for j in jobs):
+            raise Abandoned
+
+    @staticmethod
+    def _fail(jobs: list[_Job], error: Exception) -> None:
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_exception(error)

@@ -99,7 +99,9 @@ class BodyLimitMiddleware:
 
 
 class RequestMetricsMiddleware:
-    """Counts task requests by status and times them, refusals (401, 413) included."""
+    """Counts task requests by status and times them, refusals (401, 413) included. A request
+    that ends with no answer (its connection closed by the client, or cut by the server's
+    read timeout) counts as 499, nginx's "client closed request", not as a server error."""
 
     def __init__(self, app: ASGIApp, observe: Callable[[str, int, float], None],
                  task_of: Callable[[str], str | None]) -> None:
@@ -113,7 +115,7 @@ class RequestMetricsMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status = 500
+        status = 499
 
         async def send_and_note(message: Message) -> None:
             nonlocal status
@@ -123,5 +125,9 @@ class RequestMetricsMiddleware:
 
         try:
             await self.app(scope, receive, send_and_note)
+        except Exception:
+            if status == 499:  # escaped before any answer: uvicorn answers 500
+                status = 500
+            raise
         finally:
             self.observe(task, status, time.perf_counter() - start)

@@ -4,7 +4,9 @@ Called in the batcher's worker thread. One list call per group (``ofa.caption([i
 img2, ...], batch_size=n)``) is what makes batching pay. A bad input must not sink its
 companions: per-input errors come back as ``{"error": ...}`` (``errors="return"``), and if
 the whole call is refused (an option the model cannot honour, a text too long for the
-encoder), each request is retried alone so only the faulty ones get the error.
+encoder), each request is retried alone so only the faulty ones get the error. Decoding steps
+and candidate chunks call the batcher's :func:`checkpoint`, so a long call lets other
+batches run and stops once nobody waits for it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 import torch
 
 from ..errors import InputError, OFAError
+from ..generate import on_checkpoint
+from .batching import checkpoint
 
 TASKS = ("caption", "vqa", "ground", "entail", "classify", "summarize", "generate")
 
@@ -41,7 +45,7 @@ class ModelRunner:
 
     def __call__(self, task: str, options: dict, payloads: list[Payload]) -> list[Any]:
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), on_checkpoint(checkpoint):
                 try:
                     results = self._call(task, options, payloads)
                 except OFAError as e:

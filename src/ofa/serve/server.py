@@ -3,7 +3,9 @@
 Binding first turns the usual startup mistakes (port taken, unknown host) into one clear
 error line before the model is loaded, and lets ``--port 0`` pick a free port whose number
 is printed. uvicorn handles SIGINT/SIGTERM gracefully: it stops accepting connections, lets
-in-flight requests finish (up to the request timeout plus a margin), then stops the batcher.
+in-flight requests finish, then stops the batcher. Every wait there is bounded: a request
+arrives whole within the read timeout or is cut (:mod:`.protocol`), is answered or gets its
+504 within the request timeout, and the model work of a 504 stops at its next checkpoint.
 """
 
 from __future__ import annotations
@@ -38,14 +40,27 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def uvicorn_config(app, settings: ServeSettings, log_level: str = "info"):
+    """The ``uvicorn.Config`` serving ``app`` within the limits of ``settings``."""
+    import uvicorn
+
+    from .protocol import guarded_protocol
+
+    # in-flight requests end within read + request timeout (then 408 or 504): the grace
+    # period only has to cover that, plus a margin for the answer to be written
+    grace = math.ceil(settings.read_timeout_s + settings.timeout_s) + 2
+    return uvicorn.Config(
+        app, log_level=log_level, server_header=False, timeout_graceful_shutdown=grace,
+        http=guarded_protocol(settings.read_timeout_s, settings.max_connections),
+        timeout_keep_alive=settings.keep_alive_s)
+
+
 def run_server(app, sock: socket.socket, settings: ServeSettings,
                log_level: str = "info") -> None:
     """Serve ``app`` on ``sock`` until SIGINT/SIGTERM (blocking)."""
     import uvicorn
 
-    config = uvicorn.Config(app, log_level=log_level, server_header=False,
-                            timeout_graceful_shutdown=math.ceil(settings.timeout_s) + 5)
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, settings, log_level))
     if threading.current_thread() is not threading.main_thread():
         server.run(sockets=[sock])
         return

@@ -35,6 +35,12 @@ class ServeSettings:
     ``timeout_s`` bounds the whole request (queue + inference). ``max_pixels`` guards image
     decoding against decompression bombs. ``vqa_answers`` is the default candidate list for
     VQA requests that bring none (the embedded demo model's answer set, for instance).
+
+    ``max_score_tokens`` bounds the model time of one candidate-scoring request (classify,
+    VQA mode all) before it is queued (:mod:`.cost`): the default is a few seconds for the
+    base model on two CPU cores; raise it on a GPU. ``read_timeout_s`` is how long a request
+    may take to arrive whole (slow or stalled uploads are cut), ``keep_alive_s`` how long an
+    idle connection stays open, and ``max_connections`` how many may be open at once.
     """
 
     max_batch_size: int = 8
@@ -45,14 +51,22 @@ class ServeSettings:
     max_pixels: int = 40_000_000
     api_key: str | None = None
     vqa_answers: Sequence[str] | None = None
+    max_score_tokens: int = 2000
+    read_timeout_s: float = 20.0
+    keep_alive_s: float = 5.0
+    max_connections: int = 512
 
     def __post_init__(self) -> None:
         _positive_int(self.max_batch_size, "max batch size")
         _positive_int(self.queue_size, "queue size")
         _positive_int(self.max_pixels, "max pixels")
+        _positive_int(self.max_score_tokens, "max score tokens")
+        _positive_int(self.max_connections, "max connections")
         _number(self.max_wait_ms, "max wait (ms)", allow_zero=True)
         _number(self.timeout_s, "timeout (s)")
         _number(self.max_body_mb, "max body size (MB)")
+        _number(self.read_timeout_s, "read timeout (s)")
+        _number(self.keep_alive_s, "keep-alive timeout (s)")
         if self.api_key is not None and not self.api_key.strip():
             raise InputError("the API key is empty; pass a non-empty key or none")
         if self.vqa_answers is not None:
