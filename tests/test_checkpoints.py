@@ -306,3 +306,77 @@ def test_unused_tensors_of_a_checkpoint_are_never_read(small, tmp_path):
 
     base, with_unused = grown_mb(plain), grown_mb(extra)
     assert with_unused - base < unused_mb // 8, f"{with_unused} MB vs {base} MB without it"
+
+
+# ---------------------------------------------------------------- hostile and damaged files
+def nested_shared_lists(depth):
+    a = []
+    for _ in range(depth):
+        a = [a, a]
+    return a
+
+
+def test_shared_nesting_in_the_training_config_is_converted_once(small, tmp_path, monkeypatch):
+    from ofa.safe_unpickle import _ConfigConverter
+
+    # the Namespace (not weights_only-loadable) holds lists shared 45 deep: ~2 kB pickled,
+    # 2**46 lists if every reference were walked again
+    path = tmp_path / "laughs.pt"
+    torch.save({"model": official_state(small),
+                "args": argparse.Namespace(arch="ofa_tiny", code_image_size=256,
+                                           laughs=nested_shared_lists(45))}, path)
+    monkeypatch.setattr(_ConfigConverter, "max_values", 500)
+    ckpt = C.read_checkpoint(path)
+    assert ckpt.config.code_image_size == 256
+    deep = tmp_path / "deep.pt"
+    nested = []
+    for _ in range(150):
+        nested = [nested]
+    torch.save({"model": official_state(small), "args": argparse.Namespace(x=nested)}, deep)
+    with pytest.raises(CheckpointError, match="deep.pt: .*nests deeper than 100 levels"):
+        C.read_checkpoint(deep)
+
+
+def test_views_larger_than_their_data_are_refused(small, tmp_path):
+    sd = official_state(small)
+    # a stride-0 view: one stored float shown as 10**6 rows (comparing it would take ages)
+    sd["encoder.embed_tokens.weight"] = torch.zeros(1).expand(10**6, 64)
+    torch.save({"model": sd}, tmp_path / "view.pt")
+    with pytest.raises(CheckpointError, match="more elements than its data holds"):
+        C.read_checkpoint(tmp_path / "view.pt")
+
+
+def test_sizes_from_keys_and_shapes_are_bounded(small, tmp_path):
+    sd = official_state(small)
+    sd["encoder.layers.100000.fc1.weight"] = torch.zeros(1)
+    torch.save({"model": sd}, tmp_path / "layers.pt")
+    with pytest.raises(CheckpointError, match="encoder_layers must be between 1 and 256"):
+        C.read_checkpoint(tmp_path / "layers.pt")
+
+
+def test_a_damaged_tensor_is_named_not_used_to_size_the_model(small, tmp_path):
+    sd = official_state(small)
+    bad = torch.zeros(sd["encoder.embed_tokens.weight"].shape[0], 63)
+    sd["encoder.embed_tokens.weight"] = sd["decoder.embed_tokens.weight"] = bad
+    sd["decoder.output_projection.weight"] = bad
+    torch.save({"model": sd}, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError) as e:
+        C.read_checkpoint(tmp_path / "bad.pt")
+    msg = str(e.value)
+    assert "encoder.embed_tokens.weight (59457, 63)" in msg and "give 64" in msg
+    assert "layer_norm" not in msg.split("give")[0]  # the right tensors are not blamed
+
+
+def test_a_config_of_another_size_is_reported_before_allocating(small, tmp_path):
+    C.save_native(small, tmp_path / "n")
+    cfg_file = tmp_path / "n" / "config.json"
+    cfg = json.loads(cfg_file.read_text())
+    cfg["model"].update(d_model=16384, ffn_dim=65536, head_dim=None)  # about 1.6 TB of fp32
+    cfg_file.write_text(json.dumps(cfg))
+    sizes = (r"another size \(head_dim 16, d_model 64, ffn_dim 128\) than the config says "
+             r"\(head_dim 4096, d_model 16384, ffn_dim 65536\)")
+    with pytest.raises(CheckpointError, match=sizes):
+        C.load_model(tmp_path / "n")
+    bigger = OFAModel(tiny_config(ffn_dim=256))  # load_weights itself says the same
+    with pytest.raises(CheckpointError, match=r"ffn_dim 128\) than the config says \(ffn_dim 256"):
+        C.load_weights(bigger, C.to_official_keys(official_state(small))[0])

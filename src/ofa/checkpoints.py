@@ -21,21 +21,27 @@ import os
 import re
 import shutil
 import tempfile
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .errors import CheckpointError
+from .errors import CheckpointError, InputError
 from .model import PRESETS, OFAConfig, OFAModel
+from .model.config import SHAPE_FIELDS
 from .safe_unpickle import load_pickled_checkpoint, to_plain
 
 NATIVE_FORMAT_VERSION = 1
 NATIVE_WEIGHTS = "model.safetensors"
 CONFIG_FILE = "config.json"
 FORMATS = ("native", "hf", "fairseq", "mmpretrain")
+_MAX_JSON_BYTES = 16 << 20  # config files are a few kB; a larger one is not a config
+_MAX_IMAGE_SIZE = 4096  # a native folder's training resolution (the released models: <= 512)
 
 # ---------------------------------------------------------------- key layouts
 _MM_TOP = {  # mmpretrain name -> official name (after the "model." prefix)
@@ -123,6 +129,7 @@ def to_official_keys(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Te
         name = rename(k)
         if _DERIVED.search(name):
             continue
+        _check_backed(name, v)
         out[name] = v
     embed = out.get(_CANONICAL_EMBED)
     for tied in _TIED:
@@ -137,42 +144,159 @@ def to_official_keys(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Te
     return out, layout
 
 
+def _check_backed(name: str, t: torch.Tensor) -> None:
+    """A pickle can rebuild a view with stride 0 that shows a one-element storage as billions
+    of elements; comparing or copying it would take hours. Real weights hold their data."""
+    if t.layout != torch.strided:
+        raise CheckpointError(f"tensor {name} is not a dense tensor ({t.layout})")
+    if t.numel() * t.element_size() > t.untyped_storage().nbytes():
+        raise CheckpointError(f"tensor {name} of shape {tuple(t.shape)} has more elements than "
+                              f"its data holds: the file is damaged")
+
+
 # ---------------------------------------------------------------- config from shapes
-def _count(state: dict[str, torch.Tensor], pattern: str) -> int:
+Shapes = Mapping[str, tuple[int, ...]]
+
+# Where each size shows in an official-named state dict: (key, axis) pairs that must agree.
+# When one tensor disagrees with the others, it is named as damaged, instead of sizing the
+# model after it (and then blaming every right tensor for not fitting that size).
+_SIZE_SOURCES: dict[str, tuple[tuple[str, int], ...]] = {
+    "d_model": ((_CANONICAL_EMBED, 1), ("encoder.layer_norm.weight", 0),
+                ("decoder.layer_norm.weight", 0), ("encoder.layernorm_embedding.weight", 0),
+                ("encoder.embed_positions.weight", 1), ("decoder.embed_positions.weight", 1)),
+    "vocab_size": ((_CANONICAL_EMBED, 0),),
+    "attention_heads": (("encoder.layers.0.self_attn.c_attn", 0),
+                        ("decoder.layers.0.self_attn.c_attn", 0),
+                        ("encoder.token_rel_pos_table_list.0.weight", 1)),
+    "attention width": (("encoder.layers.0.self_attn.q_proj.weight", 0),
+                        ("encoder.layers.0.self_attn.k_proj.weight", 0),
+                        ("encoder.layers.0.self_attn.v_proj.weight", 0)),
+    "ffn_dim": (("encoder.layers.0.fc1.weight", 0), ("encoder.layers.0.fc2.weight", 1),
+                ("encoder.layers.0.ffn_layernorm.weight", 0)),
+    "resnet_width": (("encoder.embed_images.conv1.weight", 0),
+                     ("encoder.embed_images.bn1.weight", 0)),
+    "encoder positions": (("encoder.embed_positions.weight", 0),),
+    "decoder positions": (("decoder.embed_positions.weight", 0),),
+    "text buckets": (("encoder.token_rel_pos_table_list.0.weight", 0),
+                     ("decoder.token_rel_pos_table_list.0.weight", 0)),
+    "image positions": (("encoder.embed_image_positions.weight", 0),
+                        ("decoder.embed_image_positions.weight", 0)),
+}
+
+
+def _shapes(state: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Key -> shape, from tensors or from shapes already (a safetensors header)."""
+    return {k: tuple(v.shape) if isinstance(v, torch.Tensor) else tuple(v)
+            for k, v in state.items()}
+
+
+def _count(shapes: Shapes, pattern: str) -> int:
     rx = re.compile(pattern)
-    idx = {int(m.group(1)) for k in state if (m := rx.match(k))}
+    idx = {int(m.group(1)) for k in shapes if (m := rx.match(k))}
     return max(idx) + 1 if idx else 0
 
 
-def _shape(state: dict[str, torch.Tensor], key: str) -> torch.Size:
-    if key not in state:
-        raise CheckpointError(f"cannot infer the model size: key {key!r} is missing")
-    return state[key].shape
+def _size(shapes: Shapes, what: str) -> int:
+    """The size ``what`` as every tensor showing it agrees; CheckpointError naming the
+    tensors that disagree with the others (or with each other, when there is no majority)."""
+    sources = _SIZE_SOURCES[what]
+    found = {key: shapes[key] for key, _ in sources if key in shapes}
+    if not found:
+        raise CheckpointError(f"cannot infer the model size: key {sources[0][0]!r} is missing")
+    values = {key: shapes[key][axis] if len(shapes[key]) > axis else None
+              for key, axis in sources if key in shapes}
+    ranked = Counter(v for v in values.values() if v is not None).most_common(2)
+    if len(ranked) == 1 and None not in values.values():
+        return ranked[0][0]
+    shown = {k: f"{k} {found[k]}" for k in found}
+    if ranked and (len(ranked) == 1 or ranked[0][1] > ranked[1][1]):
+        value, votes = ranked[0]
+        wrong = [shown[k] for k, v in values.items() if v != value]
+        raise CheckpointError(f"damaged weights: {'; '.join(wrong)}: the {votes} other tensors "
+                              f"that show the {what} give {value}")
+    raise CheckpointError(f"damaged weights: {'; '.join(shown.values())} disagree about "
+                          f"the {what}")
 
 
-def infer_config(state: dict[str, torch.Tensor], **overrides) -> OFAConfig:
-    """The OFAConfig of an official-named state dict, from tensor shapes alone."""
-    vocab, d = _shape(state, _CANONICAL_EMBED)
-    heads = _shape(state, "encoder.layers.0.self_attn.c_attn")[0]
-    inner = _shape(state, "encoder.layers.0.self_attn.q_proj.weight")[0]
-    resnet = tuple(_count(state, rf"^encoder\.embed_images\.layer{i}\.(\d+)\.") for i in (1, 2, 3))
-    n_img_pos = _shape(state, "encoder.embed_image_positions.weight")[0]
+def infer_config(state: Mapping[str, Any], **overrides) -> OFAConfig:
+    """The OFAConfig of an official-named state dict (tensors or shapes), from shapes alone."""
+    shapes = _shapes(state)
+    heads, width = _size(shapes, "attention_heads"), _size(shapes, "attention width")
+    n_img_pos = _size(shapes, "image positions")
+    buckets = round(max(n_img_pos - 1, 0) ** 0.5)
+    if heads < 1 or width % heads or buckets**2 + 1 != n_img_pos:
+        raise CheckpointError(f"damaged weights: {heads} attention heads of width {width}, "
+                              f"{n_img_pos} image positions fit no OFA model")
+    # at most 6 digits: a key naming layer 10**5000 is unexpected, not a size to build
+    resnet = tuple(_count(shapes, rf"^encoder\.embed_images\.layer{i}\.(\d{{1,6}})\.")
+                   for i in (1, 2, 3))
     cfg = dict(
-        d_model=d, vocab_size=vocab, attention_heads=heads, head_dim=inner // heads,
-        encoder_layers=_count(state, r"^encoder\.layers\.(\d+)\."),
-        decoder_layers=_count(state, r"^decoder\.layers\.(\d+)\."),
-        ffn_dim=_shape(state, "encoder.layers.0.fc1.weight")[0],
-        resnet_layers=resnet,
-        resnet_width=_shape(state, "encoder.embed_images.conv1.weight")[0],
-        max_source_positions=_shape(state, "encoder.embed_positions.weight")[0] - 2,
-        max_target_positions=_shape(state, "decoder.embed_positions.weight")[0] - 2,
-        token_bucket_size=(_shape(state, "encoder.token_rel_pos_table_list.0.weight")[0] + 1) // 2,
-        image_bucket_size=round((n_img_pos - 1) ** 0.5),
+        d_model=_size(shapes, "d_model"), vocab_size=_size(shapes, "vocab_size"),
+        attention_heads=heads, head_dim=width // heads,
+        encoder_layers=_count(shapes, r"^encoder\.layers\.(\d{1,6})\."),
+        decoder_layers=_count(shapes, r"^decoder\.layers\.(\d{1,6})\."),
+        ffn_dim=_size(shapes, "ffn_dim"), resnet_layers=resnet,
+        resnet_width=_size(shapes, "resnet_width"),
+        max_source_positions=_size(shapes, "encoder positions") - 2,
+        max_target_positions=_size(shapes, "decoder positions") - 2,
+        token_bucket_size=(_size(shapes, "text buckets") + 1) // 2,
+        image_bucket_size=buckets,
     )
     cfg.update(overrides)
-    config = OFAConfig(**cfg)
+    try:
+        config = OFAConfig(**cfg)
+    except InputError as e:
+        raise CheckpointError(f"the tensor shapes describe no usable model: {e}") from None
     config.name = preset_name(config)
     return config
+
+
+def expected_shapes(config: OFAConfig) -> dict[str, tuple[int, ...]]:
+    """The shape of every weight a model of ``config`` loads, without allocating it."""
+    with torch.device("meta"):
+        model = OFAModel(config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items() if k not in _TIED}
+
+
+def _problems(expected: Shapes, found: Shapes) -> list[str]:
+    """What keeps weights of shapes ``found`` from loading into ``expected``, by kind."""
+    optional = {k for k in expected if k.endswith("num_batches_tracked")}
+    missing = sorted(set(expected) - set(found) - optional)
+    unexpected = sorted(set(found) - set(expected))
+    mismatched = [f"{k}: checkpoint {found[k]} vs model {expected[k]}"
+                  for k in sorted(set(found) & set(expected)) if found[k] != expected[k]]
+    problems = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                         ("shape mismatches", mismatched)):
+        if items:
+            shown = "; ".join(items[:5]) + (f"; ... ({len(items) - 5} more)"
+                                             if len(items) > 5 else "")
+            problems.append(f"{len(items)} {label}: {shown}")
+    return problems
+
+
+def check_fits(config: OFAConfig, state: Mapping[str, Any], where: str = "checkpoint") -> None:
+    """CheckpointError unless weights of these shapes (tensors, or shapes from a file header)
+    load into a model of ``config``; decided on the meta device, before any allocation."""
+    found = _shapes(state)
+    problems = _problems(expected_shapes(config), found)
+    if problems:
+        raise CheckpointError(_misfit_message(config, found, problems, where))
+
+
+def _misfit_message(config: OFAConfig, found: Shapes, problems: list[str], where: str) -> str:
+    """Why the weights do not fit: another whole model, or named damaged tensors."""
+    try:
+        own = infer_config(found)
+    except CheckpointError as e:  # tensors that disagree among themselves: they are named
+        return f"{where}: {e}. Against {describe(config)}: " + " | ".join(problems)
+    if own != config and not _problems(expected_shapes(own), found):
+        fields = [f for f in ("head_dim", *SHAPE_FIELDS) if getattr(own, f) != getattr(config, f)]
+        weights = ", ".join(f"{f} {getattr(own, f)}" for f in fields)
+        declared = ", ".join(f"{f} {getattr(config, f)}" for f in fields)
+        return (f"{where}: the weights are a whole model of another size ({weights}) than "
+                f"the config says ({declared}). " + " | ".join(problems))
+    return f"{where} does not fit {describe(config)}: " + " | ".join(problems)
 
 
 def preset_name(config: OFAConfig) -> str | None:
@@ -238,10 +362,19 @@ def _pickled_format(obj: object, path: Path) -> str:
 
 
 def _read_json(path: Path) -> dict:
+    """The JSON object in ``path``; one CheckpointError line for anything else."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"cannot read {path}: {e}") from None
+        if path.stat().st_size > _MAX_JSON_BYTES:
+            raise CheckpointError(f"cannot read {path}: {path.stat().st_size:,} bytes is too "
+                                  "large for a config file")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        detail = str(e).strip() or type(e).__name__  # ValueError covers JSONDecodeError
+        raise CheckpointError(f"cannot read {path}: not valid JSON ({detail})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"cannot read {path}: expected a JSON object, found a "
+                              f"{type(data).__name__}")
+    return data
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -249,6 +382,54 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"cannot read {path}: damaged safetensors file ({e})") from None
+
+
+def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes from a safetensors header, reading no tensor data."""
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {path}: damaged safetensors file ({e})") from None
+
+
+def _read_native(folder: Path) -> tuple[OFAConfig, dict[str, torch.Tensor], dict]:
+    """A native folder's config (checked field by field), weights (checked against the
+    config by their header before any data is read) and ``source`` record."""
+    cfg_file = folder / CONFIG_FILE
+    cfg_json = _read_json(cfg_file)
+    version = cfg_json.get("ofa_format")
+    if type(version) is not int or not 1 <= version <= NATIVE_FORMAT_VERSION:
+        raise CheckpointError(f"{cfg_file}: ofa_format {version!r} is not a native format this "
+                              f"version reads (1 to {NATIVE_FORMAT_VERSION})")
+    if "model" not in cfg_json:
+        raise CheckpointError(f"{cfg_file}: no \"model\" section")
+    try:
+        config = OFAConfig.from_dict(cfg_json["model"])
+    except (InputError, TypeError) as e:
+        raise CheckpointError(f"{cfg_file}: invalid model config: {e}") from None
+    source = _checked_source(cfg_json.get("source", {}), cfg_file)
+    weights = folder / NATIVE_WEIGHTS
+    check_fits(config, _safetensors_shapes(weights), str(weights))
+    return config, _load_safetensors(weights), source
+
+
+def _checked_source(source: Any, cfg_file: Path) -> dict:
+    """The ``source`` record of a native config, with the fields that steer loading checked."""
+    if not isinstance(source, dict):
+        raise CheckpointError(f"{cfg_file}: \"source\" must be an object, found "
+                              f"{type(source).__name__}")
+    size = source.get("image_size")
+    if size is not None and (type(size) is not int or not 1 <= size <= _MAX_IMAGE_SIZE):
+        raise CheckpointError(f"{cfg_file}: source.image_size must be an integer between 1 "
+                              f"and {_MAX_IMAGE_SIZE}, got {size!r}")
+    for name in ("task", "registry_name"):
+        if source.get(name) is not None and not isinstance(source[name], str):
+            raise CheckpointError(f"{cfg_file}: source.{name} must be a string, got "
+                                  f"{source[name]!r}")
+    return source
 
 
 def _select_weights(obj: dict, path: Path, ema: bool | None) -> tuple[dict, bool]:
@@ -269,12 +450,13 @@ def _select_weights(obj: dict, path: Path, ema: bool | None) -> tuple[dict, bool
     return (obj["state_dict"] if isinstance(obj.get("state_dict"), dict) else obj), False
 
 
-def _fairseq_overrides(obj: dict) -> dict:
+def _fairseq_overrides(obj: dict, path: Path) -> dict:
     """Config fields the training config knows but tensor shapes do not."""
-    cfg = to_plain(obj.get("cfg")) if obj.get("cfg") is not None else None
+    where = f"{path}: training configuration"
+    cfg = to_plain(obj.get("cfg"), where) if obj.get("cfg") is not None else None
     model_cfg = cfg.get("model") if isinstance(cfg, dict) else None
     if not isinstance(model_cfg, dict) and obj.get("args") is not None:
-        model_cfg = to_plain(obj["args"])
+        model_cfg = to_plain(obj["args"], where)
     out = {}
     if isinstance(model_cfg, dict) and isinstance(model_cfg.get("code_image_size"), int):
         out["code_image_size"] = model_cfg["code_image_size"]
@@ -290,13 +472,8 @@ def read_checkpoint(path: str | os.PathLike[str], ema: bool | None = None) -> Ch
     tok_dir: Path | None = None
     meta: dict = {}
     if fmt == "native":
-        cfg_json = _read_json(p / CONFIG_FILE)
-        state = _load_safetensors(p / NATIVE_WEIGHTS)
-        tok_dir, meta = p, cfg_json.get("source", {})
-        try:
-            config = OFAConfig.from_dict(cfg_json["model"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{p / CONFIG_FILE}: invalid model config ({e})") from None
+        config, state, meta = _read_native(p)
+        tok_dir = p
     elif fmt == "hf":
         folder = p if p.is_dir() else p.parent
         weights = next((folder / n for n in ("model.safetensors", "pytorch_model.bin")
@@ -316,14 +493,17 @@ def read_checkpoint(path: str | os.PathLike[str], ema: bool | None = None) -> Ch
         assert isinstance(obj, dict)  # _pickled_format checked it
         state, used_ema = _select_weights(obj, p, ema)
         if fmt == "fairseq":
-            overrides = _fairseq_overrides(obj)
+            overrides = _fairseq_overrides(obj, p)
         tok_dir = p.parent
     if ema is True and fmt != "fairseq":
         raise CheckpointError(f"{p} is a {fmt} checkpoint: EMA weights exist only in official "
                               "fairseq .pt files")
-    state, layout = to_official_keys(state)
-    if fmt != "native":
-        config = infer_config(state, **overrides)
+    try:
+        state, layout = to_official_keys(state)
+        if fmt != "native":
+            config = infer_config(state, **overrides)
+    except CheckpointError as e:
+        raise CheckpointError(f"{p}: {e}") from None
     meta = {"format": fmt, "layout": layout, "file": p.name, "ema": used_ema, **meta}
     return Checkpoint(config, state, fmt, p, used_ema, tok_dir, meta)
 
@@ -331,27 +511,11 @@ def read_checkpoint(path: str | os.PathLike[str], ema: bool | None = None) -> Ch
 # ---------------------------------------------------------------- into a model
 def load_weights(model: OFAModel, state: dict[str, torch.Tensor]) -> None:
     """Copy official-named weights into ``model``; one clear error for any mismatch."""
-    expected = {k: v for k, v in model.state_dict().items() if k not in _TIED}
-    optional = {k for k in expected if k.endswith("num_batches_tracked")}
-    missing = sorted(set(expected) - set(state) - optional)
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-                  for k in sorted(set(state) & set(expected))
-                  if state[k].shape != expected[k].shape]
-    if missing or unexpected or mismatched:
-        problems = []
-        for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                             ("shape mismatches", mismatched)):
-            if items:
-                shown = "; ".join(items[:5]) + (f"; ... ({len(items) - 5} more)"
-                                                 if len(items) > 5 else "")
-                problems.append(f"{len(items)} {label}: {shown}")
-        try:
-            looks = describe(infer_config(state))
-        except Exception:  # noqa: BLE001  a damaged dict may not even give a size
-            looks = "an unrecognisable model"
-        raise CheckpointError(f"checkpoint does not fit {describe(model.config)}; it looks like "
-                              f"{looks}. " + " | ".join(problems))
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if k not in _TIED}
+    found = _shapes(state)
+    problems = _problems(expected, found)
+    if problems:
+        raise CheckpointError(_misfit_message(model.config, found, problems, "checkpoint"))
     with torch.no_grad():
         # copied, never adopted: a model must not depend on a file the user may overwrite
         for k, v in model.state_dict().items():
@@ -369,6 +533,9 @@ def load_model(path: str | os.PathLike[str], *, ema: bool | None = None,
 
 def model_from_checkpoint(ckpt: Checkpoint, *, device: str | torch.device | None = None,
                           dtype: torch.dtype | None = None) -> OFAModel:
+    # the weights must fit before the model's memory is allocated: a config that disagrees
+    # with them could otherwise ask for far more memory than the file holds
+    check_fits(ckpt.config, ckpt.state_dict, str(ckpt.path))
     with torch.device("meta"):
         model = OFAModel(ckpt.config)
     model = model.to_empty(device="cpu")

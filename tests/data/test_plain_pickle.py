@@ -97,3 +97,106 @@ def test_damaged_and_missing_files(tmp_path):
         loads_plain_pickle(b"this is not a pickle", "text.p")
     with pytest.raises(InputError, match="pickle file not found"):
         load_plain_pickle(tmp_path / "missing.p")
+
+
+# ---------------------------------------------------------------- bounded work and memory
+def nested_shared_lists(depth: int) -> list:
+    """a = [a, a], ``depth`` times: a few hundred bytes pickled, 2**depth lists walked naively."""
+    a: list = []
+    for _ in range(depth):
+        a = [a, a]
+    return a
+
+
+def test_shared_references_are_converted_once(monkeypatch):
+    from ofa.data.plain_pickle import _PlainData
+
+    data = pickle.dumps(nested_shared_lists(45), protocol=2)
+    assert len(data) < 2048
+    # 45 lists of 2 references: 91 values; walking every path would visit 2**46
+    monkeypatch.setattr(_PlainData, "max_values", 100)
+    out = loads_plain_pickle(data, "laughs.p")
+    for _ in range(45):  # the result shares its lists just as the pickle did
+        assert out[0] is out[1]
+        out = out[0]
+    assert out == []
+
+
+def test_cycles_depth_and_size_are_refused(monkeypatch):
+    from ofa.data.plain_pickle import _PlainData
+
+    loop: list = []
+    loop.append(loop)
+    with pytest.raises(InputError, match=r"^loop\.p: pickle holds a reference cycle$"):
+        loads_plain_pickle(pickle.dumps(loop), "loop.p")
+    tuple_loop: list = []
+    tuple_loop.append((tuple_loop,))  # a tuple reached again through the list inside it
+    with pytest.raises(InputError, match="reference cycle"):
+        loads_plain_pickle(pickle.dumps(tuple_loop))
+    deep: list = []
+    for _ in range(150):
+        deep = [deep]
+    with pytest.raises(InputError, match="nests deeper than 100 levels"):
+        loads_plain_pickle(pickle.dumps(deep), "deep.p")
+    monkeypatch.setattr(_PlainData, "max_values", 10)
+    with pytest.raises(InputError, match="more than 10 values"):
+        loads_plain_pickle(pickle.dumps(list(range(11))))
+
+
+def test_python2_pickles_decode_each_shared_byte_string_once():
+    # one byte string referenced 1000 times (BINGET): decoded once, shared
+    body = b"U\x03abcq\x00" + b"h\x00" * 999
+    data = b"\x80\x02(" + body + b"l."
+    out = loads_plain_pickle(data)
+    assert out == ["abc"] * 1000 and all(s is out[0] for s in out)
+
+
+def test_hash_bombs_and_huge_lengths_fail_fast():
+    # {t: 1} with t = (t', t'), 40 levels deep: hashing the key would take 2**40 steps
+    bomb = b"\x80\x02)q\x00" + b"h\x00h\x00\x86q\x00" * 40 + b"}q\x01h\x00K\x01s."
+    with pytest.raises(InputError, match="dictionary key or set item of more than"):
+        loads_plain_pickle(bomb)
+    # protocol 5's BYTEARRAY8 would allocate its declared 10 GB before reading
+    with pytest.raises(InputError, match="bytearray"):
+        loads_plain_pickle(b"\x80\x05\x96" + struct.pack("<Q", 10**10) + b"abc.")
+    for declared in (b"\x8e" + struct.pack("<Q", 10**10),  # BINBYTES8
+                     b"\x8b" + struct.pack("<i", 2**31 - 1)):  # LONG4
+        with pytest.raises(InputError, match="not a readable pickle"):
+            loads_plain_pickle(b"\x80\x04" + declared + b"abc.")
+
+
+def test_a_huge_memo_index_costs_one_entry():
+    import tracemalloc
+
+    # LONG_BINPUT 2**26: the C unpickler would zero-fill a 1 GB memo table for it
+    data = b"\x80\x02N" + b"r" + struct.pack("<I", 2**26) + b"."
+    tracemalloc.start()
+    try:
+        assert loads_plain_pickle(data) is None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 << 20
+
+
+def test_ofa_eval_vqa_answers_pickle_bombs_are_one_line(tmp_path, capsys):
+    from ofa.cli import _read_answers, main
+
+    laughs = tmp_path / "laughs.pkl"  # converted in its size: a valid ans2label after all
+    laughs.write_bytes(pickle.dumps({"yes": nested_shared_lists(45)}, protocol=2))
+    assert _read_answers(laughs) == ["yes"]
+    (tmp_path / "img.png").write_bytes(b"")  # only its existence is checked before answers
+    records = tmp_path / "vqa.jsonl"
+    records.write_text('{"task": "vqa", "image": "img.png", "question": "what?", '
+                       '"answer": "yes"}\n')
+    bombs = {"hash.pkl": b"\x80\x02)q\x00" + b"h\x00h\x00\x86q\x00" * 40 + b"}q\x01h\x00K\x01s.",
+             "loop.pkl": (lambda a: (a.append(a), pickle.dumps({"yes": a}))[1])([])}
+    for name, data in bombs.items():
+        (tmp_path / name).write_bytes(data)
+        code = main(["eval", "--model", "shapes-demo", "--data", str(records), "--device",
+                     "cpu", "--out", str(tmp_path / "eval"), "--vqa-answers",
+                     str(tmp_path / name)])
+        err = capsys.readouterr().err
+        assert code == 1 and err.startswith(f"ofa: error: {tmp_path / name}: ")
+        assert err.count("\n") == 1
+    assert not (tmp_path / "eval").exists()  # refused before any model was loaded

@@ -3,13 +3,64 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import InputError
 
 # Vocabulary layout shared by every released checkpoint (reference section 1.9).
 VOCAB_SIZE = 59457
 BOS_ID, PAD_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
+
+# Inclusive bounds of every integer field. The released sizes top out at ofa-huge (d_model 1280,
+# 24+12 layers, 16 heads of 80, ffn 5120, ResNet blocks (3, 8, 36) of width 64, 59457 tokens,
+# 1024 positions, 256 text and 42 image buckets); the bounds leave ten times that room or more
+# for custom models, yet stop a damaged or hostile config.json from asking for terabytes (or
+# a list of billions of position ids) before a single weight is read.
+INT_BOUNDS: dict[str, tuple[int, int]] = {
+    "d_model": (1, 16384), "encoder_layers": (1, 256), "decoder_layers": (1, 256),
+    "attention_heads": (1, 1024), "ffn_dim": (1, 65536), "head_dim": (1, 4096),
+    "resnet_width": (1, 1024), "vocab_size": (4, 1_000_000),
+    "max_source_positions": (1, 65536), "max_target_positions": (1, 65536),
+    "token_bucket_size": (1, 65536), "image_bucket_size": (1, 1024),
+    "code_image_size": (8, 4096), "num_type_embeddings": (1, 64),
+    "pad_token_id": (0, 999_999), "bos_token_id": (0, 999_999), "eos_token_id": (0, 999_999),
+}
+MAX_RESNET_BLOCKS = 256  # per stage (ofa-huge: 36)
+# Inclusive bounds of the float fields; every rate is a probability below 1.
+FLOAT_BOUNDS: dict[str, tuple[float, float]] = {
+    "attn_scale_factor": (1e-6, 1e6), "layer_norm_eps": (1e-30, 1.0),
+    **{name: (0.0, 0.999) for name in ("dropout", "attention_dropout", "activation_dropout",
+                                        "encoder_drop_path_rate", "decoder_drop_path_rate",
+                                        "resnet_drop_path_rate")},
+}
+# Fields that decide tensor shapes: a stored config must give them (the others default).
+SHAPE_FIELDS = ("d_model", "encoder_layers", "decoder_layers", "attention_heads", "ffn_dim",
+                "resnet_layers", "resnet_width", "vocab_size", "max_source_positions",
+                "max_target_positions", "token_bucket_size", "image_bucket_size",
+                "num_type_embeddings")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _checked_int(name: str, value: Any, low: int, high: int) -> int:
+    if not _is_int(value):
+        raise InputError(f"{name} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise InputError(f"{name} must be between {low} and {high}, got {value}")
+    return int(value)
+
+
+def _checked_float(name: str, value: Any, low: float, high: float) -> float:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise InputError(f"{name} must be a number, got {value!r}")
+    if not (math.isfinite(value) and low <= value <= high):
+        raise InputError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
+    return float(value)
 
 
 @dataclass
@@ -54,7 +105,7 @@ class OFAConfig:
     name: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        self.resnet_layers = tuple(int(n) for n in self.resnet_layers)  # type: ignore[assignment]
+        self._validate()
         if self.head_dim is None:
             if self.d_model % self.attention_heads:
                 raise InputError(
@@ -62,9 +113,30 @@ class OFAConfig:
                     f"{self.attention_heads}; set head_dim explicitly"
                 )
             self.head_dim = self.d_model // self.attention_heads
-        if len(self.resnet_layers) != 3 or min(self.resnet_layers) < 1:
-            raise InputError(f"resnet_layers must be 3 positive block counts, got "
-                             f"{self.resnet_layers}")
+
+    def _validate(self) -> None:
+        """Check every field's type and range (InputError naming the field); normalise
+        integral values to int and ``resnet_layers`` to a tuple."""
+        for name, (low, high) in INT_BOUNDS.items():
+            value = getattr(self, name)
+            if not (name == "head_dim" and value is None):
+                setattr(self, name, _checked_int(name, value, low, high))
+        for name, (low, high) in FLOAT_BOUNDS.items():
+            setattr(self, name, _checked_float(name, getattr(self, name), low, high))
+        blocks = self.resnet_layers
+        if not isinstance(blocks, list | tuple) or len(blocks) != 3:
+            raise InputError(f"resnet_layers must be 3 block counts, got {blocks!r}")
+        self.resnet_layers = tuple(  # type: ignore[assignment]
+            _checked_int("resnet_layers", n, 1, MAX_RESNET_BLOCKS) for n in blocks)
+        if not isinstance(self.entangle_position_embedding, bool):
+            raise InputError(f"entangle_position_embedding must be true or false, got "
+                             f"{self.entangle_position_embedding!r}")
+        if self.name is not None and not isinstance(self.name, str):
+            raise InputError(f"name must be a string or null, got {self.name!r}")
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            if getattr(self, name) >= self.vocab_size:
+                raise InputError(f"{name} {getattr(self, name)} is outside the vocabulary "
+                                 f"(vocab_size {self.vocab_size})")
 
     @property
     def num_image_positions(self) -> int:
@@ -88,10 +160,18 @@ class OFAConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> OFAConfig:
+        """The config a stored dict (``to_dict``'s output) describes; InputError naming the
+        field for unknown or missing shape fields, wrong types and out-of-range values."""
+        if not isinstance(d, dict):
+            raise InputError(f"a model config must be a mapping of fields, got "
+                             f"{type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = sorted(map(str, set(d) - known))
         if unknown:
             raise InputError(f"unknown OFAConfig fields: {unknown}")
+        missing = [name for name in SHAPE_FIELDS if name not in d]
+        if missing:
+            raise InputError(f"missing OFAConfig fields: {missing}")
         return cls(**d)
 
 
