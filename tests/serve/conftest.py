@@ -4,6 +4,10 @@ loopback ports (run in a thread), so requests go through HTTP exactly as in prod
 from __future__ import annotations
 
 import base64
+import os
+import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -69,6 +73,44 @@ def live_server(model, **settings) -> Iterator[Live]:
         server.should_exit = True
         thread.join(30)
         sock.close()
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen
+    url: str
+    lines: list[str]  # what it printed to stderr so far
+
+
+@contextmanager
+def serve_process(*args: str, env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+    """``ofa serve --model shapes-demo --port 0 --device cpu ARGS`` as a child process, its
+    stderr drained (so it never blocks on a full pipe); killed at the end if still running,
+    and its output must hold no traceback."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ofa.cli", "serve", "--model", "shapes-demo", "--port", "0",
+         "--device", "cpu", "--log-level", "warning", *args],
+        stderr=subprocess.PIPE, text=True, env=env)
+    lines: list[str] = []
+    url_found = threading.Event()
+
+    def drain() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            if "serving" in line:
+                url_found.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    try:
+        assert url_found.wait(120), "".join(lines)
+        url = re.search(r"http://[\d.]+:\d+", "".join(lines)).group(0)
+        yield ServerProcess(proc, url, lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in "".join(lines)
 
 
 @pytest.fixture

@@ -3,12 +3,8 @@ gracefully on SIGTERM while a request is in flight."""
 
 from __future__ import annotations
 
-import os
-import re
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -16,6 +12,8 @@ import httpx
 import pytest
 
 from ofa.cli import main
+
+from .conftest import serve_process
 
 FLAGS = ("--model", "--host", "--port", "--api-key", "OFA_API_KEY", "--allow-no-auth",
          "--max-batch-size", "--max-wait-ms", "--queue-size", "--timeout", "--max-body-mb",
@@ -78,25 +76,9 @@ def test_startup_mistakes_are_one_line(capsys):
 
 
 def test_sigterm_lets_the_in_flight_request_finish(png_b64, tmp_path):
-    env = {**os.environ, "OFA_API_KEY": "k3y", "OMP_NUM_THREADS": "1"}
     # a long batching wait keeps the request in flight when the signal arrives
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ofa.cli", "serve", "--model", "shapes-demo", "--port", "0",
-         "--max-wait-ms", "1500", "--device", "cpu", "--log-level", "warning"],
-        stderr=subprocess.PIPE, text=True, env=env)
-    lines: list[str] = []
-    url_found = threading.Event()
-
-    def drain():  # keep reading so the server never blocks on a full pipe
-        for line in proc.stderr:
-            lines.append(line)
-            if "serving" in line:
-                url_found.set()
-
-    threading.Thread(target=drain, daemon=True).start()
-    try:
-        assert url_found.wait(120), "".join(lines)
-        url = re.search(r"http://[\d.]+:\d+", "".join(lines)).group(0)
+    with serve_process("--max-wait-ms", "1500", env={"OFA_API_KEY": "k3y"}) as server:
+        proc, url = server.proc, server.url
         auth = {"X-API-Key": "k3y"}
         assert httpx.post(f"{url}/v1/caption", json={"image": png_b64}).status_code == 401
         result: list = []
@@ -113,8 +95,3 @@ def test_sigterm_lets_the_in_flight_request_finish(png_b64, tmp_path):
         assert proc.wait(30) == 0
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{url}/healthz")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert "Traceback" not in "".join(lines)

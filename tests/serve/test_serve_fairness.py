@@ -5,11 +5,7 @@ at its next checkpoint, and SIGTERM during long work exits within the request ti
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -20,6 +16,8 @@ from ofa.demo import DEMO_IMAGE
 from ofa.generate import on_checkpoint
 from ofa.serve.batching import DynamicBatcher, ShuttingDownError, checkpoint
 from ofa.serve.turns import Turns
+
+from .conftest import serve_process
 
 
 # ---------------------------------------------------------------------- the pieces
@@ -246,27 +244,11 @@ def test_a_timed_out_request_stops_using_the_model(serve, slow_scoring, png_b64)
 
 
 def test_sigterm_during_long_work_exits_within_the_request_timeout(png_b64):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # without checkpoints this request holds the model for minutes (2,000 answers, each
     # scored after a 1,000-character question); the budget is lifted on purpose
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ofa.cli", "serve", "--model", "shapes-demo", "--port", "0",
-         "--timeout", "2", "--read-timeout", "2", "--max-score-tokens", "100000000",
-         "--device", "cpu", "--log-level", "warning"],
-        stderr=subprocess.PIPE, text=True, env=env)
-    lines: list[str] = []
-    url_found = threading.Event()
-
-    def drain():
-        for line in proc.stderr:
-            lines.append(line)
-            if "serving" in line:
-                url_found.set()
-
-    threading.Thread(target=drain, daemon=True).start()
-    try:
-        assert url_found.wait(120), "".join(lines)
-        url = re.search(r"http://[\d.]+:\d+", "".join(lines)).group(0)
+    with serve_process("--timeout", "2", "--read-timeout", "2",
+                       "--max-score-tokens", "100000000") as server:
+        proc, url = server.proc, server.url
         body = {"image": png_b64, "question": ("what color is the shape " * 40)[:1000],
                 "mode": "all", "answers": [f"answer {i}" for i in range(2000)]}
         out: list = []
@@ -280,8 +262,3 @@ def test_sigterm_during_long_work_exits_within_the_request_timeout(png_b64):
         assert out and out[0].status_code == 504  # cut at its timeout, not run for minutes
         assert exited < 5, exited
         print(f"exited {exited:.2f} s after SIGTERM")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert "Traceback" not in "".join(lines)
