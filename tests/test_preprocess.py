@@ -16,7 +16,6 @@ from ofa.preprocess import (
     IMAGENET_STD,
     OFA_MEAN,
     OFA_STD,
-    TASK_IMAGE_SIZES,
     ImageError,
     ImageTransform,
     image_pixels,
@@ -26,6 +25,7 @@ from ofa.preprocess import (
     read_image,
     to_rgb,
 )
+from ofa.tasks import TASKS, get_task
 
 from bomb_images import png_1bit
 
@@ -325,19 +325,17 @@ def test_preprocess_images_and_tasks() -> None:
     stacked, sizes = ImageTransform(16).batch(np.stack([a[:, :10], a[:, :10]]))
     assert stacked.shape == (2, 3, 16, 16) and sizes == [(10, 10), (10, 10)]
 
-    assert TASK_IMAGE_SIZES == {
-        "caption": 480,
-        "vqa": 480,
-        "snli_ve": 480,
-        "classification": 480,
-        "grounding": 512,
-    }
-    t = ImageTransform.for_task("grounding")
+    # patch_image_size of the official fine-tuning scripts; ImageNet mean/std only for the
+    # ImageNet fine-tune
+    assert {name: t.image_size for name, t in TASKS.items()} == {
+        "caption": 480, "vqa": 480, "ground": 512, "entail": 480, "classify": 480,
+        "summarize": None, "generate": 480}
+    t = ImageTransform.from_cfg(get_task("ground").preprocess)
     assert (t.size, t.mean, t.std) == (512, OFA_MEAN, OFA_STD)
-    t = ImageTransform.for_task("classification")
+    t = ImageTransform.from_cfg(get_task("classify").preprocess)
     assert (t.size, t.mean, t.std) == (480, IMAGENET_MEAN, IMAGENET_STD)
     with pytest.raises(InputError, match="unknown task"):
-        ImageTransform.for_task("ocr")
+        get_task("ocr")
     for bad in (0, -3, 2.5, True):
         with pytest.raises(InputError):
             ImageTransform(bad)  # type: ignore[arg-type]
@@ -364,7 +362,7 @@ def test_chelsea_parity(shared_dir: Path, tmp_path: Path) -> None:
     got_u8 = torch.from_numpy(np.array(resized)).permute(2, 0, 1)
     assert torch.equal(got_u8, case["image_uint8"][0])
 
-    batch, sizes = preprocess_images([orig.numpy()], TASK_IMAGE_SIZES["caption"])
+    batch, sizes = preprocess_images([orig.numpy()], TASKS["caption"].image_size)
     assert sizes == [(orig.shape[1], orig.shape[0])]
     assert batch.dtype == torch.float32
     assert (batch - case["image_input"]).abs().max().item() == 0.0

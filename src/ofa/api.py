@@ -276,11 +276,9 @@ class OFA:
             raise InputError(f"errors must be 'raise' or 'return', got {errors!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if self.image_size is not None and task.image_size is not None:
-            task.image_size = self.image_size  # also what grounding boxes are decoded against
-        transform = (ImageTransform(task.image_size, task.mean, task.std,
-                                    max_pixels=self.max_pixels)
-                     if task.image_size is not None else None)
+        # a checkpoint trained at its own size is fed at that size
+        transform = (None if task.preprocess is None else ImageTransform.from_cfg(
+            task.preprocess.with_size(self.image_size), max_pixels=self.max_pixels))
         bar = tqdm(total=len(items), disable=not progress, unit="input", dynamic_ncols=True)
         # inputs of similar text length share a batch, which limits padding; results keep
         # the input order (they are stored by index) and equal lengths keep theirs

@@ -9,14 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import InputError, OFAError
+from .tasks import TASKS
 
-# tasks the embedded ShapesWorld model was trained for: their default when no official
-# checkpoint is in the cache
-DEMO_TASKS = ("caption", "vqa", "ground", "entail", "classify")
-DEFAULT_MODELS = {"caption": "ofa-base-caption", "vqa": "ofa-base-vqa",
-                  "ground": "ofa-base-refcoco", "entail": "ofa-base-snli-ve",
-                  "classify": "ofa-large-imagenet",
-                  "summarize": "ofa-large-gigaword", "generate": "ofa-base"}
 # CLI flag -> GenerationConfig field
 DECODING_FLAGS = {"beam": "beam_size", "max_len": "max_len_b", "max_len_a": "max_len_a",
                   "min_len": "min_len", "no_repeat_ngram": "no_repeat_ngram_size",
@@ -25,18 +19,18 @@ DECODING_FLAGS = {"beam": "beam_size", "max_len": "max_len_b", "max_len_a": "max
 
 
 def _common(p: argparse.ArgumentParser, task: str, decoding: bool = True) -> None:
+    spec = TASKS[task]
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None,
                    help=f"registry name (see `ofa models`), checkpoint path or shapes-demo "
-                        f"(default: {DEFAULT_MODELS[task]} when it is downloaded"
-                        + (", else the embedded shapes-demo model)" if task in DEMO_TASKS
-                           else ")"))
+                        f"(default: {spec.default_model} when it is downloaded"
+                        + (", else the embedded shapes-demo model)" if spec.demo else ")"))
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     g.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                    help="weights and activations dtype (default: float32)")
     g.add_argument("--vocab", type=Path, default=None,
                    help="tokenizer folder for checkpoints that ship none")
-    if task != "summarize":
+    if spec.preprocess is not None:
         _add_max_pixels(g)
     o = p.add_argument_group("output")
     o.add_argument("--batch-size", type=int, default=8, help="inputs per batch (default: 8)")
@@ -182,7 +176,7 @@ def _add_tasks(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="*", help="image files (none: text only)")
     p.add_argument("--prompt", "-p", required=True, help="the instruction")
     _common(p, "generate")
-    for name in ("caption", "vqa", "ground", "entail", "classify", "summarize", "generate"):
+    for name in TASKS:
         sub.choices[name].set_defaults(func=_run_task)
 
     p = sub.add_parser("models", help="list the registered pretrained checkpoints")
@@ -200,24 +194,6 @@ def _run_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _text_line(command: str, r: dict) -> str:
-    if command == "caption":
-        value = r["caption"]
-    elif command == "vqa":
-        value = r["answer"]
-    elif command == "ground":
-        value = "none" if r["box"] is None else " ".join(f"{v:.2f}" for v in r["box"])
-    elif command == "entail":
-        value = f"{r['answer']} ({r['label']})"
-    elif command == "classify":
-        value = ", ".join(f"{n} ({s:.3f})" for n, s in r["topk"])
-    elif command == "summarize":
-        value = r["summary"]
-    else:
-        value = r["text"]
-    return f"{r['input']}\t{value}"
-
-
 def _default_model(task: str) -> str:
     """The task's official checkpoint when it is downloaded; else, for the tasks it knows, the
     embedded demo model (with a note), so nothing is fetched behind the user's back."""
@@ -225,9 +201,9 @@ def _default_model(task: str) -> str:
     from .download import model_dir
     from .pretrained import resolve
 
-    official = DEFAULT_MODELS[task]
+    official = TASKS[task].default_model
     folder = model_dir(resolve(official).name)
-    if task not in DEMO_TASKS or (folder / "model.safetensors").is_file():
+    if not TASKS[task].demo or (folder / "model.safetensors").is_file():
         return official
     print(f"ofa: note: {official} is not downloaded; using the embedded {DEMO_NAME} model "
           f"(synthetic shapes only). Pass --model {official} to download and use it.",
@@ -279,7 +255,7 @@ def _run_task(args: argparse.Namespace) -> int:
         elif args.json:
             print(json.dumps(r, ensure_ascii=False))
         else:
-            print(_text_line(cmd, r))
+            print(f"{r['input']}\t{TASKS[cmd].one_line(r)}")
         sys.stdout.flush()
     return 1 if failed else 0
 

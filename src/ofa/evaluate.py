@@ -40,18 +40,13 @@ from .metrics import (
     rouge_scores,
     vqa_score,
 )
+from .tasks import TASKS
 
-# the figure each task is known by (summary tables and keep-best)
-PRIMARY_METRIC = {"caption": "cider", "vqa": "acc", "ground": "acc@0.5", "entail": "acc",
-                  "classify": "acc", "summarize": "rougeL"}
 # ids carried from a record into its prediction (to match predictions with the originals)
 _KEPT_IDS = ("question_id", "image_id")
 # the record fields a prediction depends on (besides the task and the image); references
 # (captions, answers, labels, boxes) are not among them, so fixing one keeps predictions
 _INPUT_FIELDS = ("question", "objects", "text", "hypothesis", "premise", "source")
-# the result field each API method answers with
-_RESULT_KEY = {"caption": "caption", "vqa": "answer", "ground": "box", "entail": "label",
-               "classify": "label", "summarize": "summary"}
 RUN_FILE = "run.json"
 
 
@@ -86,7 +81,7 @@ def predict_records(ofa: OFA, records: Sequence[dict], *,
         recs = [records[i] for i in idx]
         outs = _run_task(ofa, task, recs, vqa_answers, vqa_mode, class_names, opts)
         for i, r, o in zip(idx, recs, outs, strict=True):
-            pred = {"id": r.get("id"), "task": task, "prediction": o.get(_RESULT_KEY[task])}
+            pred = {"id": r.get("id"), "task": task, "prediction": o.get(TASKS[task].result_key)}
             if "error" in o:
                 pred["error"] = o["error"]
             pred.update({k: r[k] for k in _KEPT_IDS if k in r})
@@ -472,7 +467,7 @@ def summary_table(metrics: dict[str, float], counts: dict[str, int],
     lines += ["| task | records | metric | value |", "|---|---|---|---|"]
     for task, n in counts.items():
         keys = [k for k in metrics if k.startswith(task + "/")]
-        keys.sort(key=lambda k: (k != f"{task}/{PRIMARY_METRIC[task]}", k))
+        keys.sort(key=lambda k: (k != f"{task}/{TASKS[task].primary_metric}", k))
         if not keys:
             lines.append(f"| {task} | {n} | (no references) | |")
         for k in keys:

@@ -18,12 +18,16 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ofa.errors import InputError
+
+if TYPE_CHECKING:
+    from ofa.tasks.base import PreprocessCfg
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -32,7 +36,6 @@ __all__ = [
     "MAX_PIXELS_ENV",
     "OFA_MEAN",
     "OFA_STD",
-    "TASK_IMAGE_SIZES",
     "ImageError",
     "ImageInput",
     "ImageTransform",
@@ -52,18 +55,6 @@ OFA_STD = (0.5, 0.5, 0.5)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# patch_image_size of the official finetuning/eval scripts (same for base and large).
-TASK_IMAGE_SIZES: dict[str, int] = {
-    "caption": 480,
-    "vqa": 480,
-    "snli_ve": 480,
-    "classification": 480,
-    "grounding": 512,
-}
-# Only ImageNet finetuning used --imagenet-default-mean-and-std; all else maps to [-1, 1].
-_TASK_NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "classification": (IMAGENET_MEAN, IMAGENET_STD),
-}
 
 ImageInput = str | os.PathLike[str] | bytes | Image.Image | np.ndarray | torch.Tensor
 
@@ -375,12 +366,9 @@ class ImageTransform:
         self.max_pixels = None if max_pixels is None else check_max_pixels(max_pixels)
 
     @classmethod
-    def for_task(cls, task: str) -> ImageTransform:
-        """The official transform of a task: caption, vqa, snli_ve, classification, grounding."""
-        if task not in TASK_IMAGE_SIZES:
-            raise InputError(f"unknown task {task!r}; known: {', '.join(TASK_IMAGE_SIZES)}")
-        mean, std = _TASK_NORMALIZATION.get(task, (OFA_MEAN, OFA_STD))
-        return cls(TASK_IMAGE_SIZES[task], mean, std)
+    def from_cfg(cls, cfg: PreprocessCfg, max_pixels: int | None = None) -> ImageTransform:
+        """The transform a task's preprocessing describes (``ofa.tasks.TASKS[name].preprocess``)."""
+        return cls(cfg.size, cfg.mean, cfg.std, max_pixels=max_pixels)
 
     def __call__(self, image: ImageInput) -> torch.Tensor:
         return self.normalize(resize_image(self.load(image), self.size))

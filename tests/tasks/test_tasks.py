@@ -122,7 +122,7 @@ def test_entailment_prompts(tok):
 
 def test_classification_summarization_instruction(tok):
     c = ClassificationTask()
-    assert c.mean == (0.485, 0.456, 0.406) and c.prepare(tok, "img").prefix == []
+    assert c.preprocess.mean == (0.485, 0.456, 0.406) and c.prepare(tok, "img").prefix == []
     s = SummarizationTask()
     ex = s.prepare(tok, "t", text="Police  ARRESTED five people")
     assert tok.decode(ex.source) == ' what is the summary of article " police arrested five ' \

@@ -37,45 +37,16 @@ from ..boxes import box_to_bins, validate_box
 from ..errors import InputError
 from ..generate import Trie
 from ..preprocess import ImageTransform, image_pixels, load_image, resize_image
-from ..tasks import (
-    CaptionTask,
-    ClassificationTask,
-    EntailmentTask,
-    GroundingTask,
-    SummarizationTask,
-    Task,
-    VQATask,
-    pre_caption,
-    strip_punctuation,
-)
+from ..tasks import TASKS, get_task, pre_caption, strip_punctuation
 from ..tasks.entailment import ANSWERS as ENTAIL_ANSWERS
 from ..tokenizer import BOS, EOS, PAD, OFATokenizer, pad_batch
 
+# the tasks that have data records (training, evaluation), and the fields those must hold
 REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
-    "caption": ("image", "caption"),
-    "vqa": ("image", "question"),
-    "ground": ("image", "text", "box"),
-    "entail": ("image", "hypothesis", "label"),
-    "classify": ("image", "label"),
-    "summarize": ("source", "summary"),
-}
+    name: task.record_fields for name, task in TASKS.items() if task.record_fields}
 TASK_NAMES = tuple(REQUIRED_FIELDS)
 ENTAIL_LABEL_TO_ANSWER = {label: answer for answer, label in ENTAIL_ANSWERS.items()}
 MAX_TARGET_WORDS = 20  # official caption --max-tgt-length
-
-
-# The task module whose prompt each record kind is trained with (fine-tuned style: VQA and
-# entailment take the question as decoder prefix). Built once: samples are made per step.
-_TASKS: dict[str, Task] = {"caption": CaptionTask(), "vqa": VQATask(), "ground": GroundingTask(),
-                           "entail": EntailmentTask(), "classify": ClassificationTask(),
-                           "summarize": SummarizationTask()}
-
-
-def task_for(name: str) -> Task:
-    """The (shared, read-only) task module for records of ``name``."""
-    if name not in _TASKS:
-        raise InputError(f"unknown task {name!r}; choose one of {list(_TASKS)}")
-    return _TASKS[name]
 
 
 def validate_record(record: Any, where: str) -> dict:
@@ -292,13 +263,16 @@ def build_sample(record: dict, tokenizer: OFATokenizer, image_size: int | None =
     ``image_cache`` keeps the resized images of image files for the next time they are read;
     ``tries`` (see :func:`candidate_tries`) constrains the targets of the tasks it names."""
     name = record["task"]
-    task = task_for(name)
+    # the table's task module: fine-tuned style prompts (VQA and entailment take the question
+    # as decoder prefix)
+    task = get_task(name)
     image = size = None
-    patch = image_size or task.image_size
-    if task.image_size is not None:
+    if task.preprocess is not None:
+        cfg = task.preprocess.with_size(image_size)
+        patch = cfg.size
         load = image_cache.get if image_cache is not None else load_resized
         pixels, size = load(record["image"], patch)
-        image = _transform(patch, tuple(task.mean), tuple(task.std)).normalize(pixels)
+        image = _transform(patch, cfg.mean, cfg.std).normalize(pixels)
     if name == "ground":
         example = task.prepare(tokenizer, record["id"], text=record["text"])
         answer = box_to_bins(record["box"], size, patch)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..preprocess import TASK_IMAGE_SIZES
+from ..tasks import TASKS
 from .common import DEFAULT_OPSET, MIN_OPSET, require
 from .export import export_onnx
 
@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help=f"ONNX opset (>= {MIN_OPSET}; default {DEFAULT_OPSET})")
     p.add_argument("--image-size", type=int, default=None,
                    help="square input resolution baked into the encoder (default: the model's "
-                        f"trained size when known, else {TASK_IMAGE_SIZES['caption']})")
+                        f"trained size when known, else {TASKS['caption'].image_size})")
     p.add_argument("--vocab", type=Path, default=None,
                    help="tokenizer folder for checkpoints that ship none")
     p.add_argument("--no-check", dest="check", action="store_false",

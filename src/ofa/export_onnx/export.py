@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..preprocess import OFA_MEAN, OFA_STD, TASK_IMAGE_SIZES
+from ..preprocess import OFA_MEAN, OFA_STD
+from ..tasks import TASKS
 from .check import check_onnx
 from .common import (
     DECODER_FILE,
@@ -117,7 +118,7 @@ def export_onnx(model: OFAModel | OFA, out_dir: str | Path, *, opset: int = DEFA
     cfg = model.config
     max_side = cfg.image_bucket_size * 16
     if image_size is None:
-        image_size = own_size or min(TASK_IMAGE_SIZES["caption"], max_side)
+        image_size = own_size or min(TASKS["caption"].image_size, max_side)
     max_opset = min(onnx.defs.onnx_opset_version(), MAX_OPSET)
     if isinstance(opset, bool) or not isinstance(opset, int) \
             or not MIN_OPSET <= opset <= max_opset:

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from ..tasks import TASKS
 from . import schemas as s
 
 
@@ -35,8 +36,7 @@ def _box(raw: dict) -> list[float] | None:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    name: str
-    summary: str
+    name: str  # the task's name in ofa.tasks.TASKS, which gives its summary
     request: type[BaseModel]
     result: type[BaseModel]
     image: str  # "required", "optional" or "none"
@@ -47,29 +47,27 @@ class TaskSpec:
     def path(self) -> str:
         return f"/v1/{self.name}"
 
+    @property
+    def summary(self) -> str:
+        return TASKS[self.name].summary
+
 
 SPECS: dict[str, TaskSpec] = {spec.name: spec for spec in (
-    TaskSpec("caption", "Caption an image", s.CaptionRequest, s.CaptionResult, "required", (),
+    TaskSpec("caption", s.CaptionRequest, s.CaptionResult, "required", (),
              lambda r, size: {"caption": r["caption"]}),
-    TaskSpec("vqa", "Answer a question about an image", s.VQARequest, s.VQAResult, "required",
-             ("question",),
+    TaskSpec("vqa", s.VQARequest, s.VQAResult, "required", ("question",),
              lambda r, size: {"question": r["question"], "answer": r["answer"],
                               "scores": _scores(r)}),
-    TaskSpec("ground", "Locate the region a text describes (visual grounding)",
-             s.GroundRequest, s.GroundResult, "required", ("text",),
+    TaskSpec("ground", s.GroundRequest, s.GroundResult, "required", ("text",),
              lambda r, size: {"text": r["text"], "box": _box(r), "image_size": list(size)}),
-    TaskSpec("entail", "Visual entailment: does the image imply the hypothesis?",
-             s.EntailRequest, s.EntailResult, "required", ("hypothesis", "premise"),
+    TaskSpec("entail", s.EntailRequest, s.EntailResult, "required", ("hypothesis", "premise"),
              lambda r, size: {"hypothesis": r["hypothesis"], "answer": r["answer"],
                               "label": r["label"], "scores": _scores(r)}),
-    TaskSpec("classify", "Rank class names for an image", s.ClassifyRequest, s.ClassifyResult,
-             "required", (),
+    TaskSpec("classify", s.ClassifyRequest, s.ClassifyResult, "required", (),
              lambda r, size: {"label": r["label"],
                               "topk": [{"label": n, "score": finite(v)} for n, v in r["topk"]]}),
-    TaskSpec("summarize", "Summarise an article (text only)", s.SummarizeRequest,
-             s.SummarizeResult, "none", ("text",),
+    TaskSpec("summarize", s.SummarizeRequest, s.SummarizeResult, "none", ("text",),
              lambda r, size: {"summary": r["summary"]}),
-    TaskSpec("generate", "Follow a free instruction, with or without an image",
-             s.GenerateRequest, s.GenerateResult, "optional", ("prompt",),
+    TaskSpec("generate", s.GenerateRequest, s.GenerateResult, "optional", ("prompt",),
              lambda r, size: {"prompt": r["prompt"], "text": r["text"]}),
 )}

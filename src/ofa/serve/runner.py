@@ -21,8 +21,6 @@ from ..errors import InputError, OFAError
 from ..generate import on_checkpoint
 from .batching import checkpoint
 
-TASKS = ("caption", "vqa", "ground", "entail", "classify", "summarize", "generate")
-
 
 class ModelBusyError(Exception):
     """The device ran out of memory for this batch: a transient overload, not a bad input."""

@@ -1,6 +1,9 @@
-"""OFA tasks: one module each, a prompt builder + official decoding settings + post-processing."""
+"""OFA tasks: one module each (a prompt builder + official decoding settings +
+post-processing), and :data:`TASKS`, the table the CLI, the server, evaluation and training
+read: one entry per task, under the one name it has everywhere."""
 
-from .base import Example, Task
+from ..errors import InputError
+from .base import Example, PreprocessCfg, Task
 from .caption import CaptionTask
 from .classification import ClassificationTask
 from .entailment import EntailmentTask
@@ -10,6 +13,21 @@ from .summarization import SummarizationTask
 from .text import pre_caption, pre_question, strip_punctuation
 from .vqa import VQATask
 
-__all__ = ["Example", "Task", "CaptionTask", "VQATask", "GroundingTask", "EntailmentTask",
-           "ClassificationTask", "SummarizationTask", "InstructionTask", "pre_caption",
-           "pre_question", "strip_punctuation"]
+# Shared, read-only instances with their default options (tasks that take options, such as
+# VQATask(zero_shot=True), are built anew where those are given).
+TASKS: dict[str, Task] = {task.name: task for task in (
+    CaptionTask(), VQATask(), GroundingTask(), EntailmentTask(), ClassificationTask(),
+    SummarizationTask(), InstructionTask())}
+
+
+def get_task(name: str) -> Task:
+    """The table's entry for ``name``; an InputError listing the tasks otherwise."""
+    task = TASKS.get(name) if isinstance(name, str) else None
+    if task is None:
+        raise InputError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+    return task
+
+
+__all__ = ["TASKS", "get_task", "Example", "PreprocessCfg", "Task", "CaptionTask", "VQATask",
+           "GroundingTask", "EntailmentTask", "ClassificationTask", "SummarizationTask",
+           "InstructionTask", "pre_caption", "pre_question", "strip_punctuation"]

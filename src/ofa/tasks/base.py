@@ -1,8 +1,10 @@
 """What every task module provides: a prompt builder, official decoding settings and
-post-processing, around one prepared input (:class:`Example`)."""
+post-processing, around one prepared input (:class:`Example`), and the facts the layers
+(CLI, server, evaluation, training) read from the task table instead of re-deriving them."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -26,14 +28,44 @@ class Example:
     info: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PreprocessCfg:
+    """How a task's images become model input: resized to ``size`` x ``size`` (bicubic, the
+    aspect ratio not kept, as the official pipeline does), then normalised by ``mean`` and
+    ``std``. ``size`` is the official ``patch_image_size`` of the task's fine-tuning."""
+
+    size: int
+    mean: tuple[float, float, float] = OFA_MEAN
+    std: tuple[float, float, float] = OFA_STD
+
+    def with_size(self, size: int | None) -> PreprocessCfg:
+        """The same preprocessing at another size (a checkpoint trained at its own); None
+        keeps this one."""
+        return self if size is None else dataclasses.replace(self, size=size)
+
+
 class Task:
     """Base of the task modules. Subclasses set the class attributes and override
     :meth:`generation_config`, :meth:`prepare` and :meth:`result`."""
 
-    name: str = ""
-    image_size: int | None = None  # official patch_image_size; None: text-only task
-    mean: tuple[float, float, float] = OFA_MEAN
-    std: tuple[float, float, float] = OFA_STD
+    name: str = ""  # the one name of the task: API method, CLI command, route, record "task"
+    summary: str = ""  # one line, for help texts and the server's endpoint list
+    kind: str = "generate"  # "generate" (decode text) or "score" (rank fixed candidates)
+    preprocess: PreprocessCfg | None = None  # None: a text-only task
+    primary_metric: str | None = None  # the figure the task is published by (eval, keep-best)
+    result_key: str = ""  # the field of a result that holds the answer
+    record_fields: tuple[str, ...] = ()  # what a data record must hold; () = no records
+    default_model: str = ""  # registry name used when no model is given
+    demo: bool = False  # the embedded shapes-demo model was trained for it
+
+    @property
+    def image_size(self) -> int | None:
+        """The official input size, or None for a text-only task."""
+        return None if self.preprocess is None else self.preprocess.size
+
+    def one_line(self, result: dict) -> str:
+        """The answer of ``result`` as one line of text (the CLI's plain output)."""
+        return str(result[self.result_key])
 
     def generation_config(self, model_config: OFAConfig) -> GenerationConfig:
         return GenerationConfig()

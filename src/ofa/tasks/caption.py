@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from ..generate import GenerationConfig, Hypothesis
 from ..model import OFAConfig
-from ..preprocess import TASK_IMAGE_SIZES
 from ..tokenizer import OFATokenizer
-from .base import Example, Task, answer_tokens
+from .base import Example, PreprocessCfg, Task, answer_tokens
 from .text import strip_punctuation
 
 PROMPT = " what does the image describe?"
@@ -14,7 +13,13 @@ PROMPT = " what does the image describe?"
 
 class CaptionTask(Task):
     name = "caption"
-    image_size = TASK_IMAGE_SIZES["caption"]
+    summary = "Caption an image"
+    preprocess = PreprocessCfg(480)
+    primary_metric = "cider"
+    result_key = "caption"
+    record_fields = ("image", "caption")
+    default_model = "ofa-base-caption"
+    demo = True
 
     def generation_config(self, model_config: OFAConfig) -> GenerationConfig:
         if model_config.name == "huge":  # evaluate_caption_huge: beam 10, lenpen/temp 0.98

@@ -3,9 +3,8 @@ Scored over the candidates " no" / " yes" / " maybe" with the question as decode
 
 from __future__ import annotations
 
-from ..preprocess import TASK_IMAGE_SIZES
 from ..tokenizer import OFATokenizer
-from .base import Example, Task
+from .base import Example, PreprocessCfg, Task
 from .text import pre_caption, require_text
 
 # the official candidate order (OFA-Sys/OFA tasks/mm_tasks/snli_ve.py, ans2label_dict): a tie
@@ -17,7 +16,14 @@ PROMPT_WITH_PREMISE = ' can image and text1 " {} " imply text2 " {} "?'
 
 class EntailmentTask(Task):
     name = "entail"
-    image_size = TASK_IMAGE_SIZES["snli_ve"]
+    summary = "Visual entailment: does the image imply the hypothesis?"
+    kind = "score"
+    preprocess = PreprocessCfg(480)
+    primary_metric = "acc"
+    result_key = "label"
+    record_fields = ("image", "hypothesis", "label")
+    default_model = "ofa-base-snli-ve"
+    demo = True
     candidates = tuple(ANSWERS)
 
     def prepare(self, tokenizer: OFATokenizer, label: str, hypothesis: str = "",
@@ -34,3 +40,6 @@ class EntailmentTask(Task):
         answer = max(self.candidates, key=scores.__getitem__)  # first of tied maxima
         return {"hypothesis": example.info["hypothesis"], "answer": answer,
                 "label": ANSWERS[answer]}
+
+    def one_line(self, result: dict) -> str:
+        return f"{result['answer']} ({result['label']})"

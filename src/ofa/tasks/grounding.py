@@ -5,9 +5,8 @@ from __future__ import annotations
 from ..boxes import bins_to_box, is_bin_token
 from ..generate import GenerationConfig, Hypothesis
 from ..model import OFAConfig
-from ..preprocess import TASK_IMAGE_SIZES
 from ..tokenizer import BIN_OFFSET, NUM_BINS, OFATokenizer
-from .base import Example, Task
+from .base import Example, PreprocessCfg, Task
 from .text import pre_caption, require_text
 
 PROMPT = ' which region does the text " {} " describe?'
@@ -15,7 +14,13 @@ PROMPT = ' which region does the text " {} " describe?'
 
 class GroundingTask(Task):
     name = "ground"
-    image_size = TASK_IMAGE_SIZES["grounding"]
+    summary = "Locate the region a text describes (visual grounding)"
+    preprocess = PreprocessCfg(512)
+    primary_metric = "acc@0.5"
+    result_key = "box"
+    record_fields = ("image", "text", "box")
+    default_model = "ofa-base-refcoco"
+    demo = True
 
     def __init__(self, bins_only: bool = False) -> None:
         # The official evaluation does not constrain the vocabulary; bins_only restricts the
@@ -35,6 +40,11 @@ class GroundingTask(Task):
         tokens = hyp.tokens.tolist()[:4]
         box = None
         if len(tokens) == 4 and all(is_bin_token(t) for t in tokens):
-            w, h = example.image_size
-            box = list(bins_to_box(tokens, (w, h), self.image_size))
+            # the bins cover the square the image was resized to (a checkpoint may use its own)
+            patch = self.image_size if example.image is None else example.image.shape[-1]
+            box = list(bins_to_box(tokens, example.image_size, patch))
         return {"text": example.info["text"], "box": box}
+
+    def one_line(self, result: dict) -> str:
+        box = result["box"]
+        return "none" if box is None else " ".join(f"{v:.2f}" for v in box)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from ..generate import GenerationConfig, Hypothesis
 from ..model import OFAConfig
-from ..preprocess import TASK_IMAGE_SIZES
 from ..tokenizer import OFATokenizer
-from .base import Example, Task, answer_tokens
+from .base import Example, PreprocessCfg, Task, answer_tokens
 from .text import require_text
 
 
 class InstructionTask(Task):
     name = "generate"
-    image_size = TASK_IMAGE_SIZES["caption"]
+    summary = "Follow a free instruction, with or without an image"
+    preprocess = PreprocessCfg(480)
+    result_key = "text"
+    default_model = "ofa-base"
 
     def generation_config(self, model_config: OFAConfig) -> GenerationConfig:
         return GenerationConfig(beam_size=5, max_len_b=32, min_len=1, no_repeat_ngram_size=3)

@@ -14,7 +14,11 @@ MAX_SOURCE_WORDS = 512
 
 class SummarizationTask(Task):
     name = "summarize"
-    image_size = None
+    summary = "Summarise an article (text only)"
+    primary_metric = "rougeL"
+    result_key = "summary"
+    record_fields = ("source", "summary")
+    default_model = "ofa-large-gigaword"
 
     def generation_config(self, model_config: OFAConfig) -> GenerationConfig:
         return GenerationConfig(beam_size=6, max_len_b=32, min_len=1, no_repeat_ngram_size=3,

@@ -13,9 +13,8 @@ from collections.abc import Sequence
 from ..errors import InputError
 from ..generate import GenerationConfig, Hypothesis
 from ..model import OFAConfig
-from ..preprocess import TASK_IMAGE_SIZES
 from ..tokenizer import OFATokenizer
-from .base import Example, Task, answer_tokens
+from .base import Example, PreprocessCfg, Task, answer_tokens
 from .text import pre_question, require_text
 
 MODES = ("beam", "all", "open")
@@ -33,7 +32,13 @@ def source_text(question: str, objects: Sequence[str] | None = None) -> str:
 
 class VQATask(Task):
     name = "vqa"
-    image_size = TASK_IMAGE_SIZES["vqa"]
+    summary = "Answer a question about an image"
+    preprocess = PreprocessCfg(480)
+    primary_metric = "acc"
+    result_key = "answer"
+    record_fields = ("image", "question")
+    default_model = "ofa-base-vqa"
+    demo = True
 
     def __init__(self, zero_shot: bool = False) -> None:
         self.zero_shot = zero_shot

@@ -114,7 +114,9 @@ class TrainConfig:
     log_interval: int = 50
     valid_interval: int = 1000
     save_interval: int = 1000
-    keep_best: str | None = None  # metric to keep the best model by, e.g. "ground/acc@0.5"
+    # metric to keep the best model by, e.g. "ground/acc@0.5"; None: the mean of each validated
+    # task's published metric (ofa.tasks.TASKS: CIDEr for captions, on its 0-10 scale)
+    keep_best: str | None = None
     valid_batch_size: int = 32
     threads: int | None = None  # CPU threads per process (default: torch's choice)
 

@@ -33,6 +33,7 @@ from ..data.tsv import TSVRecords, read_tsv
 from ..errors import InputError
 from ..generate import Trie
 from ..model import OFAConfig, OFAModel
+from ..tasks import TASKS
 from ..tokenizer import BIN_OFFSET, NUM_BINS, PAD, OFATokenizer
 from . import run_folder
 from .config import TrainConfig
@@ -51,8 +52,9 @@ from .optim import (
 from .state import VERSION, numpy_rng_state, read_training_state, set_numpy_rng_state
 
 CHECKPOINT = "checkpoint_last.pt"
-PRIMARY_METRICS = ("caption/bleu4", "vqa/acc", "ground/acc@0.5", "entail/acc", "classify/acc",
-                   "summarize/bleu4")
+# what keep-best averages by default: each task's published figure (the task table's)
+PRIMARY_METRICS = tuple(f"{t.name}/{t.primary_metric}" for t in TASKS.values()
+                        if t.primary_metric)
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
