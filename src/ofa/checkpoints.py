@@ -1,6 +1,6 @@
 """Loading OFA checkpoints in every published layout, and the native format.
 
-Layouts (detected automatically, reference section 2):
+Layouts (detected automatically):
 
 * ``fairseq``: official ``.pt`` files; state dict under ``model``, optional EMA weights under
   ``extra_state.ema``, training config under ``cfg`` (OmegaConf) or ``args`` (Namespace).

@@ -1,5 +1,6 @@
 """Sequence generation for OFA: fairseq-style beam search, sampling, answer tries and
-all-candidate scoring (reference sections 5.1-5.3).
+all-candidate scoring (OFA-Sys/OFA ``models/sequence_generator.py`` and the
+all-candidate evaluation of ``utils/eval_utils.py``).
 
 The beam search follows the official OFA/fairseq ``SequenceGenerator`` (which produced the
 published numbers) step for step, so token ids and scores match it:

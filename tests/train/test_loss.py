@@ -1,4 +1,5 @@
-"""Label-smoothed cross-entropy against hand-written formulas (reference section 6.1)."""
+"""Label-smoothed cross-entropy against hand-written formulas (OFA-Sys/OFA
+``criterions/label_smoothed_cross_entropy.py``)."""
 
 import math
 

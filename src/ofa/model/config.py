@@ -10,7 +10,8 @@ from typing import Any
 
 from ..errors import InputError
 
-# Vocabulary layout shared by every released checkpoint (reference section 1.9).
+# Vocabulary layout shared by every released checkpoint: the 50,265 GPT-2 BPE entries of
+# fairseq's dict.txt, then 8,192 <code_i> and 1,000 <bin_i> tokens (OFA-Sys/OFA tasks/ofa_task.py).
 VOCAB_SIZE = 59457
 BOS_ID, PAD_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 
@@ -175,7 +176,7 @@ class OFAConfig:
         return cls(**d)
 
 
-# Reference section 1.1: official presets (ofa_tiny ... ofa_huge in models/ofa/ofa.py).
+# Official presets: ofa_tiny ... ofa_huge in OFA-Sys/OFA models/ofa/ofa.py.
 PRESETS: dict[str, OFAConfig] = {
     "tiny": OFAConfig(d_model=256, encoder_layers=4, decoder_layers=4, attention_heads=4,
                       ffn_dim=1024, resnet_layers=(3, 4, 6), name="tiny"),

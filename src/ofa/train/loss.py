@@ -1,6 +1,7 @@
 """OFA's training criterion: label-smoothed cross-entropy with constraints and drop-worst.
 
-Mirrors ``adjust_label_smoothed_cross_entropy`` of the official code (reference section 6.1).
+Mirrors ``adjust_label_smoothed_cross_entropy`` of the official code (OFA-Sys/OFA
+``criterions/label_smoothed_cross_entropy.py``).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Optimizer, learning-rate schedule, gradient clipping and freezing for OFA training.
 
-Official settings (reference section 6.1): Adam(W) with betas (0.9, 0.999), eps 1e-8, weight
-decay 0.01, fairseq's ``polynomial_decay`` schedule with linear warmup (here with optional warm
-restarts).
+Official settings (OFA-Sys/OFA ``run_scripts/*/train_*.sh``): Adam(W) with betas (0.9, 0.999),
+eps 1e-8, weight decay 0.01, fairseq's ``polynomial_decay`` schedule with linear warmup (here
+with optional warm restarts).
 """
 
 from __future__ import annotations
