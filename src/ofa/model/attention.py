@@ -15,7 +15,8 @@ def attention_for_training(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """``F.scaled_dot_product_attention`` as PyTorch computes it when autograd records (its
     math kernel on CPU: fp32 inside, q and k each scaled by sqrt(scale)), with the same values
     and gradients bit for bit, less its check for fully masked rows: OFA's masks never mask a
-    whole row, and the check cost about 3% of a small model's training update on CPU."""
+    whole row, and the check was a measurable part of a small model's training update on CPU
+    (BENCHMARKS.md)."""
     dtype = q.dtype
     with torch.autocast(q.device.type, enabled=False):
         if dtype in (torch.bfloat16, torch.float16):

@@ -14,7 +14,7 @@ from .encoder import EncoderOutput, OFAEncoder
 def vocab_logits(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``hidden [..., D] @ weight[V, D]^T``. For fp32 on CPU this runs as ``weight @ hidden^T``:
     with a decoding step's few rows MKL streams the [V, D] table faster in that orientation
-    (OFA-base, 5 beam rows: 9 ms instead of 28 ms, benchmarks/gemv.py; the same dot products)."""
+    (the same dot products; ``benchmarks/gemv.py`` measures it)."""
     if hidden.device.type != "cpu" or hidden.dtype != torch.float32:
         return F.linear(hidden, weight)
     rows = hidden.reshape(-1, hidden.shape[-1])

@@ -5,10 +5,9 @@ Scoring runs the decoder once per candidate over ``[BOS] + question + candidate 
 each of those rows first projects the whole encoder output (image patches and text) into
 its cross-attention keys and values. So a candidate costs a fixed part, about as much as
 ``ROW_TOKENS`` decoder tokens, plus one part per token (the question's and its own). The
-budget counts those *scoring tokens*. Measured with the base model (fp32): on two CPU cores
-one costs 1.2-1.5 ms after the 1-1.5 s encoder pass, so the default budget (2,000) is about
-4 s of model time; on one H200 GPU 150,000 cost about 1.3 s. Generation (caption, VQA
-beam, ...) needs no budget here: beam and length are capped by the request schema.
+budget counts those *scoring tokens*; the default is a few seconds of the base model on two
+CPU cores (BENCHMARKS.md, *Scoring cost*). Generation (caption, VQA beam, ...) needs no
+budget here: beam and length are capped by the request schema.
 """
 
 from __future__ import annotations

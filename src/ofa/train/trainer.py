@@ -115,8 +115,8 @@ def _atomic_save(obj: Any, path: Path) -> None:
 def keep_freed_memory() -> bool:
     """Ask glibc to keep freed memory instead of returning it to the kernel. Every update
     allocates and frees hundreds of MB of large tensors (vocabulary-sized logits, gradients);
-    by default each is a fresh mmap whose pages the kernel zeroes again (measured on the demo
-    config: 105k page faults and 20% of the time per update, gone with this)."""
+    by default each is a fresh mmap whose pages the kernel zeroes again (the page faults it
+    costs per update are in BENCHMARKS.md)."""
     if sys.platform != "linux":
         return False
     try:
