@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from .errors import InputError
+from .files import replace_folder
 
 DEMO_NAME = "shapes-demo"
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -83,9 +84,7 @@ def export_demo(trained: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     tmp.chmod(0o755)  # mkdtemp made it private
     for f in tmp.iterdir():
         f.chmod(0o644)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    replace_folder(tmp, out)
     scene = _pick_scene(world_seed)
     scene.render().save(out.parent / DEMO_IMAGE.name)
     shape = scene.shapes[0]

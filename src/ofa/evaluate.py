@@ -29,6 +29,7 @@ from typing import Any
 from .api import OFA
 from .data.records import TASK_NAMES, answers_of, references
 from .errors import InputError
+from .files import write_atomic
 from .metrics import (
     CAPTION_METRICS,
     FAST_CAPTION_METRICS,
@@ -231,12 +232,6 @@ def _append(path: Path, predictions: Iterable[dict]) -> None:
         os.fsync(f.fileno())
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def check_ids(records: Iterable[dict]) -> list[str]:
     """Every record's id as a string; resuming needs them unique."""
     ids: list[str] = []
@@ -398,7 +393,7 @@ def run_evaluation(ofa: OFA, records: Sequence[dict], out_dir: str | os.PathLike
         if not resume:
             for path in stale:
                 path.unlink(missing_ok=True)
-        _write_atomic(out / RUN_FILE, json.dumps(identity, indent=2) + "\n")
+        write_atomic(out / RUN_FILE, json.dumps(identity, indent=2) + "\n")
     _barrier(world_size)
     done = {rid: p for rid, p in found.items()
             if resume and rid in digests and not p.get("error")}
@@ -423,7 +418,7 @@ def run_evaluation(ofa: OFA, records: Sequence[dict], out_dir: str | os.PathLike
     for p in mine:
         done[str(p["id"])] = p
     predictions = [done[rid] for rid in ids]
-    _write_atomic(merged_path, "".join(json.dumps(p) + "\n" for p in predictions))
+    write_atomic(merged_path, "".join(json.dumps(p) + "\n" for p in predictions))
     for path in out.glob("predictions.rank*.jsonl"):
         path.unlink()
     metrics, notes = _score(refs, predictions, full)
@@ -433,8 +428,8 @@ def run_evaluation(ofa: OFA, records: Sequence[dict], out_dir: str | os.PathLike
     files = {"predictions": merged_path, "metrics": out / "metrics.json",
              "summary": out / "summary.md"}
     _write_vqa_submission(out, refs, predictions, files, notes)
-    _write_atomic(files["metrics"], json.dumps(metrics, indent=2) + "\n")
-    _write_atomic(files["summary"], summary_table(metrics, counts, title, notes))
+    write_atomic(files["metrics"], json.dumps(metrics, indent=2) + "\n")
+    write_atomic(files["summary"], summary_table(metrics, counts, title, notes))
     failed = sum(1 for p in predictions if p.get("error"))
     discarded = 0 if resume else len(found)
     return EvalResult(metrics, predictions, counts, len(mine), files, notes, failed, discarded)

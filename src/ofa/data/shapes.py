@@ -16,7 +16,6 @@ import io
 import json
 import os
 import re
-import tempfile
 import zlib
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -28,6 +27,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from ofa.errors import InputError
+from ofa.files import write_atomic
 
 __all__ = [
     "BACKGROUNDS",
@@ -528,7 +528,7 @@ class ShapesWorld:
         finally:
             if pool is not None:
                 pool.shutdown()
-        _write_atomic(root / "answers.txt", "".join(a + "\n" for a in VQA_ANSWERS))
+        write_atomic(root / "answers.txt", "".join(a + "\n" for a in VQA_ANSWERS))
         return written
 
 
@@ -536,9 +536,9 @@ def _write_split(root: Path, split: str, lines: list[str], extra: dict[str, list
                  ) -> Path:
     """{split}.jsonl and its exhaustive sets; returns the path of {split}.jsonl."""
     path = root / f"{split}.jsonl"
-    _write_atomic(path, "".join(line + "\n" for line in lines))
+    write_atomic(path, "".join(line + "\n" for line in lines))
     for name, extra_lines in extra.items():
-        _write_atomic(root / f"{split}_{name}.jsonl", "".join(line + "\n" for line in extra_lines))
+        write_atomic(root / f"{split}_{name}.jsonl", "".join(line + "\n" for line in extra_lines))
     return path
 
 
@@ -578,18 +578,6 @@ def annotation_kind(record: dict) -> str:
         if pattern.search(record[field_name]):
             return kind
     raise InputError(f"{task} record {record.get('id')!r} matches no ShapesWorld template")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder + os.replace so readers never see a partial file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _exist_question(color: str, kind: str) -> str:

@@ -19,6 +19,12 @@ import re
 import shutil
 from pathlib import Path
 
+from ..files import replace_folder, temporary_file, write_atomic
+
+__all__ = ["LOGS", "MODEL_FOLDERS", "TRAIN_LOG", "VALID_LOG", "clean_interrupted_writes",
+           "new_folder", "prepare", "replace_folder", "temporary_file", "trim_log",
+           "write_atomic"]
+
 TRAIN_LOG = "train_log.jsonl"
 VALID_LOG = "valid_log.jsonl"
 LOGS = (TRAIN_LOG, VALID_LOG)
@@ -34,37 +40,9 @@ _TEMPORARY = re.compile(
 _OLD_FOLDER = re.compile(r"\.(best|final)\.old-\d+")
 
 
-def temporary_file(path: Path) -> Path:
-    """Where ``path`` is written before it is renamed into place."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
 def new_folder(out: Path, folder: str) -> Path:
     """Where the model folder ``out/folder`` is written before it replaces the old one."""
     return out / f".{folder}.new-{os.getpid()}"
-
-
-def old_folder(dst: Path) -> Path:
-    """Where the previous ``dst`` waits while the new one is renamed into place."""
-    return dst.with_name(f".{dst.name}.old-{os.getpid()}")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` by ``text`` all at once: a kill leaves the old file or the new one."""
-    tmp = temporary_file(path)
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def replace_folder(src: Path, dst: Path) -> None:
-    """Rename ``src`` to ``dst``, replacing it. A kill between the two renames leaves ``dst``
-    missing and its previous content in :func:`old_folder`, which
-    :func:`clean_interrupted_writes` puts back."""
-    old = old_folder(dst)
-    if dst.exists():
-        os.replace(dst, old)
-    os.replace(src, dst)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def clean_interrupted_writes(out: Path) -> list[str]:

@@ -31,6 +31,7 @@ from ..checkpoints import model_from_checkpoint, read_checkpoint, save_native
 from ..data.records import CONSTRAINABLE_TASKS, candidate_tries, read_jsonl
 from ..data.tsv import TSVRecords, read_tsv
 from ..errors import InputError
+from ..files import replacing
 from ..generate import Trie
 from ..model import OFAConfig, OFAModel
 from ..tasks import TASKS
@@ -107,9 +108,8 @@ def init_smooth_bins(model: OFAModel) -> None:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = run_folder.temporary_file(path)
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    with replacing(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def keep_freed_memory() -> bool:
