@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .data.answer_lists import read_answer_list, read_lines
 from .errors import InputError, OFAError
 from .tasks import TASKS
 
@@ -105,18 +106,6 @@ def _decoding(args: argparse.Namespace) -> dict:
     return out
 
 
-def _read_lines(path: Path, what: str) -> list[str]:
-
-    try:
-        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read {what} file {path}: {e}") from None
-    lines = [ln for ln in lines if ln]
-    if not lines:
-        raise InputError(f"{what} file {path} is empty")
-    return lines
-
-
 def _add_tasks(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("caption", help="describe images",
                        description="Caption images (official: beam 5, <= 16 tokens).")
@@ -129,8 +118,9 @@ def _add_tasks(sub: argparse._SubParsersAction) -> None:
                                    "zero-shot (beam 20, no trie).")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--question", "-q", required=True, help="the question")
-    p.add_argument("--answers", type=Path, help="file of allowed answers, one per line "
-                                                "(e.g. the 3,129 VQAv2 answers)")
+    p.add_argument("--answers", type=Path, help="file of allowed answers, one per line, or "
+                                                "the official trainval_ans2label.pkl (e.g. the "
+                                                "3,129 VQAv2 answers)")
     p.add_argument("--mode", choices=["beam", "all", "open"], default="beam",
                    help="beam: beam search (within --answers if given); all: score every "
                         "answer (official numbers); open: unconstrained")
@@ -227,7 +217,7 @@ def _run_task(args: argparse.Namespace) -> int:
     if cmd == "caption":
         results = ofa.caption(list(args.images), **common, **decoding)
     elif cmd == "vqa":
-        answers = _read_lines(args.answers, "answers") if args.answers else None
+        answers = read_answer_list(args.answers) if args.answers else None
         objects = [o.strip() for o in args.objects.split(",")] if args.objects else None
         results = ofa.vqa(list(args.images), args.question, answers=answers, mode=args.mode,
                           objects=objects, zero_shot=args.zero_shot, **common, **decoding)
@@ -238,7 +228,7 @@ def _run_task(args: argparse.Namespace) -> int:
         results = ofa.entail(list(args.images), args.hypothesis, premises=args.premise,
                              **common)
     elif cmd == "classify":
-        results = ofa.classify(list(args.images), _read_lines(args.classes, "classes"),
+        results = ofa.classify(list(args.images), read_lines(args.classes, "classes"),
                                topk=args.topk, **common)
     elif cmd == "summarize":
         texts = [t for arg in args.texts for t in (_stdin_texts() if arg == "-" else [arg])]
@@ -485,20 +475,6 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_eval)
 
 
-def _read_answers(path: Path) -> list[str]:
-    """VQA candidate answers: one per line, or the keys of the official ``ans2label`` pickle
-    (read by a loader that accepts plain data only)."""
-    if path.suffix != ".pkl":
-        return _read_lines(path, "answers")
-    from .data.plain_pickle import load_plain_pickle
-
-    table = load_plain_pickle(path)
-    if not isinstance(table, dict) or not table or not all(
-            isinstance(a, str) and a.strip() for a in table):
-        raise InputError(f"{path}: expected a pickled dict of answer -> label id (ans2label)")
-    return [a.strip() for a in table]
-
-
 def _default_eval_dir(args: argparse.Namespace) -> Path:
     import re
 
@@ -525,7 +501,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         records = records[:args.limit]
     if not records:
         raise InputError(f"{args.data}: no records to evaluate")
-    answers = _read_answers(args.vqa_answers) if args.vqa_answers else None
+    answers = read_answer_list(args.vqa_answers) if args.vqa_answers else None
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, device = 0, args.device
     if world > 1:
@@ -618,8 +594,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--max-pixels", type=int, default=40_000_000,
                    help="largest decoded image in pixels before 422 (default: 40000000)")
     b.add_argument("--vqa-answers", type=Path, default=None,
-                   help="default candidate answers for VQA, one per line (default: the "
-                        "demo model's answers for shapes-demo, else none)")
+                   help="default candidate answers for VQA, one per line or an ans2label "
+                        ".pkl (default: the demo model's answers for shapes-demo, else none)")
     b.add_argument("--max-score-tokens", type=int, default=2000,
                    help="most scoring tokens one classify or VQA mode-all request may cost "
                         "before 422; a candidate costs 65 + its tokens (+ the question's, for "
@@ -660,7 +636,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         raise InputError(f"refusing to serve on {args.host} without an API key: anyone who "
                          "can reach it could use the model. Pass --api-key KEY (or set "
                          "OFA_API_KEY), or --allow-no-auth if that is intended")
-    answers = _read_lines(args.vqa_answers, "VQA answers") if args.vqa_answers else None
+    answers = read_answer_list(args.vqa_answers, "VQA answers") if args.vqa_answers else None
     if answers is None and args.model == DEMO_NAME:
         from .data.shapes import VQA_ANSWERS
 

@@ -71,7 +71,7 @@ class LRRestart:
 class DataSettings:
     train: list[DatasetSpec] = field(default_factory=list)
     valid: list[DatasetSpec] = field(default_factory=list)
-    vqa_answers: str | None = None  # answer list (one per line) for trie-constrained VQA
+    vqa_answers: str | None = None  # answers (one per line, or ans2label .pkl): VQA's trie
     max_source_length: int = 80
     max_target_length: int = 30
     num_workers: int = 0

@@ -28,6 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..checkpoints import model_from_checkpoint, read_checkpoint, save_native
+from ..data.answer_lists import read_answer_list
 from ..data.records import CONSTRAINABLE_TASKS, candidate_tries, read_jsonl
 from ..data.tsv import TSVRecords, read_tsv
 from ..errors import InputError
@@ -275,13 +276,7 @@ class Trainer:
 
     @staticmethod
     def _read_answers(path: str | None) -> list[str] | None:
-        if path is None:
-            return None
-        p = Path(path)
-        if not p.is_file():
-            raise InputError(f"vqa_answers file not found: {p}")
-        return [line.strip() for line in p.read_text(encoding="utf-8").splitlines()
-                if line.strip()]
+        return None if path is None else read_answer_list(path, "vqa_answers")
 
     def _set_train_mode(self) -> None:
         self.model.train()
