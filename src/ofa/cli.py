@@ -546,13 +546,13 @@ def _eval_records(args: argparse.Namespace) -> tuple[Sequence[dict], list[str] |
         if args.data.suffix != ".jsonl":
             raise InputError(f"{args.data}: without TASK, --data must be JSONL records; "
                              f"name the task for benchmark files ({', '.join(EVAL_TASKS)})")
-        from .data.eval_common import check_first_image
+        from .data.benchmarks.common import check_first_image
 
         tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
         records = read_jsonl(args.data, tasks)
         check_first_image(records, str(args.data))
         return records, None, str(args.data)
-    from .data.eval_sets import read_eval_data
+    from .data.benchmarks import read_eval_data
 
     data = read_eval_data(args.task, args.data, split=args.split, images=args.images,
                           annotations=args.annotations, class_names=args.class_names)

@@ -449,7 +449,7 @@ def _write_vqa_submission(out: Path, refs: list[dict], predictions: list[dict],
         notes["vqa/submission"] = (f"vqa_submission.json not written: {failed} of {len(vqa)} "
                                    "questions failed; run again to retry them")
         return
-    from .data.vqav2 import write_vqa_submission
+    from .data.benchmarks.vqav2 import write_vqa_submission
 
     files["vqa_submission"] = write_vqa_submission(path, [r for r, _ in vqa],
                                                    [p for _, p in vqa])

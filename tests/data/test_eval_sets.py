@@ -1,5 +1,5 @@
 """Evaluation-set readers: tiny datasets in each public layout, built on the fly, read back to
-exact records through :func:`ofa.data.eval_sets.read_eval_data`."""
+exact records through :func:`ofa.data.benchmarks.read_eval_data`."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ofa.data.eval_common import check_file_split, split_words
-from ofa.data.eval_sets import EvalData, read_eval_data, resolve_task
-from ofa.data.imagenet import display_name, read_class_names
+from ofa.data.benchmarks.common import check_file_split, split_words
+from ofa.data.benchmarks.imagenet import display_name, read_class_names
+from ofa.data.benchmarks.sets import EvalData, read_eval_data, resolve_task
+from ofa.data.benchmarks.vqav2 import answer_scores, vqa_submission, write_vqa_submission
 from ofa.data.records import validate_record
-from ofa.data.vqav2 import answer_scores, vqa_submission, write_vqa_submission
 from ofa.errors import InputError
 
 
@@ -742,3 +742,14 @@ def test_gigaword_errors(tmp_path):
         read_eval_data("summarize", src)
     with pytest.raises(InputError, match="no Gigaword source file for split 'train'"):
         read_eval_data("summarize", tmp_path, split="train")
+
+
+def test_reading_benchmarks_does_not_load_the_scene_renderer():
+    import subprocess
+    import sys
+
+    code = ("import sys, ofa.data.benchmarks, ofa.data.records; "
+            "print('ofa.data.shapes' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"

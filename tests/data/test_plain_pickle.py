@@ -180,11 +180,12 @@ def test_a_huge_memo_index_costs_one_entry():
 
 
 def test_ofa_eval_vqa_answers_pickle_bombs_are_one_line(tmp_path, capsys):
-    from ofa.cli import _read_answers, main
+    from ofa.cli import main
+    from ofa.data.answer_lists import read_answer_list
 
     laughs = tmp_path / "laughs.pkl"  # converted in its size: a valid ans2label after all
     laughs.write_bytes(pickle.dumps({"yes": nested_shared_lists(45)}, protocol=2))
-    assert _read_answers(laughs) == ["yes"]
+    assert read_answer_list(laughs) == ["yes"]
     (tmp_path / "img.png").write_bytes(b"")  # only its existence is checked before answers
     records = tmp_path / "vqa.jsonl"
     records.write_text('{"task": "vqa", "image": "img.png", "question": "what?", '

@@ -17,9 +17,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from .eval_common import place_images, require_file
-from .records import iter_jsonl
+from ...errors import InputError
+from ..records import iter_jsonl
+from .common import place_images, require_file
 
 __all__ = ["SNLI_VE_FIELDS", "find_snli_ve_file", "is_snli_ve_line", "read_snli_ve"]
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark readers (:mod:`ofa.data.eval_sets` and the per-dataset
+"""Helpers shared by the benchmark readers (:mod:`ofa.data.benchmarks.sets` and the per-dataset
 modules): reading JSON with clear errors, checking a file's split, and finding the image folder.
 
 Benchmark annotations name images relative to a folder that people keep in many places, so
@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, overload
 
-from ..errors import InputError
+from ...errors import InputError
 
 __all__ = ["MappedRecords", "check_file_split", "check_first_image", "load_json",
            "place_images", "require_file", "split_words"]

@@ -23,8 +23,8 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..errors import InputError
-from .eval_common import list_field, load_json, place_images
+from ...errors import InputError
+from .common import list_field, load_json, place_images
 
 __all__ = ["KARPATHY_SPLITS", "coco_subdir", "find_coco_references", "read_coco_caption_list",
            "read_coco_captions", "read_coco_references", "read_karpathy"]

@@ -39,11 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ...errors import InputError
+from ..records import TASK_NAMES, read_jsonl
+from ..tsv import TSV_LAYOUTS, TSVFile, read_tsv
 from . import coco, gigaword, imagenet, refcoco, snli_ve, vqav2
-from .eval_common import MappedRecords, check_file_split, check_first_image, load_json
-from .records import TASK_NAMES, read_jsonl
-from .tsv import TSV_LAYOUTS, TSVFile, read_tsv
+from .common import MappedRecords, check_file_split, check_first_image, load_json
 
 __all__ = ["TASK_ALIASES", "EvalData", "read_eval_data", "resolve_task"]
 

@@ -26,8 +26,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from .eval_common import list_field, load_json, place_images
+from ...errors import InputError
+from .common import list_field, load_json, place_images
 
 __all__ = ["VQA_SPLITS", "answer_scores", "find_vqa_annotations", "find_vqa_questions",
            "image_subtype", "read_vqav2", "vqa_submission", "write_vqa_submission"]

@@ -20,10 +20,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ...errors import InputError
+from ..plain_pickle import load_plain_pickle
 from .coco import coco_subdir
-from .eval_common import list_field, load_json, place_images, require_file
-from .plain_pickle import load_plain_pickle
+from .common import list_field, load_json, place_images, require_file
 
 __all__ = ["REFER_DATASETS", "SPLIT_BY_PREFERENCE", "find_refer_folder", "find_refs_file",
            "read_refer"]

@@ -28,8 +28,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import InputError
-from .eval_common import require_file
+from ...errors import InputError
+from .common import require_file
 
 __all__ = ["IMAGE_EXTENSIONS", "class_candidates", "display_name", "read_class_names",
            "read_image_folder"]

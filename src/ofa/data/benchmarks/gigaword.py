@@ -23,8 +23,8 @@ import os
 import re
 from pathlib import Path
 
-from ..errors import InputError
-from .eval_common import require_file
+from ...errors import InputError
+from .common import require_file
 
 __all__ = ["find_gigaword_reference", "find_gigaword_source", "read_gigaword"]
 
