@@ -12,22 +12,20 @@ then ``Resize((S, S), BICUBIC)`` on the PIL image (a squash: the aspect ratio is
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ofa.errors import InputError
-
-if TYPE_CHECKING:
-    from ofa.tasks.base import PreprocessCfg
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -36,6 +34,7 @@ __all__ = [
     "MAX_PIXELS_ENV",
     "OFA_MEAN",
     "OFA_STD",
+    "PreprocessCfg",
     "ImageError",
     "ImageInput",
     "ImageTransform",
@@ -346,6 +345,22 @@ def _normalize(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> t
 
 def _to_tensor(img: Image.Image, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     return _normalize(image_pixels(img), mean, std)
+
+
+@dataclass(frozen=True)
+class PreprocessCfg:
+    """How a task's images become model input: resized to ``size`` x ``size`` (bicubic, the
+    aspect ratio not kept, as the official pipeline does), then normalised by ``mean`` and
+    ``std``. ``size`` is the official ``patch_image_size`` of the task's fine-tuning."""
+
+    size: int
+    mean: tuple[float, float, float] = OFA_MEAN
+    std: tuple[float, float, float] = OFA_STD
+
+    def with_size(self, size: int | None) -> PreprocessCfg:
+        """The same preprocessing at another size (a checkpoint trained at its own); None
+        keeps this one."""
+        return self if size is None else dataclasses.replace(self, size=size)
 
 
 class ImageTransform:

@@ -3,7 +3,8 @@ post-processing), and :data:`TASKS`, the table the CLI, the server, evaluation a
 read: one entry per task, under the one name it has everywhere."""
 
 from ..errors import InputError
-from .base import Example, PreprocessCfg, Task
+from ..preprocess import PreprocessCfg
+from .base import Example, Task
 from .caption import CaptionTask
 from .classification import ClassificationTask
 from .entailment import EntailmentTask

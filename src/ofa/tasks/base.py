@@ -4,14 +4,13 @@ post-processing, around one prepared input (:class:`Example`), and the facts the
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import torch
 
 from ..generate import GenerationConfig, Hypothesis
 from ..model import OFAConfig
-from ..preprocess import OFA_MEAN, OFA_STD
+from ..preprocess import PreprocessCfg
 from ..tokenizer import OFATokenizer
 
 
@@ -26,22 +25,6 @@ class Example:
     image_size: tuple[int, int] | None = None  # original (width, height)
     prefix: list[int] = field(default_factory=list)
     info: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class PreprocessCfg:
-    """How a task's images become model input: resized to ``size`` x ``size`` (bicubic, the
-    aspect ratio not kept, as the official pipeline does), then normalised by ``mean`` and
-    ``std``. ``size`` is the official ``patch_image_size`` of the task's fine-tuning."""
-
-    size: int
-    mean: tuple[float, float, float] = OFA_MEAN
-    std: tuple[float, float, float] = OFA_STD
-
-    def with_size(self, size: int | None) -> PreprocessCfg:
-        """The same preprocessing at another size (a checkpoint trained at its own); None
-        keeps this one."""
-        return self if size is None else dataclasses.replace(self, size=size)
 
 
 class Task:

@@ -3,9 +3,9 @@ ImageNet mean/std, decoder prompt = BOS only."""
 
 from __future__ import annotations
 
-from ..preprocess import IMAGENET_MEAN, IMAGENET_STD
+from ..preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessCfg
 from ..tokenizer import OFATokenizer
-from .base import Example, PreprocessCfg, Task
+from .base import Example, Task
 
 PROMPT = " what does the image describe?"
 

@@ -3,8 +3,9 @@ Scored over the candidates " no" / " yes" / " maybe" with the question as decode
 
 from __future__ import annotations
 
+from ..preprocess import PreprocessCfg
 from ..tokenizer import OFATokenizer
-from .base import Example, PreprocessCfg, Task
+from .base import Example, Task
 from .text import pre_caption, require_text
 
 # the official candidate order (OFA-Sys/OFA tasks/mm_tasks/snli_ve.py, ans2label_dict): a tie

@@ -5,8 +5,9 @@ from __future__ import annotations
 from ..boxes import bins_to_box, is_bin_token
 from ..generate import GenerationConfig, Hypothesis
 from ..model import OFAConfig
+from ..preprocess import PreprocessCfg
 from ..tokenizer import BIN_OFFSET, NUM_BINS, OFATokenizer
-from .base import Example, PreprocessCfg, Task
+from .base import Example, Task
 from .text import pre_caption, require_text
 
 PROMPT = ' which region does the text " {} " describe?'

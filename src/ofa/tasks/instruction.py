@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from ..generate import GenerationConfig, Hypothesis
 from ..model import OFAConfig
+from ..preprocess import PreprocessCfg
 from ..tokenizer import OFATokenizer
-from .base import Example, PreprocessCfg, Task, answer_tokens
+from .base import Example, Task, answer_tokens
 from .text import require_text
 
 

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from ..errors import InputError
 from ..generate import GenerationConfig, Hypothesis
 from ..model import OFAConfig
+from ..preprocess import PreprocessCfg
 from ..tokenizer import OFATokenizer
-from .base import Example, PreprocessCfg, Task, answer_tokens
+from .base import Example, Task, answer_tokens
 from .text import pre_question, require_text
 
 MODES = ("beam", "all", "open")

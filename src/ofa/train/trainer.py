@@ -37,7 +37,6 @@ from ..generate import Trie
 from ..model import OFAConfig, OFAModel
 from ..tasks import TASKS
 from ..tokenizer import BIN_OFFSET, NUM_BINS, PAD, OFATokenizer
-from . import run_folder
 from .config import TrainConfig
 from .data import StepBatches
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
@@ -51,6 +50,7 @@ from .optim import (
     polynomial_decay_schedule,
     set_batchnorm_eval,
 )
+from .run_folder import TRAIN_LOG, VALID_LOG, new_folder, prepare, replace_folder
 from .state import VERSION, numpy_rng_state, read_training_state, set_numpy_rng_state
 
 CHECKPOINT = "checkpoint_last.pt"
@@ -202,7 +202,7 @@ class Trainer:
         if resumed:
             self._load(ckpt_path)
         if self.info.is_main:  # logs end where this run begins; no leftovers of killed writes
-            run_folder.prepare(self.out, self.step if resumed else None)
+            prepare(self.out, self.step if resumed else None)
 
     # ------------------------------------------------------------------ setup
     def _build_model(self) -> tuple[OFATokenizer, OFAModel, int | None]:
@@ -368,13 +368,13 @@ class Trainer:
         model = self._eval_model()
         if model is None:
             return None
-        tmp = run_folder.new_folder(self.out, folder)
+        tmp = new_folder(self.out, folder)
         shutil.rmtree(tmp, ignore_errors=True)
         source = {"image_size": self.image_size, "trained_updates": self.step,
                   "metrics": metrics or {}}
         with self._ema_weights(model):
             save_native(model, tmp, self.tokenizer, source=source)
-        run_folder.replace_folder(tmp, self.out / folder)
+        replace_folder(tmp, self.out / folder)
         return self.out / folder
 
     # ------------------------------------------------------------ validation
@@ -510,7 +510,7 @@ class Trainer:
                 window["loss"] += rec["loss"] * rec["ntokens"]
                 window["ntokens"] += rec["ntokens"]
                 if info.is_main:
-                    with (self.out / run_folder.TRAIN_LOG).open("a", encoding="utf-8") as f:
+                    with (self.out / TRAIN_LOG).open("a", encoding="utf-8") as f:
                         f.write(json.dumps(rec) + "\n")
                     bar.update(1)
                     bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.2e}")
@@ -543,7 +543,7 @@ class Trainer:
             self.best = score
         if self.info.is_main:
             line = {"step": self.step, **metrics, "score": score, "best": self.best}
-            with (self.out / run_folder.VALID_LOG).open("a", encoding="utf-8") as f:
+            with (self.out / VALID_LOG).open("a", encoding="utf-8") as f:
                 f.write(json.dumps(line) + "\n")
             shown = " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
             bar.write(f"valid step {self.step} | {shown}" + (" | new best" if improved else ""))

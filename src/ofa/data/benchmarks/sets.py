@@ -42,8 +42,13 @@ from typing import Any
 from ...errors import InputError
 from ..records import TASK_NAMES, read_jsonl
 from ..tsv import TSV_LAYOUTS, TSVFile, read_tsv
-from . import coco, gigaword, imagenet, refcoco, snli_ve, vqav2
+from .coco import find_coco_references, read_coco_caption_list, read_coco_captions, read_karpathy
 from .common import MappedRecords, check_file_split, check_first_image, load_json
+from .gigaword import find_gigaword_reference, find_gigaword_source, read_gigaword
+from .imagenet import class_candidates, read_class_names, read_image_folder
+from .refcoco import find_refer_folder, find_refs_file, read_refer
+from .snli_ve import find_snli_ve_file, is_snli_ve_line, read_snli_ve
+from .vqav2 import VQA_SPLITS, find_vqa_questions, read_vqav2
 
 __all__ = ["TASK_ALIASES", "EvalData", "read_eval_data", "resolve_task"]
 
@@ -188,7 +193,7 @@ def _tsv_labels(path: Path) -> list[str]:
 
 def _candidates(req: _Request, labels: Callable[[], list[str]]) -> list[str]:
     if req.class_names is not None:
-        return imagenet.class_candidates(imagenet.read_class_names(req.class_names))
+        return class_candidates(read_class_names(req.class_names))
     return labels()
 
 
@@ -208,7 +213,7 @@ def _first_jsonl_is_snli_ve(path: Path) -> bool:
         for line in f:
             if line.strip():
                 try:
-                    return snli_ve.is_snli_ve_line(json.loads(line))
+                    return is_snli_ve_line(json.loads(line))
                 except json.JSONDecodeError:
                     return False
     return False
@@ -275,17 +280,17 @@ def _caption_file(req: _Request, kind: str) -> EvalData:
     if kind == "karpathy":
         _unused(req, "Karpathy captions", images=True)
         split = _split_default(req, "test")
-        records = coco.read_karpathy(p, split, req.images)
+        records = read_karpathy(p, split, req.images)
         return EvalData(records, "coco-karpathy", meta={"split": split, "file": str(p)})
     check_file_split(p, req.split)
     if kind == "list":
-        refs = req.annotations or coco.find_coco_references(p)
-        records = coco.read_coco_caption_list(p, req.images, refs)
+        refs = req.annotations or find_coco_references(p)
+        records = read_coco_caption_list(p, req.images, refs)
         return EvalData(records, "coco-karpathy-list",
                         meta={"split": req.split, "file": str(p),
                               "references": str(refs) if refs else None})
     _unused(req, "COCO captions", images=True)
-    records = coco.read_coco_captions(p, req.images)
+    records = read_coco_captions(p, req.images)
     return EvalData(records, "coco-captions", meta={"split": req.split, "file": str(p)})
 
 
@@ -299,11 +304,11 @@ def _ground(req: _Request) -> EvalData:
                                "file")
     split = _split_default(req, "val")
     if p.is_dir():
-        folder = refcoco.find_refer_folder(p, req.dataset)
-        refs_file = refcoco.find_refs_file(folder)
+        folder = find_refer_folder(p, req.dataset)
+        refs_file = find_refs_file(folder)
     else:
         refs_file = p
-    records = refcoco.read_refer(refs_file, split, req.images, instances=req.annotations)
+    records = read_refer(refs_file, split, req.images, instances=req.annotations)
     split_by = re.match(r"refs\((\w+)\)", refs_file.name)
     return EvalData(records, "refer", meta={
         "split": split, "refs": str(refs_file), "dataset": refs_file.parent.name,
@@ -316,15 +321,15 @@ def _ground(req: _Request) -> EvalData:
 def _vqa(req: _Request) -> EvalData:
     p = req.path
     if p.is_dir():
-        p = vqav2.find_vqa_questions(p, req.split)
+        p = find_vqa_questions(p, req.split)
     elif p.suffix.lower() != ".json":
         raise _bad_format(req, "a VQAv2 questions file (v2_OpenEnded_mscoco_<subtype>"
                                "_questions.json) or a folder of them")
     elif p.name.endswith("_annotations.json"):
         raise InputError(f"{p} is a VQA annotations file; pass the questions file as the data "
                          "(its annotations are found next to it, or give them separately)")
-    records, info = vqav2.read_vqav2(p, req.annotations, req.images)
-    if req.split is not None and vqav2.VQA_SPLITS.get(req.split, req.split) != info["subtype"]:
+    records, info = read_vqav2(p, req.annotations, req.images)
+    if req.split is not None and VQA_SPLITS.get(req.split, req.split) != info["subtype"]:
         raise InputError(f"{p} holds the {info['subtype']} questions, not split {req.split!r}")
     return EvalData(records, "vqav2", meta={"split": req.split, "questions": str(p), **info})
 
@@ -335,13 +340,13 @@ def _vqa(req: _Request) -> EvalData:
 def _entail(req: _Request) -> EvalData:
     p = req.path
     if p.is_dir():
-        p = snli_ve.find_snli_ve_file(p, req.split)
+        p = find_snli_ve_file(p, req.split)
     elif p.suffix.lower() != ".jsonl":
         raise _bad_format(req, "SNLI-VE snli_ve_<split>.jsonl or their folder")
     else:
         check_file_split(p, req.split)
     _unused(req, "SNLI-VE", images=True)
-    records, skipped = snli_ve.read_snli_ve(p, req.images)
+    records, skipped = read_snli_ve(p, req.images)
     return EvalData(records, "snli-ve", meta={"split": req.split, "file": str(p),
                                               "skipped_unlabelled": skipped})
 
@@ -353,7 +358,7 @@ def _classify(req: _Request) -> EvalData:
     if not req.path.is_dir():
         raise _bad_format(req, "an image folder with one sub-folder per class")
     _unused(req, "class folders: images are inside")
-    records, candidates = imagenet.read_image_folder(req.path, req.split, req.class_names)
+    records, candidates = read_image_folder(req.path, req.split, req.class_names)
     return EvalData(records, "image-folder", candidates,
                     {"split": req.split, "class_names": str(req.class_names)
                      if req.class_names else None})
@@ -366,11 +371,11 @@ def _summarize(req: _Request) -> EvalData:
     p = req.path
     _unused(req, "Gigaword text", annotations=True)
     if p.is_dir():
-        p = gigaword.find_gigaword_source(p, req.split)
+        p = find_gigaword_source(p, req.split)
     else:
         check_file_split(p, req.split)
-    reference = req.annotations or gigaword.find_gigaword_reference(p)
-    records, skipped = gigaword.read_gigaword(p, reference)
+    reference = req.annotations or find_gigaword_reference(p)
+    records, skipped = read_gigaword(p, reference)
     return EvalData(records, "gigaword-text", meta={
         "split": req.split, "source": str(p),
         "reference": str(reference) if reference else None, "skipped_blank": skipped})
