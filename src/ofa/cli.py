@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .data.answer_lists import read_answer_list, read_lines
 from .errors import InputError, OFAError
+from .preprocess import DEFAULT_MAX_PIXELS
 from .tasks import TASKS
 
 # CLI flag -> GenerationConfig field
@@ -59,7 +60,8 @@ def _common(p: argparse.ArgumentParser, task: str, decoding: bool = True) -> Non
 def _add_max_pixels(group: argparse._ActionsContainer) -> None:
     group.add_argument("--max-pixels", type=int, default=None, metavar="N",
                        help="largest image decoded, width x height, checked from the file's "
-                            "header before decoding (default: $OFA_MAX_PIXELS, else 40000000)")
+                            f"header before decoding (default: $OFA_MAX_PIXELS, else "
+                            f"{DEFAULT_MAX_PIXELS})")
 
 
 def _max_pixels(args: argparse.Namespace) -> int | None:
@@ -591,8 +593,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="seconds per request, queue included, before 504 (default: 30)")
     b.add_argument("--max-body-mb", type=float, default=10.0,
                    help="largest request body in MB before 413 (default: 10)")
-    b.add_argument("--max-pixels", type=int, default=40_000_000,
-                   help="largest decoded image in pixels before 422 (default: 40000000)")
+    b.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help=f"largest decoded image in pixels before 422 (default: "
+                        f"{DEFAULT_MAX_PIXELS})")
     b.add_argument("--vqa-answers", type=Path, default=None,
                    help="default candidate answers for VQA, one per line or an ans2label "
                         ".pkl (default: the demo model's answers for shapes-demo, else none)")

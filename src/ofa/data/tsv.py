@@ -14,23 +14,21 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import math
 import operator
 import os
 import threading
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..boxes import validate_box
 from ..errors import InputError
-from ..preprocess import to_rgb
+from ..preprocess import read_image
 
 __all__ = [
     "TSV_LAYOUTS",
@@ -167,31 +165,14 @@ def decode_base64_bytes(data: str | bytes) -> bytes:
         raise InputError(f"image column is not valid base64 ({e})") from None
 
 
-def _open_image_bytes(raw: bytes) -> Image.Image:
-    # Above Image.MAX_IMAGE_PIXELS Pillow only warns (it raises at twice that); the warning is
-    # made an error so a decompression bomb never gets decoded. The official loaders lift the
-    # limit entirely; set Image.MAX_IMAGE_PIXELS = None to do the same.
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(io.BytesIO(raw)) as im:
-                im.load()  # decode now, so truncated data fails here and not in a transform
-                # copy() because leaving the with-block closes ``im``.
-                return to_rgb(im) if im.mode != "RGB" else im.copy()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise InputError(f"image is too large to decode safely: {e}") from None
-        except UnidentifiedImageError:
-            raise InputError("image data is not an image format Pillow can read") from None
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
-            raise InputError(f"image data is corrupt: {e}") from None
-
-
 def decode_base64_image(data: str | bytes) -> Image.Image:
     """Decode a base64 image (as in the official TSV files) to an RGB PIL image.
 
-    Corrupt data and decompression bombs raise :class:`~ofa.errors.InputError`.
+    Decoded by :func:`ofa.preprocess.read_image`, the loader every image goes through: corrupt
+    data and images above the pixel limit (``OFA_MAX_PIXELS``) raise an
+    :class:`~ofa.errors.InputError` (its ``ImageError``).
     """
-    return _open_image_bytes(decode_base64_bytes(data))
+    return read_image(decode_base64_bytes(data))
 
 
 # ---------------------------------------------------------------------- field parsers

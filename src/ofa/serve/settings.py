@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import InputError
+from ..preprocess import DEFAULT_MAX_PIXELS
 
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 
@@ -48,7 +49,7 @@ class ServeSettings:
     queue_size: int = 64
     timeout_s: float = 30.0
     max_body_mb: float = 10.0
-    max_pixels: int = 40_000_000
+    max_pixels: int = DEFAULT_MAX_PIXELS
     api_key: str | None = None
     vqa_answers: Sequence[str] | None = None
     max_score_tokens: int = 2000
