@@ -112,8 +112,8 @@ def test_torchrun_shards_and_merges(shapes, reference, tmp_path):
 
 def test_vqa_official_accuracy_and_submission(tmp_path):
     class Fixed:  # stands in for a model: answers every question "2"
-        def vqa(self, images, questions, **_):
-            return [{"answer": "2"} for _ in questions]
+        def run(self, task, images, question, **_):
+            return [{"answer": "2"} for _ in question]
 
     humans = ["two"] * 2 + ["3"] * 8
     recs = [{"task": "vqa", "id": "q1", "question_id": 11, "image": "x.png",
@@ -313,7 +313,7 @@ def test_unreadable_image_fails_its_record_and_counts_as_wrong(demo, records, tm
 
 def test_failed_questions_hold_back_the_submission_file(tmp_path):
     class HalfBroken:  # stands in for a model: answers "2", or fails as a corrupt image would
-        def vqa(self, images, questions, **_):
+        def run(self, task, images, **_):
             return [{"input": i, "error": f"image file {i} is corrupt or truncated"}
                     if i == "bad.png" else {"answer": "2"} for i in images]
 

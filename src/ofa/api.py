@@ -9,7 +9,7 @@ start token, with the final EOS, including a forced prefix) and ``score``.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +20,10 @@ from .errors import InputError, OFAError
 from .generate import Trie, encode_answers, generate, score_candidates
 from .model import OFAModel
 from .preprocess import ImageTransform, check_max_pixels
-from .tasks import (
-    CaptionTask,
-    ClassificationTask,
-    EntailmentTask,
-    GroundingTask,
-    InstructionTask,
-    SummarizationTask,
-    Task,
-    VQATask,
-)
-from .tasks.base import Example
-from .tasks.vqa import MODES as VQA_MODES
+from .tasks import TASKS, Task, get_task
+from .tasks.base import Example, TaskField
 from .tokenizer import BOS, EOS, OFATokenizer, pad_batch, printable, require_utf8
 
-TEXT_ONLY_TASKS = ("gigaword",)
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
            "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
            "bf16": torch.bfloat16}
@@ -117,13 +106,61 @@ class OFA:
         return self.model.embed_tokens.weight.dtype
 
     # ------------------------------------------------------------------ tasks
+    def run(self, task: str, images: Any = None, *, batch_size: int = 8,
+            progress: bool = False, errors: str = "raise", **inputs: Any) -> dict | list[dict]:
+        """Run any task of :data:`ofa.tasks.TASKS` by name: the typed methods below call it.
+
+        ``inputs`` are the task's fields by name (``ofa.tasks.TASKS[task].fields``: one value
+        per input, or one for all inputs, for per-input fields; one value for options), and,
+        for tasks that decode, :class:`~ofa.generate.GenerationConfig` fields. A list of
+        images or of per-input values gives a list of results; ``errors="return"`` turns a bad
+        input into ``{"input", "error"}`` instead of raising.
+        """
+        spec = get_task(task)
+        declared = {f.name: f for f in spec.fields}
+        inputs = {k: v for k, v in inputs.items() if v is not None}
+        per_input = {k: v for k, v in inputs.items() if k in declared and declared[k].per_input}
+        options = {k: v for k, v in inputs.items() if k in declared and k not in per_input}
+        decoding = {k: v for k, v in inputs.items() if k not in declared}
+        missing = [f.name for f in spec.input_fields if f.required and f.name not in per_input]
+        if missing:
+            raise InputError(f"the {spec.name} task needs {', '.join(missing)}")
+        if spec.image == "none" and images is not None:
+            raise InputError(f"the {spec.name} task takes no image")
+        if spec.image == "required" and images is None:
+            raise InputError(f"the {spec.name} task needs an image")
+        if images is not None:
+            self._require_images(spec.summary.lower())
+        configured = spec.configure(self.task, **options)
+        columns = {k: self._column(declared[k], v) for k, v in per_input.items()}
+        image_list = None if images is None else self._as_list(images)
+        lengths = {} if image_list is None else {"images": len(image_list)}
+        lengths.update({f"{k} values": len(c) for k, c in columns.items()})
+        n = max(lengths.values(), default=1)
+        if any(m not in (1, n) for m in lengths.values()):
+            raise InputError(" but ".join(f"{m} {what}" for what, m in lengths.items()))
+        items = [(None if image_list is None else image_list[i if len(image_list) > 1 else 0],
+                  {k: c[i if len(c) > 1 else 0] for k, c in columns.items()})
+                 for i in range(n)]
+        candidates = configured.candidates()
+        if candidates is None:
+            out = self._generate(configured, items, decoding, configured.constraint(
+                self.tokenizer), batch_size, progress, errors)
+        else:
+            if decoding:
+                raise InputError(f"the {spec.name} task scores fixed answers; it takes no "
+                                 f"decoding options ({', '.join(decoding)})")
+            out = self._score(configured, items, list(candidates), batch_size, progress,
+                              errors)
+        batched = _is_batch(images) or any(self._is_column(declared[k], v)
+                                           for k, v in per_input.items())
+        return out if batched else out[0]
+
     def caption(self, images, *, prompt: str | None = None, batch_size: int = 8,
                 progress: bool = False, errors: str = "raise", **decoding) -> dict | list[dict]:
         """Describe each image (official: beam 5, no-repeat 3-grams, at most 16 tokens)."""
-        fields = {} if prompt is None else {"prompt": prompt}
-        items = [(img, dict(fields)) for img in self._as_list(images)]
-        out = self._generate(CaptionTask(), items, decoding, None, batch_size, progress, errors)
-        return out if _is_batch(images) else out[0]
+        return self.run("caption", images, prompt=prompt, batch_size=batch_size,
+                        progress=progress, errors=errors, **decoding)
 
     def vqa(self, images, questions, *, answers: Sequence[str] | None = None,
             mode: str = "beam", objects: Sequence[str] | Sequence[Sequence[str]] | None = None,
@@ -137,124 +174,65 @@ class OFA:
         uses the pre-trained model's settings: no question prefix, no trie, beam 20.
         ``objects``: VinVL tags per image for fine-tuned checkpoints trained with them.
         """
-        if mode not in VQA_MODES:
-            raise InputError(f"mode must be one of {', '.join(VQA_MODES)}, got {mode!r}")
-        if zero_shot is None:
-            zero_shot = self.task not in (None, "vqa")
-        if mode == "all" and not answers:
-            raise InputError("mode 'all' scores candidate answers: pass answers=[...]")
-        pairs = self._pairs(images, questions, "questions")
-        object_lists = self._per_item(objects, len(pairs), "objects", nested=True)
-        items = [(img, {"question": q, "objects": o})
-                 for (img, q), o in zip(pairs, object_lists, strict=True)]
-        task = VQATask(zero_shot=zero_shot)
-        if mode == "all":
-            out = self._score(task, items, list(answers), batch_size, progress, errors,
-                              lambda ex, scores: {"question": ex.info["question"],
-                                                  "answer": max(scores, key=scores.get)})
-        else:
-            trie = None
-            if mode == "beam" and answers:
-                trie = Trie.from_answers(self.tokenizer, answers)
-            out = self._generate(task, items, decoding, trie, batch_size, progress, errors)
-        return out if _is_batch(images) or _is_batch(questions) else out[0]
+        return self.run("vqa", images, question=questions, answers=answers, mode=mode,
+                        objects=objects, zero_shot=zero_shot, batch_size=batch_size,
+                        progress=progress, errors=errors, **decoding)
 
     def ground(self, images, texts, *, bins_only: bool = False, batch_size: int = 8,
                progress: bool = False, errors: str = "raise", **decoding) -> dict | list[dict]:
         """Locate the region a referring expression describes: ``box`` = [x0, y0, x1, y1] in
         original-image pixels (None if the model did not emit 4 location tokens)."""
-        self._require_images("visual grounding")
-        pairs = self._pairs(images, texts, "texts")
-        items = [(img, {"text": t}) for img, t in pairs]
-        out = self._generate(GroundingTask(bins_only), items, decoding, None, batch_size,
-                             progress, errors)
-        return out if _is_batch(images) or _is_batch(texts) else out[0]
+        return self.run("ground", images, text=texts, bins_only=bins_only,
+                        batch_size=batch_size, progress=progress, errors=errors, **decoding)
 
     def entail(self, images, hypotheses, *, premises: str | Sequence[str] | None = None,
                batch_size: int = 8, progress: bool = False,
                errors: str = "raise") -> dict | list[dict]:
         """Visual entailment: ``answer`` yes / no / maybe (``label`` entailment /
         contradiction / neutral) by scoring the three answers, as the official evaluation."""
-        self._require_images("visual entailment")
-        pairs = self._pairs(images, hypotheses, "hypotheses")
-        prem = self._per_item(premises, len(pairs), "premises")
-        items = [(img, {"hypothesis": h, "premise": p})
-                 for (img, h), p in zip(pairs, prem, strict=True)]
-        task = EntailmentTask()
-        out = self._score(task, items, list(task.candidates), batch_size, progress, errors,
-                          task.result_from_scores)
-        return out if _is_batch(images) or _is_batch(hypotheses) else out[0]
+        return self.run("entail", images, hypothesis=hypotheses, premise=premises,
+                        batch_size=batch_size, progress=progress, errors=errors)
 
     def classify(self, images, class_names: Sequence[str], *, topk: int = 5,
                  batch_size: int = 8, progress: bool = False,
                  errors: str = "raise") -> dict | list[dict]:
-        """Rank ``class_names`` for each image by the summed log-prob of the name."""
-        self._require_images("image classification")
-        if not class_names or isinstance(class_names, str):
-            raise InputError("class_names must be a non-empty list of names")
-        if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
-            raise InputError(f"topk must be a positive integer, got {topk!r}")
-
-        def result(ex: Example, scores: dict[str, float]) -> dict:
-            ranked = sorted(scores.items(), key=lambda kv: -kv[1])[:topk]
-            return {"label": ranked[0][0], "topk": [[n, s] for n, s in ranked]}
-
-        items = [(img, {}) for img in self._as_list(images)]
-        out = self._score(ClassificationTask(), items, list(class_names), batch_size, progress,
-                          errors, result)
-        return out if _is_batch(images) else out[0]
+        """Rank ``class_names`` for each image by the summed log-prob of the name:
+        ``label`` and ``topk`` (``[{"label", "score"}]``, best first)."""
+        return self.run("classify", images, classes=class_names, topk=topk,
+                        batch_size=batch_size, progress=progress, errors=errors)
 
     def summarize(self, texts, *, batch_size: int = 8, progress: bool = False,
                   errors: str = "raise", **decoding) -> dict | list[dict]:
         """Summarise articles (text only; official Gigaword settings)."""
-        items = [(None, {"text": t}) for t in self._as_list(texts)]
-        out = self._generate(SummarizationTask(), items, decoding, None, batch_size, progress,
-                             errors)
-        return out if _is_batch(texts) else out[0]
+        return self.run("summarize", None, text=texts, batch_size=batch_size,
+                        progress=progress, errors=errors, **decoding)
 
     def generate(self, prompts, images=None, *, batch_size: int = 8, progress: bool = False,
                  errors: str = "raise", **decoding) -> dict | list[dict]:
         """Follow a free instruction (any prompt), with an image or without."""
-        if images is None:
-            items = [(None, {"prompt": p}) for p in self._as_list(prompts)]
-        else:
-            self._require_images("an instruction with an image")
-            items = [(img, {"prompt": p}) for img, p in self._pairs(images, prompts, "prompts")]
-        out = self._generate(InstructionTask(), items, decoding, None, batch_size, progress,
-                             errors)
-        return out if _is_batch(prompts) or _is_batch(images) else out[0]
+        return self.run("generate", images, prompt=prompts, batch_size=batch_size,
+                        progress=progress, errors=errors, **decoding)
 
     # ------------------------------------------------------------------ plumbing
     def _require_images(self, what: str) -> None:
-        if self.task in TEXT_ONLY_TASKS:
+        if self.task in TASKS and TASKS[self.task].image == "none":
             raise InputError(f"{self.name or 'this model'} is a text-only ({self.task}) model; "
                              f"{what} needs an image model such as ofa-base or a fine-tune")
 
     @staticmethod
-    def _as_list(x: Any) -> list:
-        return list(x) if _is_batch(x) else [x]
+    def _is_column(field: TaskField, value: Any) -> bool:
+        """Whether ``value`` holds one value per input (a list; for a list-valued field, a
+        list of lists)."""
+        if field.kind == "texts":
+            return _is_batch(value) and bool(value) and _is_batch(value[0])
+        return _is_batch(value)
 
-    def _pairs(self, images, texts, what: str) -> list[tuple[Any, Any]]:
-        imgs, txts = self._as_list(images), self._as_list(texts)
-        if len(imgs) == 1 and len(txts) > 1:
-            imgs = imgs * len(txts)
-        elif len(txts) == 1 and len(imgs) > 1:
-            txts = txts * len(imgs)
-        if len(imgs) != len(txts):
-            raise InputError(f"{len(imgs)} images but {len(txts)} {what}")
-        return list(zip(imgs, txts, strict=True))
+    def _column(self, field: TaskField, value: Any) -> list:
+        return list(value) if self._is_column(field, value) else [value]
 
     @staticmethod
-    def _per_item(value, n: int, what: str, nested: bool = False) -> list:
-        """None, one value for all items, or one value per item."""
-        if value is None:
-            return [None] * n
-        per_item = _is_batch(value) and (not nested or (value and _is_batch(value[0])))
-        if not per_item:
-            return [value] * n
-        if len(value) != n:
-            raise InputError(f"{len(value)} {what} for {n} inputs")
-        return list(value)
+    def _as_list(x: Any) -> list:
+        return list(x) if _is_batch(x) else [x]
 
     def _prepare(self, task: Task, transform: ImageTransform | None, image: Any,
                  fields: dict) -> Example:
@@ -337,8 +315,7 @@ class OFA:
         return results
 
     def _score(self, task: Task, items: list, candidates: list[str], batch_size: int,
-               progress: bool, errors: str,
-               make_result: Callable[[Example, dict[str, float]], dict]) -> list[dict]:
+               progress: bool, errors: str) -> list[dict]:
         """All-candidate scoring: one encoder pass per input, every candidate scored."""
         cand_ids = encode_answers(self.tokenizer, candidates)
         trie = Trie([BOS, *c, EOS] for c in cand_ids)
@@ -353,7 +330,7 @@ class OFA:
                 table = {c: float(s) for c, s in zip(candidates, scores[row].tolist(),
                                                      strict=True)}
                 best = int(scores[row].argmax())
-                results[i] = {"input": ex.input, **make_result(ex, table),
+                results[i] = {"input": ex.input, **task.result_from_scores(ex, table),
                               "tokens": [*ex.prefix, *cand_ids[best], EOS],
                               "score": table[candidates[best]], "scores": table}
         return results
@@ -444,7 +421,7 @@ def inference_model(model: str | OFA, *args: Any, device: str | None = None,
             raise InputError("VQA models need (image, question)")
         r = ofa.vqa(args[0], args[1], **kwargs)
         return {"question": r["question"], "pred_answer": r["answer"]}
-    if task.startswith("refcoco"):
+    if task == "ground":
         if len(args) < 2:
             raise InputError("grounding models need (image, text)")
         box = ofa.ground(args[0], args[1], **kwargs)["box"]

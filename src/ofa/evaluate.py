@@ -27,27 +27,17 @@ from pathlib import Path
 from typing import Any
 
 from .api import OFA
-from .data.records import TASK_NAMES, answers_of, references
+from .data.records import TASK_NAMES
 from .errors import InputError
 from .files import write_atomic
-from .metrics import (
-    CAPTION_METRICS,
-    FAST_CAPTION_METRICS,
-    accuracy,
-    caption_report,
-    gigaword_postprocess,
-    grounding_accuracy,
-    mean_vqa_accuracy,
-    rouge_scores,
-    vqa_score,
-)
 from .tasks import TASKS
 
 # ids carried from a record into its prediction (to match predictions with the originals)
 _KEPT_IDS = ("question_id", "image_id")
 # the record fields a prediction depends on (besides the task and the image); references
 # (captions, answers, labels, boxes) are not among them, so fixing one keeps predictions
-_INPUT_FIELDS = ("question", "objects", "text", "hypothesis", "premise", "source")
+_INPUT_FIELDS = tuple(dict.fromkeys(f.record_name for task in TASKS.values() if task.record_fields
+                                    for f in task.input_fields if f.record_name))
 RUN_FILE = "run.json"
 
 
@@ -75,14 +65,18 @@ def predict_records(ofa: OFA, records: Sequence[dict], *,
     setting), or scores all of them with ``vqa_mode="all"``. Classification ranks
     ``class_names`` (default: every label in ``records``).
     """
+    given = _task_options(vqa_answers, vqa_mode, class_names)
     out: list[dict | None] = [None] * len(records)
     # a bad input (a corrupt image) fails its own record, not the run
     opts = {"batch_size": batch_size, "progress": progress, "errors": "return"}
     for task, idx in _group(records).items():
         recs = [records[i] for i in idx]
-        outs = _run_task(ofa, task, recs, vqa_answers, vqa_mode, class_names, opts)
+        spec = TASKS[task]
+        images = None if spec.image == "none" else [r.get("image") for r in recs]
+        outs = ofa.run(task, images, **spec.inputs_from_records(recs),
+                       **spec.eval_options(recs, given.get(task, {})), **opts)
         for i, r, o in zip(idx, recs, outs, strict=True):
-            pred = {"id": r.get("id"), "task": task, "prediction": o.get(TASKS[task].result_key)}
+            pred = {"id": r.get("id"), "task": task, "prediction": o.get(spec.result_key)}
             if "error" in o:
                 pred["error"] = o["error"]
             pred.update({k: r[k] for k in _KEPT_IDS if k in r})
@@ -91,34 +85,11 @@ def predict_records(ofa: OFA, records: Sequence[dict], *,
     return out  # type: ignore[return-value]
 
 
-def _run_task(ofa: OFA, task: str, recs: list[dict], vqa_answers: Sequence[str] | None,
-              vqa_mode: str, class_names: Sequence[str] | None, opts: dict) -> list[dict]:
-    """The API's result dicts for records of one task, in order."""
-    images = [r.get("image") for r in recs]
-    if task == "caption":
-        return ofa.caption(images, **opts)
-    if task == "vqa":
-        mode = vqa_mode if vqa_answers else "beam"
-        objects = ([r.get("objects") for r in recs]
-                   if any(r.get("objects") for r in recs) else None)
-        return ofa.vqa(images, [r["question"] for r in recs], mode=mode,
-                       answers=list(vqa_answers) if vqa_answers else None, objects=objects,
-                       **opts)
-    if task == "ground":
-        return ofa.ground(images, [r["text"] for r in recs], **opts)
-    if task == "entail":
-        return ofa.entail(images, [r["hypothesis"] for r in recs],
-                          premises=[r.get("premise") for r in recs], **opts)
-    if task == "classify":
-        return ofa.classify(images, _class_names(recs, class_names), **opts)
-    return ofa.summarize([r["source"] for r in recs], **opts)
-
-
-def _class_names(recs: Sequence[dict], class_names: Sequence[str] | None) -> list[str]:
-    """The candidates a classifier ranks: those given, else every label of the records."""
-    if class_names:
-        return list(class_names)
-    return sorted({r["label"] for r in recs if r.get("task") == "classify"})
+def _task_options(vqa_answers: Sequence[str] | None, vqa_mode: str,
+                  class_names: Sequence[str] | None) -> dict[str, dict[str, Any]]:
+    """The evaluation's settings as options of the tasks they belong to."""
+    return {"vqa": {"answers": vqa_answers, "mode": vqa_mode},
+            "classify": {"classes": class_names}}
 
 
 def input_digest(record: dict) -> str:
@@ -138,20 +109,6 @@ def input_digest(record: dict) -> str:
     return hashlib.blake2b(text.encode("ascii"), digest_size=8).hexdigest()
 
 
-def _vqa_metrics(recs: list[dict], preds: list[Any]) -> dict[str, float]:
-    """Official VQA accuracy where the 10 human answers are known, else the confidence lookup
-    of OFA's own answer format; questions without answers (test-dev) are not scored."""
-    human = [(p or "", r["human_answers"]) for r, p in zip(recs, preds, strict=True)
-             if r.get("human_answers")]
-    if human:
-        return {"acc": mean_vqa_accuracy([p for p, _ in human], [h for _, h in human])}
-    conf = [(p or "", r) for r, p in zip(recs, preds, strict=True)
-            if r.get("answers") or r.get("answer")]
-    if conf:
-        return {"acc": vqa_score([p for p, _ in conf], [answers_of(r) for _, r in conf])}
-    return {}
-
-
 def _score(records: Sequence[dict], predictions: Sequence[dict], full: bool
            ) -> tuple[dict[str, float], dict[str, str]]:
     """Scores, and notes on metrics that were not computed (or computed unofficially)."""
@@ -162,21 +119,8 @@ def _score(records: Sequence[dict], predictions: Sequence[dict], full: bool
     for task, idx in _group(records).items():
         recs = [records[i] for i in idx]
         preds = [predictions[i]["prediction"] for i in idx]
-        if task == "caption":
-            report = caption_report([p or "" for p in preds], [references(r) for r in recs],
-                                    metrics=CAPTION_METRICS if full else FAST_CAPTION_METRICS)
-            scores = report.scores
-            notes.update({f"caption/{k}": f"not computed: {v}" for k, v in report.skipped.items()})
-            notes.update({f"caption/tokenizer{i}": n for i, n in enumerate(report.notes)})
-        elif task == "vqa":
-            scores = _vqa_metrics(recs, preds)
-        elif task == "ground":
-            scores = {"acc@0.5": grounding_accuracy(preds, [r["box"] for r in recs])}
-        elif task in ("entail", "classify"):
-            scores = {"acc": accuracy(preds, [r["label"] for r in recs])}
-        else:  # the official Gigaword post-processing of hypotheses, then ROUGE F1
-            scores = rouge_scores([gigaword_postprocess(p or "") for p in preds],
-                                  [r["summary"] for r in recs])
+        scores, task_notes = TASKS[task].score(recs, preds, full)
+        notes.update({f"{task}/{k}": v for k, v in task_notes.items()})
         metrics.update({f"{task}/{k}": v for k, v in scores.items()})
         failed = sum(1 for i in idx if predictions[i].get("error"))
         if failed:
@@ -378,7 +322,8 @@ def run_evaluation(ofa: OFA, records: Sequence[dict], out_dir: str | os.PathLike
     digests = dict(zip(ids, digest_list, strict=True))
     if any(r["task"] == "classify" for r in refs):
         # every chunk must rank the same candidates, and run.json must name them
-        class_names = _class_names(refs, class_names)
+        class_names = TASKS["classify"].eval_options(
+            [r for r in refs if r["task"] == "classify"], {"classes": class_names})["classes"]
     identity = run_identity(ofa, vqa_answers=vqa_answers, vqa_mode=vqa_mode,
                             class_names=class_names)
     merged_path = out / "predictions.jsonl"

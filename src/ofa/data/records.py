@@ -33,20 +33,16 @@ from typing import Any
 
 import torch
 
-from ..boxes import box_to_bins, validate_box
 from ..errors import InputError
 from ..generate import Trie
 from ..preprocess import ImageTransform, image_pixels, load_image, resize_image
-from ..tasks import TASKS, get_task, pre_caption, strip_punctuation
-from ..tasks.entailment import ANSWERS as ENTAIL_ANSWERS
+from ..tasks import TASKS, get_task
 from ..tokenizer import BOS, EOS, PAD, OFATokenizer, pad_batch
 
 # the tasks that have data records (training, evaluation), and the fields those must hold
 REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     name: task.record_fields for name, task in TASKS.items() if task.record_fields}
 TASK_NAMES = tuple(REQUIRED_FIELDS)
-ENTAIL_LABEL_TO_ANSWER = {label: answer for answer, label in ENTAIL_ANSWERS.items()}
-MAX_TARGET_WORDS = 20  # official caption --max-tgt-length
 
 
 def validate_record(record: Any, where: str) -> dict:
@@ -57,8 +53,6 @@ def validate_record(record: Any, where: str) -> dict:
     if task not in REQUIRED_FIELDS:
         raise InputError(f"{where}: 'task' must be one of {list(TASK_NAMES)}, got {task!r}")
     missing = [f for f in REQUIRED_FIELDS[task] if record.get(f) in (None, "")]
-    if task == "vqa" and not record.get("answers") and not record.get("answer"):
-        missing.append("answers")
     if missing:
         raise InputError(f"{where}: {task} record lacks {', '.join(missing)}")
     weight = record.get("weight", 1.0)
@@ -66,39 +60,10 @@ def validate_record(record: Any, where: str) -> dict:
             math.isfinite(weight) and weight >= 0):
         raise InputError(f"{where}: weight must be a non-negative number, got {weight!r}")
     try:
-        if task == "ground":
-            validate_box(record["box"])
-        elif task == "entail" and record["label"] not in ENTAIL_LABEL_TO_ANSWER:
-            raise InputError(f"label must be one of {sorted(ENTAIL_LABEL_TO_ANSWER)}")
-        elif task == "vqa":
-            answers_of(record)
-        elif task == "caption":
-            references(record)
+        TASKS[task].check_record(record)
     except InputError as e:
         raise InputError(f"{where}: {e}") from None
     return record
-
-
-def references(record: dict) -> list[str]:
-    """A caption record's reference captions."""
-    refs = record["caption"]
-    refs = [refs] if isinstance(refs, str) else refs
-    if not isinstance(refs, list) or not refs or not all(isinstance(r, str) and r.strip()
-                                                         for r in refs):
-        raise InputError("caption must be a non-empty string or list of strings")
-    return refs
-
-
-def answers_of(record: dict) -> dict[str, float]:
-    """A VQA record's ``{answer: confidence}``."""
-    answers = record.get("answers") or {record["answer"]: 1.0}
-    if isinstance(answers, list):
-        answers = {a: 1.0 for a in answers}
-    if not isinstance(answers, dict) or not answers or not all(
-            isinstance(a, str) and a.strip() and isinstance(c, int | float)
-            and not isinstance(c, bool) and c >= 0 for a, c in answers.items()):
-        raise InputError("answers must map answer strings to non-negative confidences")
-    return {a: float(c) for a, c in answers.items()}
 
 
 def read_jsonl(path: str | os.PathLike[str], tasks: Sequence[str] | None = None) -> list[dict]:
@@ -177,7 +142,7 @@ def candidate_tries(tasks: Sequence[str], tokenizer: OFATokenizer, *,
                                  "candidate answer list)")
             tries[task] = Trie.from_answers(tokenizer, vqa_answers)
         elif task == "entail":
-            tries[task] = Trie.from_answers(tokenizer, list(ENTAIL_ANSWERS))
+            tries[task] = Trie.from_answers(tokenizer, TASKS[task].candidates())
         elif task == "classify":
             labels = sorted({r["label"].strip() for r in records if r.get("task") == task})
             tries[task] = Trie.from_answers(tokenizer, labels)
@@ -200,21 +165,7 @@ def _allowed_by_trie(trie: Trie, answer: list[int], record: dict) -> list[list[i
 
 def target_text(record: dict) -> tuple[str, float]:
     """What the decoder must produce for a record, and the sample's confidence weight."""
-    task, weight = record["task"], float(record.get("weight", 1.0))
-    if task == "caption":
-        caption = references(record)[0]
-        return " " + strip_punctuation(pre_caption(caption, MAX_TARGET_WORDS)), weight
-    if task == "vqa":
-        answers = answers_of(record)
-        best = max(answers, key=answers.get)  # official: most confident answer, its conf
-        return " " + best.strip(), weight * answers[best]
-    if task == "entail":
-        return " " + ENTAIL_LABEL_TO_ANSWER[record["label"]], weight
-    if task == "classify":
-        return " " + record["label"].strip(), weight
-    if task == "summarize":
-        return " " + record["summary"].strip().lower(), weight
-    raise InputError(f"{task} targets are not text")
+    return get_task(record["task"]).target_text(record)
 
 
 def load_resized(image: Any, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -266,26 +217,18 @@ def build_sample(record: dict, tokenizer: OFATokenizer, image_size: int | None =
     # the table's task module: fine-tuned style prompts (VQA and entailment take the question
     # as decoder prefix)
     task = get_task(name)
-    image = size = None
+    image = size = patch = None
     if task.preprocess is not None:
         cfg = task.preprocess.with_size(image_size)
         patch = cfg.size
         load = image_cache.get if image_cache is not None else load_resized
         pixels, size = load(record["image"], patch)
         image = _transform(patch, cfg.mean, cfg.std).normalize(pixels)
-    if name == "ground":
-        example = task.prepare(tokenizer, record["id"], text=record["text"])
-        answer = box_to_bins(record["box"], size, patch)
-        weight = float(record.get("weight", 1.0))
-    else:
-        fields = {"caption": {}, "classify": {}, "summarize": {"text": record.get("source")},
-                  "vqa": {"question": record.get("question"), "objects": record.get("objects")},
-                  "entail": {"hypothesis": record.get("hypothesis"),
-                             "premise": record.get("premise")}}[name]
-        example = task.prepare(tokenizer, record["id"],
-                               **{k: v for k, v in fields.items() if v is not None})
-        text, weight = target_text(record)
-        answer = tokenizer.encode(text, add_bos_eos=False)
+    fields = {k: v[0] for k, v in task.inputs_from_records([record]).items()
+              if v[0] is not None}
+    example = task.prepare(tokenizer, record["id"], **fields)
+    example.image_size = size
+    answer, weight = task.target_tokens(tokenizer, record, example, patch)
     source = example.source
     if len(source) > max_source_length:
         source = source[:max_source_length - 1] + [EOS]

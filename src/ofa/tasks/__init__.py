@@ -4,7 +4,7 @@ read: one entry per task, under the one name it has everywhere."""
 
 from ..errors import InputError
 from ..preprocess import PreprocessCfg
-from .base import Example, Task
+from .base import Example, Task, TaskField
 from .caption import CaptionTask
 from .classification import ClassificationTask
 from .entailment import EntailmentTask
@@ -29,6 +29,6 @@ def get_task(name: str) -> Task:
     return task
 
 
-__all__ = ["TASKS", "get_task", "Example", "PreprocessCfg", "Task", "CaptionTask", "VQATask",
+__all__ = ["TASKS", "get_task", "Example", "PreprocessCfg", "Task", "TaskField", "CaptionTask", "VQATask",
            "GroundingTask", "EntailmentTask", "ClassificationTask", "SummarizationTask",
            "InstructionTask", "pre_caption", "pre_question", "strip_punctuation"]

@@ -6,14 +6,19 @@ from ..generate import GenerationConfig, Hypothesis
 from ..model import OFAConfig
 from ..preprocess import PreprocessCfg
 from ..tokenizer import OFATokenizer
-from .base import Example, Task, answer_tokens
+from .base import Example, Task, TaskField, answer_tokens
 from .text import require_text
 
 
 class InstructionTask(Task):
     name = "generate"
     summary = "Follow a free instruction, with or without an image"
+    image = "optional"
     preprocess = PreprocessCfg(480)
+    fields = (TaskField("prompt", "the instruction, e.g. ' what is in the image?'",
+                        required=True, short="p"),)
+    outputs = {"prompt": (str, "the instruction as the model read it"),
+               "text": (str, "the generated text")}
     result_key = "text"
     default_model = "ofa-base"
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from ..generate import GenerationConfig, Hypothesis
 from ..model import OFAConfig
 from ..tokenizer import OFATokenizer
-from .base import Example, Task, answer_tokens
+from .base import MAX_ARTICLE_CHARS, Example, Task, TaskField, answer_tokens, record_weight
 from .text import require_text
 
 PROMPT = ' what is the summary of article " {} "?'
@@ -15,6 +18,10 @@ MAX_SOURCE_WORDS = 512
 class SummarizationTask(Task):
     name = "summarize"
     summary = "Summarise an article (text only)"
+    image = "none"
+    fields = (TaskField("text", "the article", required=True, max_chars=MAX_ARTICLE_CHARS,
+                        record="source"),)
+    outputs = {"summary": (str, "the summary")}
     primary_metric = "rougeL"
     result_key = "summary"
     record_fields = ("source", "summary")
@@ -30,3 +37,14 @@ class SummarizationTask(Task):
 
     def result(self, tokenizer: OFATokenizer, example: Example, hyp: Hypothesis) -> dict:
         return {"summary": tokenizer.decode(answer_tokens(example, hyp)).strip()}
+
+    def score(self, records: Sequence[dict], predictions: Sequence[Any], full: bool
+              ) -> tuple[dict[str, float], dict[str, str]]:
+        # the official Gigaword post-processing of hypotheses, then ROUGE F1
+        from ..metrics import gigaword_postprocess, rouge_scores
+
+        return rouge_scores([gigaword_postprocess(p or "") for p in predictions],
+                            [r["summary"] for r in records]), {}
+
+    def target_text(self, record: dict) -> tuple[str, float]:
+        return " " + record["summary"].strip().lower(), record_weight(record)
