@@ -8,10 +8,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .data.answer_lists import read_answer_list, read_lines
+from .data.answer_lists import read_answer_list
 from .errors import InputError, OFAError
 from .preprocess import DEFAULT_MAX_PIXELS
-from .tasks import TASKS
+from .tasks import TASKS, Task, TaskField
 
 # CLI flag -> GenerationConfig field
 DECODING_FLAGS = {"beam": "beam_size", "max_len": "max_len_b", "max_len_a": "max_len_a",
@@ -20,8 +20,7 @@ DECODING_FLAGS = {"beam": "beam_size", "max_len": "max_len_b", "max_len_a": "max
                   "top_k": "top_k", "top_p": "top_p", "seed": "seed"}
 
 
-def _common(p: argparse.ArgumentParser, task: str, decoding: bool = True) -> None:
-    spec = TASKS[task]
+def _common(p: argparse.ArgumentParser, spec: Task) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None,
                    help=f"registry name (see `ofa models`), checkpoint path or shapes-demo "
@@ -38,7 +37,7 @@ def _common(p: argparse.ArgumentParser, task: str, decoding: bool = True) -> Non
     o.add_argument("--batch-size", type=int, default=8, help="inputs per batch (default: 8)")
     o.add_argument("--json", action="store_true",
                    help="one JSON object per line: input, result, tokens, score")
-    if decoding:
+    if spec.kind == "generate":
         d = p.add_argument_group("decoding (defaults: the official settings of the task)")
         d.add_argument("--beam", type=int, help="beam size")
         d.add_argument("--max-len", type=int, help="max generated tokens (fairseq max_len_b)")
@@ -72,21 +71,15 @@ def _max_pixels(args: argparse.Namespace) -> int | None:
     return None if value is None else check_max_pixels(value, "--max-pixels")
 
 
-# task command -> its text options, checked before the model loads so that a bad one is
-# named as the user typed it
-_TEXT_OPTIONS = {"vqa": ("question", "objects"), "ground": ("text",),
-                 "entail": ("hypothesis", "premise"), "generate": ("prompt",)}
-
-
-def _check_text_options(args: argparse.Namespace) -> None:
+def _check_text_options(args: argparse.Namespace, spec: Task) -> None:
     """One error naming the option whose text is not valid UTF-8 (the shell passes bytes;
-    Python keeps the undecodable ones as lone surrogates)."""
+    Python keeps the undecodable ones as lone surrogates), before the model loads."""
     from .tokenizer import require_utf8
 
-    for dest in _TEXT_OPTIONS.get(args.command, ()):
-        value = getattr(args, dest, None)
-        if value is not None:
-            require_utf8(value, "--" + dest.replace("_", "-"))
+    for f in spec.fields:
+        value = getattr(args, f.name, None)
+        if f.kind == "text" and isinstance(value, str):
+            require_utf8(value, _flag(f))
 
 
 def _stdin_texts() -> list[str]:
@@ -108,68 +101,66 @@ def _decoding(args: argparse.Namespace) -> dict:
     return out
 
 
+def _flag(f: TaskField) -> str:
+    return "--" + f.name.replace("_", "-")
+
+
+def _comma_list(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _add_field(p: argparse.ArgumentParser, f: TaskField) -> None:
+    """One task input as a flag: a text, a comma-separated list (per input) or a file of
+    lines (an option), a number, a choice or an on/off switch."""
+    names = [_flag(f)] + ([f"-{f.short}"] if f.short else [])
+    if f.kind == "flag":
+        if f.off:
+            group = p.add_mutually_exclusive_group()
+            group.add_argument(*names, dest=f.name, action="store_true", default=None,
+                               help=f.help)
+            group.add_argument(f"--{f.off}", dest=f.name, action="store_false",
+                               help=f"the opposite of {_flag(f)}")
+        else:
+            p.add_argument(*names, dest=f.name, action="store_true", default=None, help=f.help)
+        return
+    kwargs: dict = {"dest": f.name, "required": f.required, "help": f.help}
+    if f.kind == "texts" and f.per_input:
+        kwargs.update(type=_comma_list, help=f.help + ", comma-separated")
+    elif f.kind == "texts":
+        kwargs.update(type=Path, metavar="FILE",
+                      help=f.help + ": a file, one per line, or an official ans2label .pkl")
+    elif f.kind == "int":
+        kwargs.update(type=int, default=f.default)
+    elif f.kind == "choice":
+        kwargs.update(choices=f.choices, default=f.default)
+    p.add_argument(*names, **kwargs)
+
+
+def _add_task(sub: argparse._SubParsersAction, spec: Task) -> None:
+    """The task's command, built from its table entry: the images (or, for a text-only task,
+    its first input) as arguments, every other input as a flag."""
+    p = sub.add_parser(spec.name, help=spec.summary[0].lower() + spec.summary[1:],
+                       description=spec.summary + ".")
+    fields = spec.fields
+    if spec.image == "none":
+        first, fields = spec.input_fields[0], tuple(f for f in fields
+                                                     if f is not spec.input_fields[0])
+        p.add_argument("texts", nargs="+", metavar=first.name.upper(),
+                       help=f"{first.help}, one per argument; - reads one per line of "
+                            "standard input")
+    else:
+        p.add_argument("images", nargs="+" if spec.image == "required" else "*",
+                       help="image files" + (" (none: text only)"
+                                             if spec.image == "optional" else ""))
+    for f in fields:
+        _add_field(p, f)
+    _common(p, spec)
+    p.set_defaults(func=_run_task)
+
+
 def _add_tasks(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("caption", help="describe images",
-                       description="Caption images (official: beam 5, <= 16 tokens).")
-    p.add_argument("images", nargs="+", help="image files")
-    _common(p, "caption")
-
-    p = sub.add_parser("vqa", help="answer a question about images",
-                       description="Visual question answering. Fine-tuned VQA checkpoints force "
-                                   "the question as decoder prefix; pre-trained ones answer "
-                                   "zero-shot (beam 20, no trie).")
-    p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--question", "-q", required=True, help="the question")
-    p.add_argument("--answers", type=Path, help="file of allowed answers, one per line, or "
-                                                "the official trainval_ans2label.pkl (e.g. the "
-                                                "3,129 VQAv2 answers)")
-    p.add_argument("--mode", choices=["beam", "all", "open"], default="beam",
-                   help="beam: beam search (within --answers if given); all: score every "
-                        "answer (official numbers); open: unconstrained")
-    p.add_argument("--objects", help="VinVL object tags, comma-separated, for fine-tunes "
-                                     "trained with them")
-    zs = p.add_mutually_exclusive_group()
-    zs.add_argument("--zero-shot", dest="zero_shot", action="store_true", default=None,
-                    help="pre-trained model settings (default for non-VQA checkpoints)")
-    zs.add_argument("--finetuned", dest="zero_shot", action="store_false",
-                    help="fine-tuned VQA settings (default for VQA checkpoints)")
-    _common(p, "vqa")
-
-    p = sub.add_parser("ground", help="locate the region a text describes",
-                       description="Visual grounding: prints the box x0 y0 x1 y1 in pixels.")
-    p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--text", "-t", required=True, help="referring expression")
-    p.add_argument("--bins-only", action="store_true",
-                   help="allow only location tokens (the official evaluation does not)")
-    _common(p, "ground")
-
-    p = sub.add_parser("entail", help="visual entailment: yes / no / maybe",
-                       description="Does the image (and an optional premise) imply the text?")
-    p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--hypothesis", required=True, help="the statement to test")
-    p.add_argument("--premise", help="optional text premise")
-    _common(p, "entail", decoding=False)
-
-    p = sub.add_parser("classify", help="rank class names for images",
-                       description="Image classification by scoring every class name.")
-    p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--classes", type=Path, required=True, help="file of class names, one per line")
-    p.add_argument("--topk", type=int, default=5, help="classes to report (default: 5)")
-    _common(p, "classify", decoding=False)
-
-    p = sub.add_parser("summarize", help="summarise texts (text only)",
-                       description="Summarise each TEXT argument; '-' reads one text per line "
-                                   "from standard input.")
-    p.add_argument("texts", nargs="+", help="texts, or - for stdin")
-    _common(p, "summarize")
-
-    p = sub.add_parser("generate", help="follow a free instruction, with or without images",
-                       description="Run any instruction, e.g. ' what is the color of the car?'")
-    p.add_argument("images", nargs="*", help="image files (none: text only)")
-    p.add_argument("--prompt", "-p", required=True, help="the instruction")
-    _common(p, "generate")
-    for name in TASKS:
-        sub.choices[name].set_defaults(func=_run_task)
+    for spec in TASKS.values():
+        _add_task(sub, spec)
 
     p = sub.add_parser("models", help="list the registered pretrained checkpoints")
     p.add_argument("--task", help="only this task")
@@ -203,42 +194,40 @@ def _default_model(task: str) -> str:
     return DEMO_NAME
 
 
+def _task_inputs(args: argparse.Namespace, spec: Task) -> tuple[list | None, dict]:
+    """The images and the task's inputs by field name, as ``OFA.run`` takes them."""
+    inputs = {}
+    for f in spec.fields:
+        value = getattr(args, f.name, None)
+        if value is not None and f.kind == "texts" and not f.per_input:
+            value = read_answer_list(value, f.name)
+        inputs[f.name] = value
+    if spec.image == "none":
+        texts = [t for arg in args.texts for t in (_stdin_texts() if arg == "-" else [arg])]
+        inputs[spec.input_fields[0].name] = texts
+        return None, inputs
+    images = list(args.images) or None
+    if images is None:  # a task with an optional image, run on text only: one input
+        inputs = {k: [v] if k in {f.name for f in spec.input_fields} and v is not None else v
+                  for k, v in inputs.items()}
+    return images, inputs
+
+
 def _run_task(args: argparse.Namespace) -> int:
     import json
 
     from .api import load
 
-    cmd = args.command
-    _check_text_options(args)
-    ofa = load(args.model or _default_model(cmd), device=args.device, dtype=args.dtype,
+    spec = TASKS[args.command]
+    _check_text_options(args, spec)
+    ofa = load(args.model or _default_model(spec.name), device=args.device, dtype=args.dtype,
                vocab=args.vocab, max_pixels=_max_pixels(args))
-    common = dict(batch_size=args.batch_size, errors="return")
-    decoding = _decoding(args) if hasattr(args, "beam") else {}
-    many = len(getattr(args, "images", None) or getattr(args, "texts", None) or []) > 1
-    common["progress"] = many
-    if cmd == "caption":
-        results = ofa.caption(list(args.images), **common, **decoding)
-    elif cmd == "vqa":
-        answers = read_answer_list(args.answers) if args.answers else None
-        objects = [o.strip() for o in args.objects.split(",")] if args.objects else None
-        results = ofa.vqa(list(args.images), args.question, answers=answers, mode=args.mode,
-                          objects=objects, zero_shot=args.zero_shot, **common, **decoding)
-    elif cmd == "ground":
-        results = ofa.ground(list(args.images), args.text, bins_only=args.bins_only, **common,
-                             **decoding)
-    elif cmd == "entail":
-        results = ofa.entail(list(args.images), args.hypothesis, premises=args.premise,
-                             **common)
-    elif cmd == "classify":
-        results = ofa.classify(list(args.images), read_lines(args.classes, "classes"),
-                               topk=args.topk, **common)
-    elif cmd == "summarize":
-        texts = [t for arg in args.texts for t in (_stdin_texts() if arg == "-" else [arg])]
-        results = ofa.summarize(texts, **common, **decoding)
-    else:
-        images = list(args.images) or None
-        prompts = [args.prompt] if images is None else args.prompt
-        results = ofa.generate(prompts, images, **common, **decoding)
+    images, inputs = _task_inputs(args, spec)
+    decoding = _decoding(args) if spec.kind == "generate" else {}
+    count = len(images or getattr(args, "texts", None) or [])
+    results = ofa.run(spec.name, images, batch_size=args.batch_size, errors="return",
+                      progress=count > 1, **inputs, **decoding)
+    results = results if isinstance(results, list) else [results]
     failed = 0
     for r in results:
         if "error" in r:
@@ -247,7 +236,7 @@ def _run_task(args: argparse.Namespace) -> int:
         elif args.json:
             print(json.dumps(r, ensure_ascii=False))
         else:
-            print(f"{r['input']}\t{TASKS[cmd].one_line(r)}")
+            print(f"{r['input']}\t{spec.one_line(r)}")
         sys.stdout.flush()
     return 1 if failed else 0
 
@@ -667,9 +656,64 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    from .export_onnx import add_parser
+    from .export_onnx.common import DEFAULT_OPSET, MIN_OPSET
 
-    add_parser(sub)
+    export = sub.add_parser("export", help="export a model for other runtimes (ONNX)",
+                            description="Export a model for inference outside PyTorch.")
+    targets = export.add_subparsers(dest="export_format", required=True, metavar="FORMAT")
+    p = targets.add_parser(
+        "onnx", help="ONNX encoder + decoder step with KV cache",
+        description="Write encoder.onnx (source -> encoder states and every decoder layer's "
+                    "cross-attention keys/values), decoder_step.onnx (one token with the "
+                    "self-attention cache as inputs/outputs), manifest.json and the tokenizer "
+                    "files to OUT_DIR, then check them with onnxruntime against PyTorch "
+                    "(random inputs and a greedy decode). Needs pip install \"ofa-vl[onnx]\".")
+    p.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="output folder (new or empty)")
+    p.add_argument("--model", "-m", required=True,
+                   help="registry name, shapes-demo, or a checkpoint file/folder")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                   help=f"ONNX opset (>= {MIN_OPSET}; default {DEFAULT_OPSET})")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="square input resolution baked into the encoder (default: the model's "
+                        f"trained size when known, else {TASKS['caption'].image_size})")
+    p.add_argument("--vocab", type=Path, default=None,
+                   help="tokenizer folder for checkpoints that ship none")
+    p.add_argument("--no-check", dest="check", action="store_false",
+                   help="skip the onnxruntime comparison with PyTorch")
+    p.add_argument("--overwrite", action="store_true", help="allow a non-empty OUT_DIR")
+    p.set_defaults(func=_run_export_onnx)
+
+
+def _run_export_onnx(args: argparse.Namespace) -> int:
+    from .api import load
+    from .export_onnx import export_onnx
+    from .export_onnx.common import require
+
+    require("onnx", "onnxscript", "onnxruntime")
+    ofa = load(args.model, device="cpu", dtype="float32", vocab=args.vocab)
+    manifest = export_onnx(ofa, args.out_dir, opset=args.opset, image_size=args.image_size,
+                           check=args.check, overwrite=args.overwrite)
+    out = Path(args.out_dir)
+    for name in manifest["files"]:
+        print(f"wrote {out / name} ({_human_size((out / name).stat().st_size)})")
+    print(f"opset {manifest['opset']}, image size {manifest['image']['size']}, "
+          f"export {manifest['export_seconds']:.1f} s")
+    check = manifest.get("check")
+    if check is None:
+        print("check skipped (--no-check)")
+    else:
+        diffs = ", ".join(f"{k} {v:.2e}" for k, v in check["max_abs_diff"].items())
+        print(f"check ok: max abs diff {check['max_abs_diff_all']:.2e} ({diffs}); greedy "
+              f"tokens identical to PyTorch over {check['greedy_steps']} steps")
+    return 0
+
+
+def _human_size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
 
 
 def build_parser() -> argparse.ArgumentParser:

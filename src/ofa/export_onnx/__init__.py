@@ -38,12 +38,11 @@ decoder position at export time, so a step does no position projections.
 
 Modules: ``export`` (:func:`export_onnx`), ``runtime`` (:class:`ONNXModel`, onnxruntime),
 ``check`` (:func:`check_onnx`: both graphs against the PyTorch model and a greedy decode on
-both), ``cli`` (``ofa export onnx``), ``common`` (names and helpers they share).
+both), ``common`` (names and helpers they share); ``ofa export onnx`` is in ``ofa.cli``.
 """
 
 
 from .check import check_onnx
-from .cli import add_parser
 from .common import (
     DECODER_FILE,
     DEFAULT_OPSET,
@@ -55,5 +54,5 @@ from .common import (
 from .export import export_onnx
 from .runtime import ONNXModel, Step
 
-__all__ = ["export_onnx", "check_onnx", "ONNXModel", "Step", "OnnxCheckError", "add_parser",
+__all__ = ["export_onnx", "check_onnx", "ONNXModel", "Step", "OnnxCheckError",
            "fp32_cpu", "ENCODER_FILE", "DECODER_FILE", "MANIFEST_FILE", "DEFAULT_OPSET"]

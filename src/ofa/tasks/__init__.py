@@ -29,6 +29,6 @@ def get_task(name: str) -> Task:
     return task
 
 
-__all__ = ["TASKS", "get_task", "Example", "PreprocessCfg", "Task", "TaskField", "CaptionTask", "VQATask",
-           "GroundingTask", "EntailmentTask", "ClassificationTask", "SummarizationTask",
+__all__ = ["TASKS", "get_task", "Example", "PreprocessCfg", "Task", "TaskField", "CaptionTask",
+           "VQATask", "GroundingTask", "EntailmentTask", "ClassificationTask", "SummarizationTask",
            "InstructionTask", "pre_caption", "pre_question", "strip_punctuation"]

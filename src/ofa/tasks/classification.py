@@ -22,7 +22,7 @@ class ClassificationTask(Task):
     # only the ImageNet fine-tune used --imagenet-default-mean-and-std; all else maps to [-1, 1]
     preprocess = PreprocessCfg(480, IMAGENET_MEAN, IMAGENET_STD)
     fields = (
-        TaskField("classes", "class names to rank: a file, one per line", kind="texts",
+        TaskField("classes", "class names to rank", kind="texts",
                   per_input=False, required=True, record=""),
         TaskField("topk", f"classes to report (default: {DEFAULT_TOPK})", kind="int",
                   per_input=False, default=DEFAULT_TOPK, record=""),

@@ -52,8 +52,7 @@ class VQATask(Task):
         TaskField("question", "the question", required=True, short="q"),
         TaskField("objects", "VinVL object tags, for fine-tunes trained with them",
                   kind="texts", max_items=100, max_chars=MAX_OBJECTS * 4),
-        TaskField("answers", "allowed answers: a file, one per line, or the official "
-                             "trainval_ans2label.pkl (e.g. the 3,129 VQAv2 answers)",
+        TaskField("answers", "allowed answers (e.g. the 3,129 of VQAv2)",
                   kind="texts", per_input=False, record=""),
         TaskField("mode", "beam: beam search (within the answers if given); all: score every "
                           "answer (official numbers); open: unconstrained",
