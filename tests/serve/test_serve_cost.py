@@ -1,7 +1,9 @@
-"""The scoring budget: candidate-scoring requests (classify, VQA mode all) are priced before
-they are queued, and those over ``max_score_tokens`` get a 422 that says how to fit."""
+"""The scoring budget: candidate-scoring requests (classify, entail, VQA mode all) are priced
+before they are queued, and those over ``max_score_tokens`` get a 422 that says how to fit."""
 
 from __future__ import annotations
+
+import re
 
 import httpx
 import pytest
@@ -26,12 +28,20 @@ def test_the_price_is_rows_plus_tokens(demo_model):
     exact.check("classify", {"classes": classes}, {})  # at the limit: accepted
     detail = _refusal(ScoringBudget(tok, cost - 1), "classify", {"classes": classes}, {})
     assert f"costs {cost:,} scoring tokens" in detail and f"limit of {cost - 1:,}" in detail
-    # VQA: every answer row also holds the question
+    # VQA: every answer row also holds the question (the decoder prefix of a fine-tune)
     question = "what color is it?"
     q = len(tok.encode(" " + question, add_bos_eos=False))
     options = {"mode": "all", "answers": classes}
-    detail = _refusal(ScoringBudget(tok, 1), "vqa", options, {"question": question})
+    detail = _refusal(ScoringBudget(tok, 1, model_task="vqa"), "vqa", options,
+                      {"question": question})
     assert f"costs {2 * (ROW_TOKENS + q + 1) + tokens:,}" in detail
+    assert f"each costs {ROW_TOKENS + 1} + its own tokens + {q} for the question" in detail
+    assert detail.endswith("splitting the list over several requests, or a shorter question")
+    # a pre-trained model answers zero-shot, without the question in the decoder
+    detail = _refusal(ScoringBudget(tok, 1, model_task="caption"), "vqa", options,
+                      {"question": question})
+    assert f"costs {2 * (ROW_TOKENS + 1) + tokens:,}" in detail
+    assert detail.endswith("splitting the list over several requests")  # the question: free
 
 
 def test_without_a_tokenizer_utf8_bytes_bound_the_tokens():
@@ -42,11 +52,16 @@ def test_without_a_tokenizer_utf8_bytes_bound_the_tokens():
 
 
 def test_only_scoring_requests_are_priced(demo_model):
-    budget = ScoringBudget(demo_model.tokenizer, 1, default_answers=["red"])
+    budget = ScoringBudget(demo_model.tokenizer, 1, defaults={"vqa": {"answers": ["red"]}})
     assert budget.applies("classify", {"classes": ("a",)})
     assert budget.applies("vqa", {"mode": "all", "answers": None})
+    assert budget.applies("entail", {})  # its three answers are scored too
+    detail = _refusal(budget, "entail", {}, {"hypothesis": "a cat", "premise": None})
+    assert detail.startswith("candidates: scoring 3 candidates costs ")
+    assert detail.endswith("send a shorter hypothesis")
     for task, options in (("vqa", {"mode": "beam", "answers": ("a",) * 2000}),
-                          ("vqa", {"mode": None}), ("caption", {}), ("entail", {})):
+                          ("vqa", {"mode": None}), ("caption", {"decoding": {}}),
+                          ("generate", {"decoding": {}, "with_image": False})):
         assert not budget.applies(task, options)
         budget.check(task, options, {"question": "q"})  # never refused
     # "all" without answers and without a server default: the model refuses it, not the price
@@ -63,20 +78,24 @@ def test_over_budget_requests_are_refused_before_queuing(serve, gated, png_b64, 
         detail = r.json()["detail"]
         assert detail.startswith("classes: scoring 10 classes costs ")
         assert "limit of 300 (--max-score-tokens)" in detail
-        assert "each class costs 65 + its tokens" in detail
-        assert "so about 4 like these fit in one request): send fewer" in detail
+        assert "each costs 65 + its own tokens (" in detail
+        assert "so about 4 like these fit in one request): send fewer or shorter classes" \
+            in detail
         r = httpx.post(f"{url}/v1/classify", files={"image": ("d.png", png_bytes)},
                        data={"classes": many})
         assert r.status_code == 422 and r.json()["detail"] == detail  # multipart alike
         r = httpx.post(f"{url}/v1/vqa", json={"image": png_b64, "question": "what is it?",
                                               "mode": "all", "answers": many})
         assert r.status_code == 422 and r.json()["detail"].startswith("answers: scoring 10 ")
-        assert "each answer costs 65 + the question's " in r.json()["detail"]
-        assert "or a shorter question" in r.json()["detail"]
+        # the question is in every row unless the model answers zero-shot (no prefix)
+        assert re.search(r"each costs 65 \+ its own tokens( \+ \d+ for the question)? \(",
+                         r.json()["detail"])
         # the server's own answer list (19 for the demo model) is priced too
         r = httpx.post(f"{url}/v1/vqa", json={"image": png_b64, "question": "what is it?",
                                               "mode": "all"})
-        assert r.status_code == 422 and "the server's default has 19" in r.json()["detail"]
+        assert r.status_code == 422
+        assert "send your own shorter list of answers (the server's default has 19)" \
+            in r.json()["detail"]
         assert gated.calls == []  # none of them reached the model
         # within the budget: served
         r = httpx.post(f"{url}/v1/classify", json={"image": png_b64,

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from ofa.demo import DEMO_IMAGE, DEMO_QUERIES
+from ofa.tasks import TASKS
 
 QUERIES = __import__("json").loads(DEMO_QUERIES.read_text())
 IMG = str(DEMO_IMAGE)
@@ -178,15 +179,16 @@ def test_health_and_models(shared_server):
 
 def test_openapi_document_is_complete(shared_server):
     doc = httpx.get(f"{shared_server.url}/openapi.json").json()
-    tasks = ("caption", "vqa", "ground", "entail", "classify", "summarize", "generate")
-    assert {f"/v1/{t}" for t in tasks} | {"/healthz", "/v1/models", "/metrics"} <= set(
-        doc["paths"])
-    for task in tasks:
-        op = doc["paths"][f"/v1/{task}"]["post"]
+    assert {f"/v1/{t}" for t in TASKS} | {"/healthz", "/v1/models", "/v1/tasks",
+                                          "/metrics"} <= set(doc["paths"])
+    for task in TASKS.values():
+        op = doc["paths"][f"/v1/{task.name}"]["post"]
         content = op["requestBody"]["content"]
         assert set(content) == {"application/json", "multipart/form-data"}
-        has_image = "image" in content["application/json"]["schema"]["properties"]
-        assert has_image == (task != "summarize")
+        schema = content["application/json"]["schema"]
+        has_image = "image" in schema["properties"]
+        assert has_image == (task.image != "none")
+        assert ("image" in schema["required"]) == (task.image == "required")
         if has_image:
             assert content["multipart/form-data"]["schema"]["properties"]["image"][
                 "format"] == "binary"
@@ -194,6 +196,6 @@ def test_openapi_document_is_complete(shared_server):
         assert "Retry-After" in op["responses"]["503"]["headers"]
         result = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
         fields = doc["components"]["schemas"][result.rsplit("/", 1)[1]]["properties"]
-        assert {"latency_ms", "batch_size", "model"} <= set(fields)
+        assert {"latency_ms", "batch_size", "model", *task.outputs} <= set(fields)
     assert "securitySchemes" not in doc.get("components", {})  # no key configured
     assert "/" not in doc["paths"]

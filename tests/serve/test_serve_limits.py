@@ -115,6 +115,8 @@ def test_missing_and_wrong_fields_are_422(shared_server, png_b64, png_bytes):
         ("caption", {}, {"beam_size": (None, b"2")}, "image: Field required"),
         ("caption", {"unknown": "1"}, {"image": ("d.png", png_bytes)}, "unknown"),
         ("ground", {"text": ["a", "b"]}, {"image": ("d.png", png_bytes)}, "given 2 times"),
+        ("ground", {"text": "a", "bins_only": "yes"}, {"image": ("d.png", png_bytes)},
+         "bins_only: Input should be true or false"),
     ]
     for task, data, files, reason in form_cases:
         r = httpx.post(f"{url}/v1/{task}", data=data, files=files)
@@ -260,7 +262,7 @@ def test_api_key(serve, png_b64):
         assert httpx.get(f"{live.url}/v1/models").status_code == 401
         assert httpx.get(f"{live.url}/metrics", headers={"X-API-Key": "s3cret"}).status_code == 200
         # the page, its assets, the health check and the document stay reachable
-        for path in ("/", "/static/app.js", "/healthz", "/openapi.json"):
+        for path in ("/", "/static/app.js", "/healthz", "/openapi.json", "/v1/tasks"):
             assert httpx.get(f"{live.url}{path}").status_code == 200, path
         doc = httpx.get(f"{live.url}/openapi.json").json()
         assert "bearer" in doc["components"]["securitySchemes"]

@@ -1,8 +1,9 @@
 """The web page, end to end in headless Chromium (Debian's ``chromium``, driven by
 Playwright's Python package; ``make test`` installs the browser): pick the demo image, run
-caption, VQA and grounding, and check what a person would see: the texts, the latency, the
-box drawn on the image, an error message, and a screenshot. The page must load nothing from
-any other origin."""
+caption, VQA, grounding, entailment and classification, and check what a person would see:
+the tasks and fields the server lists, the texts, the latency, the box drawn on the image, a
+ranking, an error message, and a screenshot. The page must load nothing from any other
+origin."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from ofa.demo import DEMO_IMAGE, DEMO_QUERIES
+from ofa.tasks import TASKS
 
 CHROMIUM = "/usr/bin/chromium"
 # without the background-networking switches Chromium dials Google services, which this
@@ -61,6 +63,12 @@ def test_page_caption_vqa_grounding(browser, shared_server, demo_model, demo_ans
 
     page.goto(f"{shared_server.url}/")
     expect(page.locator("#model")).to_contain_text("shapes-demo")
+    # the task list and each task's fields come from the server's table
+    expect(page.locator("#task option")).to_have_count(len(TASKS))
+    assert page.locator("#task option").evaluate_all(
+        "options => options.map(o => o.value)") == list(TASKS)
+    expect(page.locator("#fields fieldset")).to_have_count(len(TASKS))
+    assert page.locator("#summarize-text").evaluate("e => e.tagName") == "TEXTAREA"
     expect(page.locator("#canvas")).to_be_hidden()
     page.set_input_files("#file", image)
     expect(page.locator("#canvas")).to_be_visible()
@@ -73,15 +81,16 @@ def test_page_caption_vqa_grounding(browser, shared_server, demo_model, demo_ans
                                                                 r"batch of \d+.* round trip"))
 
     page.select_option("#task", "vqa")
-    expect(page.locator("#question")).to_be_visible()
-    expect(page.locator("#text")).to_be_hidden()
-    page.fill("#question", queries["question"])
+    expect(page.locator("#vqa-question")).to_be_visible()
+    expect(page.locator("#ground-text")).to_be_hidden()
+    expect(page.locator("#vqa-mode")).to_be_hidden()  # an option: folded away
+    page.fill("#vqa-question", queries["question"])
     page.click("#run")
     expect(page.locator("#result")).to_have_text(answer)
     assert page.evaluate(BOX_PIXELS)["n"] == 0  # no box yet
 
     page.select_option("#task", "ground")
-    page.fill("#text", queries["text"])
+    page.fill("#ground-text", queries["text"])
     page.click("#run")
     shown = ", ".join(str(round(v)) for v in box)
     expect(page.locator("#result")).to_have_text(f"box [{shown}]")
@@ -101,9 +110,26 @@ def test_page_caption_vqa_grounding(browser, shared_server, demo_model, demo_ans
     data = shot.read_bytes()
     assert data.startswith(PNG_SIGNATURE) and len(data) > 5000
 
+    # other answers: the result_key's value (with the answer beside it), a ranking
+    entail = demo_model.entail(image, "there is a triangle")
+    page.select_option("#task", "entail")
+    page.fill("#entail-hypothesis", "there is a triangle")
+    page.click("#run")
+    expect(page.locator("#result")).to_have_text(f"{entail['label']} ({entail['answer']})")
+    assert page.evaluate(BOX_PIXELS)["n"] == 0  # the box is gone with the grounding answer
+    ranked = demo_model.classify(image, ["triangle", "square", "circle"], topk=2)["topk"]
+    page.select_option("#task", "classify")
+    page.fill("#classify-classes", "triangle, square, circle")
+    page.click("summary:visible")  # open the options
+    page.fill("#classify-topk", "2")
+    page.click("#run")
+    expect(page.locator("#result")).to_have_text(ranked[0]["label"])
+    expect(page.locator("#ranking li")).to_have_count(2)
+    expect(page.locator("#ranking li").first).to_contain_text(ranked[0]["label"])
+
     # a mistake shows the server's reason, not a blank page
     page.select_option("#task", "vqa")
-    page.fill("#question", "")
+    page.fill("#vqa-question", "")
     page.click("#run")
     expect(page.locator("#error")).to_contain_text("422")
     expect(page.locator("#error")).to_contain_text("question")

@@ -76,7 +76,8 @@ def test_one_line_shows_each_answer():
     shown = {name: TASKS[name].one_line(result) for name, result in {
         "caption": {"caption": "a dog"}, "vqa": {"answer": "red"},
         "ground": {"box": [1, 2, 3.5, 4]}, "entail": {"answer": "yes", "label": "entailment"},
-        "classify": {"topk": [{"label": "cat", "score": 0.9}, {"label": "dog", "score": 0.1}]}, "summarize": {"summary": "s"},
+        "classify": {"topk": [{"label": "cat", "score": 0.9}, {"label": "dog", "score": 0.1}]},
+        "summarize": {"summary": "s"},
         "generate": {"text": "t"}}.items()}
     assert shown == {"caption": "a dog", "vqa": "red", "ground": "1.00 2.00 3.50 4.00",
                      "entail": "yes (entailment)", "classify": "cat (0.900), dog (0.100)",

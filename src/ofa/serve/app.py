@@ -1,7 +1,8 @@
 """The FastAPI application: ``create_app(ofa, settings)``.
 
-One POST endpoint per task (``/v1/caption`` ...), each taking JSON (image as base64) or
-multipart (image as a file); ``/healthz``, ``/v1/models``, ``/metrics`` and the web page at
+One POST endpoint per task of :data:`ofa.tasks.TASKS` (``/v1/caption`` ...), each taking
+JSON (image as base64) or multipart (image as a file); ``/healthz``, ``/v1/models``,
+``/v1/tasks`` (what each endpoint takes, for the page), ``/metrics`` and the web page at
 ``/``. Requests are parsed and their images decoded on the event loop's side (decoding in a
 worker thread), then queued to the dynamic batcher, which runs the model in its own threads.
 Candidate-scoring requests are priced first (:mod:`.cost`) and refused if over budget.
@@ -30,14 +31,14 @@ from .. import __version__
 from ..errors import OFAError
 from .batching import DynamicBatcher, QueueFullError, ShuttingDownError
 from .cost import ScoringBudget
-from .endpoints import SPECS, TaskSpec, finite
+from .endpoints import SPECS, Endpoint, finite
 from .errors import ApiError, error_response
 from .images import ImageError, decode_image
 from .metrics import ServeMetrics
 from .middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestMetricsMiddleware
 from .parsing import parse_request
 from .runner import ModelBusyError, ModelRunner, Payload
-from .schemas import ErrorBody, Health, ModelInfo, ModelList, request_body_schema
+from .schemas import ErrorBody, Health, ModelInfo, ModelList, TaskList, request_body_schema
 from .settings import ServeSettings
 
 log = logging.getLogger("ofa.serve")
@@ -54,7 +55,9 @@ DESCRIPTION = """OFA vision-language model over HTTP, with dynamic batching.
 
 Each task endpoint takes `application/json` (the image as base64 in `image`) or
 `multipart/form-data` (the image as a file part named `image`; list fields as repeated
-parts). Errors are `{"detail": "..."}`. Images are never fetched from URLs."""
+parts). An option left out takes the task's default, or the server's where it sets one
+(a VQA answer list). Errors are `{"detail": "..."}`. Images are never fetched from URLs.
+`GET /v1/tasks` lists the task endpoints and their fields."""
 
 
 def _error(description: str, headers: dict | None = None) -> dict:
@@ -84,7 +87,9 @@ AUTH_ERROR = {401: _error("missing or wrong API key", {
 
 
 def _is_protected(path: str) -> bool:
-    return path.startswith("/v1/") or path == "/metrics"
+    # /v1/tasks describes the API as /openapi.json does, and the page needs it before a key
+    # is typed
+    return (path.startswith("/v1/") and path != "/v1/tasks") or path == "/metrics"
 
 
 def create_app(ofa: Any, settings: ServeSettings | None = None) -> FastAPI:
@@ -92,13 +97,14 @@ def create_app(ofa: Any, settings: ServeSettings | None = None) -> FastAPI:
     settings = settings or ServeSettings()
     name = str(getattr(ofa, "name", None) or "ofa")
     metrics = ServeMetrics()
-    batcher = DynamicBatcher(SPECS, ModelRunner(ofa, settings.vqa_answers),
+    table = dict(SPECS)  # the task table as it is now
+    batcher = DynamicBatcher(table, ModelRunner(ofa, settings.task_defaults),
                              max_batch_size=settings.max_batch_size,
                              max_wait_s=settings.max_wait_s, queue_size=settings.queue_size,
                              on_batch=metrics.observe_batch)
-    metrics.watch_queues(SPECS, batcher.queue_depth, lambda: batcher.in_flight)
+    metrics.watch_queues(table, batcher.queue_depth, lambda: batcher.in_flight)
     budget = ScoringBudget(getattr(ofa, "tokenizer", None), settings.max_score_tokens,
-                           settings.vqa_answers)
+                           settings.task_defaults, getattr(ofa, "task", None))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -113,44 +119,42 @@ def create_app(ofa: Any, settings: ServeSettings | None = None) -> FastAPI:
     app.state.settings, app.state.batcher, app.state.metrics = settings, batcher, metrics
     _install_error_handlers(app)
     auth = AUTH_ERROR if settings.api_key else {}
-    for spec in SPECS.values():
+    for spec in table.values():
         app.add_api_route(
             spec.path, _task_endpoint(spec, batcher, budget, settings, name), methods=["POST"],
             response_model=spec.result, summary=spec.summary, operation_id=spec.name,
-            description=(spec.request.__doc__ or spec.summary).strip(), tags=["tasks"],
-            responses={**TASK_ERRORS, **auth},
+            tags=["tasks"], responses={**TASK_ERRORS, **auth},
             openapi_extra={"requestBody": request_body_schema(spec.request, spec.image)})
-    _add_service_routes(app, ofa, name, batcher, metrics, auth)
+    _add_service_routes(app, ofa, name, table, batcher, metrics, auth)
 
     # added innermost first: metrics see every refusal, auth runs before the body is read
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key, protected=_is_protected)
         _document_auth(app)
-    paths = {spec.path: spec.name for spec in SPECS.values()}
+    paths = {spec.path: spec.name for spec in table.values()}
     app.add_middleware(RequestMetricsMiddleware, observe=metrics.observe_request,
                        task_of=paths.get)
     return app
 
 
-def _task_endpoint(spec: TaskSpec, batcher: DynamicBatcher, budget: ScoringBudget,
+def _task_endpoint(spec: Endpoint, batcher: DynamicBatcher, budget: ScoringBudget,
                    settings: ServeSettings, name: str):
     async def endpoint(request: Request):
         arrived = time.perf_counter()
         parsed = await parse_request(request, spec.request, spec.image)
         req = parsed.request
         options = req.options()
-        fields = {f: getattr(req, f) for f in spec.fields}
+        fields = req.inputs()
         if budget.applies(spec.name, options):  # before decoding: refusals should be cheap
             await run_in_threadpool(budget.check, spec.name, options, fields)
-        image = size = None
+        image = None
         if parsed.image is not None:
             try:
                 image = await run_in_threadpool(decode_image, parsed.image, settings.max_pixels)
             except ImageError as e:
                 raise ApiError(422, str(e)) from None
-            size = image.size
-        if spec.image == "optional":
+        if spec.image == "optional":  # with and without an image never share a batch
             options["with_image"] = image is not None
         payload = Payload(image, fields)
         time_left = settings.timeout_s - (time.perf_counter() - arrived)
@@ -175,14 +179,14 @@ def _task_endpoint(spec: TaskSpec, batcher: DynamicBatcher, budget: ScoringBudge
             model=name, latency_ms=round((time.perf_counter() - arrived) * 1000, 2),
             queue_ms=round(delivery.queue_s * 1000, 2), batch_size=delivery.batch_size,
             tokens=[int(t) for t in result.get("tokens", [])],
-            score=finite(result.get("score", float("nan"))), **spec.shape(result, size))
+            score=finite(result.get("score", float("nan"))), **spec.body(result))
 
     endpoint.__name__ = f"{spec.name}_endpoint"
     return endpoint
 
 
-def _add_service_routes(app: FastAPI, ofa: Any, name: str, batcher: DynamicBatcher,
-                        metrics: ServeMetrics, auth: dict) -> None:
+def _add_service_routes(app: FastAPI, ofa: Any, name: str, table: dict[str, Endpoint],
+                        batcher: DynamicBatcher, metrics: ServeMetrics, auth: dict) -> None:
     page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
 
     @app.get("/", include_in_schema=False)
@@ -202,7 +206,14 @@ def _add_service_routes(app: FastAPI, ofa: Any, name: str, batcher: DynamicBatch
             id=name, task=getattr(ofa, "task", None),
             device=str(getattr(ofa, "device", "cpu")),
             dtype=str(getattr(ofa, "dtype", "float32")).removeprefix("torch."),
-            endpoints=[spec.path for spec in SPECS.values()])])
+            endpoints=[spec.path for spec in table.values()])])
+
+    tasks = TaskList(tasks=[spec.info() for spec in table.values()])
+
+    @app.get("/v1/tasks", response_model=TaskList, tags=["service"],
+             summary="The task endpoints and the fields each takes")
+    async def task_list() -> TaskList:
+        return tasks
 
     metrics_doc = {200: {"description": "Prometheus text format (OpenMetrics on request)",
                          "content": {"text/plain": {"schema": {"type": "string"}},

@@ -1,19 +1,20 @@
-"""What differs between the task endpoints, in one table: the request and result models,
-whether an image is required, which request fields travel with each input, and how an API
-result dict becomes the response body. Everything else (parsing, queueing, errors) is shared.
+"""The task endpoints, derived from the task table (:data:`ofa.tasks.TASKS`): each task's
+request and result models, its image requirement, and how an API result becomes its
+response body. Everything else (parsing, queueing, errors) is shared, so a task added to the
+table gets its route with no edit here.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 
-from ..tasks import TASKS
-from . import schemas as s
+from ..tasks import TASKS, Task
+from .schemas import request_model, result_model, task_info
 
 
 def finite(x: Any) -> float | None:
@@ -22,52 +23,72 @@ def finite(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _scores(raw: dict) -> dict[str, float | None] | None:
-    table = raw.get("scores")
-    return None if table is None else {k: finite(v) for k, v in table.items()}
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float, however deeply nested, turned into None."""
+    if isinstance(value, float):
+        return finite(value)
+    if isinstance(value, Mapping):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
 
 
-def _box(raw: dict) -> list[float] | None:
-    box = raw.get("box")
-    if box is None or not all(math.isfinite(float(v)) for v in box):
-        return None
-    return [round(float(v), 2) for v in box]
+def with_defaults(options: dict, defaults: Mapping[str, Any] | None) -> dict:
+    """``options`` with the server's default for each option the request left unset."""
+    if not defaults:
+        return options
+    return {**options, **{k: v for k, v in defaults.items() if options.get(k) is None}}
 
 
 @dataclass(frozen=True)
-class TaskSpec:
-    name: str  # the task's name in ofa.tasks.TASKS, which gives its summary
-    request: type[BaseModel]
-    result: type[BaseModel]
-    image: str  # "required", "optional" or "none"
-    fields: tuple[str, ...]  # request fields that travel with each input
-    shape: Callable[[dict, tuple[int, int] | None], dict]  # API result -> response fields
+class Endpoint:
+    task: Task
+
+    @property
+    def name(self) -> str:
+        return self.task.name
 
     @property
     def path(self) -> str:
-        return f"/v1/{self.name}"
+        return f"/v1/{self.task.name}"
 
     @property
     def summary(self) -> str:
-        return TASKS[self.name].summary
+        return self.task.summary
+
+    @property
+    def image(self) -> str:  # "required", "optional" or "none"
+        return self.task.image
+
+    @property
+    def request(self) -> type[BaseModel]:
+        return request_model(self.task)
+
+    @property
+    def result(self) -> type[BaseModel]:
+        return result_model(self.task)
+
+    def body(self, result: dict) -> dict:
+        """The task's answer fields of an API result, ready for JSON."""
+        return {name: json_safe(result.get(name)) for name in self.task.outputs}
+
+    def info(self):
+        return task_info(self.task, self.path)
 
 
-SPECS: dict[str, TaskSpec] = {spec.name: spec for spec in (
-    TaskSpec("caption", s.CaptionRequest, s.CaptionResult, "required", (),
-             lambda r, size: {"caption": r["caption"]}),
-    TaskSpec("vqa", s.VQARequest, s.VQAResult, "required", ("question",),
-             lambda r, size: {"question": r["question"], "answer": r["answer"],
-                              "scores": _scores(r)}),
-    TaskSpec("ground", s.GroundRequest, s.GroundResult, "required", ("text",),
-             lambda r, size: {"text": r["text"], "box": _box(r), "image_size": list(size)}),
-    TaskSpec("entail", s.EntailRequest, s.EntailResult, "required", ("hypothesis", "premise"),
-             lambda r, size: {"hypothesis": r["hypothesis"], "answer": r["answer"],
-                              "label": r["label"], "scores": _scores(r)}),
-    TaskSpec("classify", s.ClassifyRequest, s.ClassifyResult, "required", (),
-             lambda r, size: {"label": r["label"],
-                              "topk": [{"label": n, "score": finite(v)} for n, v in r["topk"]]}),
-    TaskSpec("summarize", s.SummarizeRequest, s.SummarizeResult, "none", ("text",),
-             lambda r, size: {"summary": r["summary"]}),
-    TaskSpec("generate", s.GenerateRequest, s.GenerateResult, "optional", ("prompt",),
-             lambda r, size: {"prompt": r["prompt"], "text": r["text"]}),
-)}
+class _Endpoints(Mapping[str, Endpoint]):
+    """One endpoint per task of the table, as the table is at each read (an app copies it
+    when it is built, so tasks added at runtime are served by the apps built after)."""
+
+    def __getitem__(self, name: str) -> Endpoint:
+        return Endpoint(TASKS[name])
+
+    def __iter__(self):
+        return iter(TASKS)
+
+    def __len__(self) -> int:
+        return len(TASKS)
+
+
+SPECS: Mapping[str, Endpoint] = _Endpoints()

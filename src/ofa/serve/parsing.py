@@ -1,8 +1,8 @@
 """Turning an HTTP request body into a validated task request and the image bytes.
 
 Two encodings carry the same fields: JSON (image as base64) for programs, multipart (image
-as a file part, lists as repeated fields, numbers as text) for browsers and ``curl -F``.
-Both end in the same strict pydantic model, so they accept exactly the same requests.
+as a file part, lists as repeated fields, numbers and true/false as text) for browsers and
+``curl -F``. Both end in the same strict pydantic model, so they accept exactly the same requests.
 Anything else is 415; a body that cannot be parsed is 400; a parsed body with a wrong field
 is 422 naming the field.
 """
@@ -22,9 +22,10 @@ from starlette.requests import Request
 
 from .errors import ApiError
 from .images import ImageError, decode_base64
-from .schemas import MAX_CANDIDATES, model_schema
+from .schemas import model_schema
 
 _INT = re.compile(r"[+-]?\d{1,18}")
+_BOOL = {"true": True, "false": False}
 MAX_TEXT_PART = 1024 * 1024  # one multipart text field (a whole article fits)
 
 
@@ -96,8 +97,11 @@ async def _parse_json(request: Request, model: type[BaseModel], image: str) -> P
 
 async def _parse_multipart(request: Request, model: type[BaseModel], image: str) -> Parsed:
     properties = model_schema(model)["properties"]
+    # a list is one part per item: room for every field at its longest, and a few strays
+    # to report by name
+    max_fields = sum(p.get("maxItems", 1) for p in properties.values()) + 16
     try:
-        async with request.form(max_files=1, max_fields=MAX_CANDIDATES + 16,
+        async with request.form(max_files=1, max_fields=max_fields,
                                 max_part_size=MAX_TEXT_PART) as form:
             data: dict[str, Any] = {}
             image_bytes = None
@@ -133,4 +137,8 @@ def _form_value(key: str, values: list, schema: dict) -> Any:
         if not _INT.fullmatch(value.strip()):
             raise ApiError(422, f"{key}: Input should be a valid integer, got {value[:40]!r}")
         return int(value)
+    if schema.get("type") == "boolean":
+        if value.strip().lower() not in _BOOL:
+            raise ApiError(422, f"{key}: Input should be true or false, got {value[:40]!r}")
+        return _BOOL[value.strip().lower()]
     return value

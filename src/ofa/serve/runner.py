@@ -1,7 +1,7 @@
 """Runs one group of same-task, same-option requests through the :class:`ofa.OFA` API.
 
-Called in the batcher's worker thread. One list call per group (``ofa.caption([img1,
-img2, ...], batch_size=n)``) is what makes batching pay. A bad input must not sink its
+Called in the batcher's worker thread. One list call per group (``ofa.run("caption",
+[img1, img2, ...], batch_size=n)``) is what makes batching pay. A bad input must not sink its
 companions: per-input errors come back as ``{"error": ...}`` (``errors="return"``), and if
 the whole call is refused (an option the model cannot honour, a text too long for the
 encoder), each request is retried alone so only the faulty ones get the error. Decoding steps
@@ -11,7 +11,7 @@ batches run and stops once nobody waits for it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,9 @@ import torch
 
 from ..errors import InputError, OFAError
 from ..generate import on_checkpoint
+from ..tasks import TASKS
 from .batching import checkpoint
+from .endpoints import with_defaults
 
 
 class ModelBusyError(Exception):
@@ -35,11 +37,15 @@ class Payload:
 
 
 class ModelRunner:
-    """``runner(task, options, payloads)`` -> one result dict or :class:`OFAError` each."""
+    """``runner(task, options, payloads)`` -> one result dict or :class:`OFAError` each.
 
-    def __init__(self, ofa: Any, vqa_answers: Sequence[str] | None = None) -> None:
+    ``defaults``: per task, server-wide values of options a request leaves unset (e.g.
+    ``{"vqa": {"answers": [...]}}``, the answer list of ``--vqa-answers``)."""
+
+    def __init__(self, ofa: Any, defaults: Mapping[str, Mapping[str, Any]] | None = None
+                 ) -> None:
         self.ofa = ofa
-        self.vqa_answers = list(vqa_answers) if vqa_answers else None
+        self.defaults = {task: dict(d) for task, d in (defaults or {}).items()}
 
     def __call__(self, task: str, options: dict, payloads: list[Payload]) -> list[Any]:
         try:
@@ -55,31 +61,23 @@ class ModelRunner:
         return [InputError(r["error"]) if "error" in r else r for r in results]
 
     def _call(self, task: str, options: dict, payloads: list[Payload]) -> list[dict]:
-        ofa, n = self.ofa, len(payloads)
-        images = [p.image for p in payloads]
-        common: dict[str, Any] = {"batch_size": n, "errors": "return"}
-        decoding = options.get("decoding", {})
-
-        def field(name: str) -> list:
-            return [p.fields.get(name) for p in payloads]
-
-        if task == "caption":
-            return ofa.caption(images, **common, **decoding)
-        if task == "vqa":
-            answers = options.get("answers") or self.vqa_answers
-            mode = options.get("mode") or "beam"
-            return ofa.vqa(images, field("question"), answers=list(answers) if answers else None,
-                           mode=mode, **common, **decoding)
-        if task == "ground":
-            return ofa.ground(images, field("text"), **common)
-        if task == "entail":
-            return ofa.entail(images, field("hypothesis"), premises=field("premise"), **common)
-        if task == "classify":
-            return ofa.classify(images, list(options["classes"]), topk=options["topk"],
-                                **common)
-        if task == "summarize":
-            return ofa.summarize(field("text"), **common, **decoding)
-        if task == "generate":
-            with_images = images if options.get("with_image") else None
-            return ofa.generate(field("prompt"), with_images, **common, **decoding)
-        raise InputError(f"unknown task {task!r}")
+        spec = TASKS[task]
+        options = with_defaults(dict(options), self.defaults.get(task))
+        decoding = options.pop("decoding", {})
+        with_image = options.pop("with_image", True)  # set for tasks whose image is optional
+        images = ([p.image for p in payloads]
+                  if spec.image != "none" and with_image else None)
+        columns = {}
+        for f in spec.input_fields:
+            values = [p.fields.get(f.name) for p in payloads]
+            if all(v is None for v in values):
+                continue
+            if f.kind == "texts":
+                # the API reads a list of lists as one list per input only when the first
+                # is a list: an absent list is an empty one
+                values = [[] if v is None else list(v) for v in values]
+            columns[f.name] = values
+        options = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
+        results = self.ofa.run(task, images, batch_size=len(payloads), errors="return",
+                               **columns, **options, **decoding)
+        return [results] if isinstance(results, dict) else results

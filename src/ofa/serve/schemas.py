@@ -1,4 +1,5 @@
-"""Request and response bodies of the HTTP API, as pydantic models.
+"""Request and response bodies of the HTTP API, as pydantic models generated from the task
+table (:data:`ofa.tasks.TASKS`), so a task declared there gets its bodies without edits here.
 
 The same models validate requests and produce the OpenAPI document, so the document cannot
 drift from what the server accepts. Requests are strict (no "5" for 5, no unknown fields, no
@@ -12,107 +13,111 @@ from __future__ import annotations
 
 import copy
 import functools
-from typing import Annotated, Any, Literal
+import re
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-MAX_TEXT_CHARS = 1000
-MAX_ARTICLE_CHARS = 20_000
-MAX_CANDIDATES = 2000
-MAX_CANDIDATE_CHARS = 200
+from ..tasks import Task, TaskField
+from ..tasks.base import MAX_ITEM_CHARS
+
 MAX_BEAM = 10
 MAX_LEN = 128
-MAX_TOPK = 100
 
-Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
-Candidates = Annotated[
-    list[Annotated[str, Field(min_length=1, max_length=MAX_CANDIDATE_CHARS)]],
-    Field(min_length=1, max_length=MAX_CANDIDATES)]
-Beam = Annotated[int, Field(ge=1, le=MAX_BEAM, description="beam size (default: the task's "
-                                                            "official setting)")]
-MaxLen = Annotated[int, Field(ge=1, le=MAX_LEN, description="most tokens to generate")]
+# Decoding settings a request to a generating task may change, declared like task fields.
+DECODING_FIELDS = (
+    TaskField("beam_size", "beam size (default: the task's official setting)", kind="int",
+              per_input=False, bounds=(1, MAX_BEAM)),
+    TaskField("max_len", "most tokens to generate", kind="int", per_input=False,
+              bounds=(1, MAX_LEN)),
+)
+DECODING_NAMES = {"beam_size": "beam_size", "max_len": "max_len_b"}  # -> GenerationConfig
+
+
+def served_fields(task: Task) -> tuple[TaskField, ...]:
+    """The request fields of ``task``: its fields offered over HTTP, then the decoding ones."""
+    fields = tuple(f for f in task.fields if f.serve)
+    return fields + (DECODING_FIELDS if task.kind == "generate" else ())
+
+
+def _max_chars(f: TaskField) -> int | None:
+    if f.kind == "texts":  # an item is a candidate or a tag: never longer than a candidate
+        return min(f.max_chars, MAX_ITEM_CHARS)
+    return f.max_chars if f.kind == "text" else None
+
+
+def _field_type(f: TaskField) -> Any:
+    if f.kind == "text":
+        return Annotated[str, Field(min_length=1, max_length=f.max_chars)]
+    if f.kind == "texts":
+        item = Annotated[str, Field(min_length=1, max_length=_max_chars(f))]
+        return Annotated[list[item], Field(min_length=1, max_length=f.max_items)]
+    if f.kind == "int":
+        return Annotated[int, Field(ge=f.bounds[0], le=f.bounds[1])]
+    if f.kind == "choice":
+        return Literal[f.choices]
+    if f.kind == "flag":
+        return bool
+    raise ValueError(f"field {f.name}: no request type for kind {f.kind!r}")
+
+
+def _description(f: TaskField) -> str:
+    if f.default is None or "default" in f.help:
+        return f.help
+    return f"{f.help} (default: {f.default})"
 
 
 class _Request(BaseModel):
     # strict: JSON types must match the schema exactly; forbid: a typo is an error, not a
     # silently ignored option. Optional fields default to None but are not nullable.
     model_config = ConfigDict(extra="forbid", strict=True)
+    task_def: ClassVar[Task]
+    field_defs: ClassVar[tuple[TaskField, ...]] = ()
+
+    def inputs(self) -> dict[str, Any]:
+        """The fields that travel with this one input (a question, a hypothesis)."""
+        return {f.name: getattr(self, f.name) for f in self.field_defs if f.per_input}
 
     def options(self) -> dict[str, Any]:
-        """The settings that must be equal for requests to share one batch."""
-        return {}
-
-
-class _Decoding(_Request):
-    beam_size: Beam = None
-    max_len: MaxLen = None
-
-    def decoding(self) -> dict[str, int]:
-        out = {}
-        if self.beam_size is not None:
-            out["beam_size"] = self.beam_size
-        if self.max_len is not None:
-            out["max_len_b"] = self.max_len
+        """The settings that must be equal for requests to share one batch: the call's
+        options (unset ones at their declared default) and ``decoding``."""
+        out: dict[str, Any] = {}
+        decoding = {}
+        for f in self.field_defs:
+            if f.per_input:
+                continue
+            value = getattr(self, f.name)
+            if f in DECODING_FIELDS:
+                if value is not None:
+                    decoding[DECODING_NAMES[f.name]] = value
+                continue
+            if isinstance(value, list):
+                # duplicates change nothing but the cost: dropped, first occurrence kept
+                value = tuple(dict.fromkeys(value))
+            out[f.name] = f.default if value is None else value
+        if self.task_def.kind == "generate":
+            out["decoding"] = decoding
         return out
 
-    def options(self) -> dict[str, Any]:
-        return {"decoding": self.decoding()}
+
+def _class_name(task: Task, suffix: str) -> str:
+    return "".join(p.capitalize() for p in re.split(r"[^0-9A-Za-z]+", task.name)) + suffix
 
 
-class CaptionRequest(_Decoding):
-    """Describe the image."""
-
-
-class VQARequest(_Decoding):
-    """Answer a question about the image."""
-
-    question: Text
-    answers: Candidates = Field(None, description="allowed answers (default: the server's "
-                                                  "answer list, if it has one)")
-    mode: Literal["beam", "all", "open"] = Field(
-        None, description="beam: beam search within `answers`; all: score every answer; "
-                          "open: unconstrained (default: beam)")
-
-    def options(self) -> dict[str, Any]:
-        # duplicates change nothing but the cost: dropped, first occurrence kept
-        return {"decoding": self.decoding(), "mode": self.mode,
-                "answers": tuple(dict.fromkeys(self.answers)) if self.answers else None}
-
-
-class GroundRequest(_Request):
-    """Locate the region the text describes."""
-
-    text: Text = Field(description="referring expression, e.g. 'the blue square'")
-
-
-class EntailRequest(_Request):
-    """Does the image (and optional premise) imply the hypothesis?"""
-
-    hypothesis: Text
-    premise: Text = None
-
-
-class ClassifyRequest(_Request):
-    """Rank class names for the image."""
-
-    classes: Candidates = Field(description="class names to rank")
-    topk: Annotated[int, Field(ge=1, le=MAX_TOPK)] = Field(
-        None, description="classes to return (default: 5)")
-
-    def options(self) -> dict[str, Any]:
-        return {"classes": tuple(dict.fromkeys(self.classes)), "topk": self.topk or 5}
-
-
-class SummarizeRequest(_Decoding):
-    """Summarise an article (text only)."""
-
-    text: Annotated[str, Field(min_length=1, max_length=MAX_ARTICLE_CHARS)]
-
-
-class GenerateRequest(_Decoding):
-    """Follow a free instruction, with an image or without."""
-
-    prompt: Text = Field(description="the instruction, e.g. ' what is in the image?'")
+@functools.cache
+def request_model(task: Task) -> type[_Request]:
+    """The request body of ``task`` (cached per task: one model, one schema)."""
+    fields = served_fields(task)
+    names = [f.name for f in fields]
+    if "image" in names or len(set(names)) < len(names):  # the image is no model field
+        raise ValueError(f"the {task.name} task's request fields clash: {', '.join(names)}")
+    model = create_model(
+        _class_name(task, "Request"), __base__=_Request, __module__=__name__,
+        __doc__=task.summary,
+        **{f.name: (_field_type(f), Field(... if f.required else None,
+                                          description=_description(f))) for f in fields})
+    model.task_def, model.field_defs = task, fields
+    return model
 
 
 # ---------------------------------------------------------------------- responses
@@ -131,48 +136,48 @@ class _Result(BaseModel):
     score: float | None = Field(description="log-probability score (null if not finite)")
 
 
-class CaptionResult(_Result):
-    caption: str
+def _admits_none(annotation: Any) -> bool:
+    return annotation is Any or annotation is None or type(None) in get_args(annotation)
 
 
-class VQAResult(_Result):
-    question: str
-    answer: str
-    scores: dict[str, float | None] | None = Field(
-        None, description="summed log-prob of every answer (mode 'all')")
+@functools.cache
+def result_model(task: Task) -> type[_Result]:
+    """The response body of ``task``: the common fields and the task's ``outputs``."""
+    fields = {name: (annotation, Field(None if _admits_none(annotation) else ...,
+                                       description=description))
+              for name, (annotation, description) in task.outputs.items()}
+    return create_model(_class_name(task, "Result"), __base__=_Result, __module__=__name__,
+                        __doc__=f"The answer of the {task.name} task.", **fields)
 
 
-class GroundResult(_Result):
-    text: str
-    box: list[float] | None = Field(description="[x0, y0, x1, y1] in pixels of the original "
-                                                "image; null when no box was produced")
-    image_size: list[int] = Field(description="[width, height] of the decoded image")
+class FieldInfo(BaseModel):
+    name: str
+    kind: str = Field(description="text, texts (a list), int, choice or flag")
+    required: bool
+    help: str
+    choices: list[str] = Field(description="the allowed values of a choice")
+    max_chars: int | None = Field(description="the longest text (or list item) accepted")
 
 
-class EntailResult(_Result):
-    hypothesis: str
-    answer: str = Field(description="yes, no or maybe")
-    label: str = Field(description="entailment, contradiction or neutral")
-    scores: dict[str, float | None]
-
-
-class ClassScore(BaseModel):
-    label: str
-    score: float | None
-
-
-class ClassifyResult(_Result):
-    label: str
-    topk: list[ClassScore]
-
-
-class SummarizeResult(_Result):
+class TaskInfo(BaseModel):
+    name: str
     summary: str
+    path: str = Field(description="where to POST a request")
+    image: Literal["required", "optional", "none"]
+    result_key: str = Field(description="the result field that holds the answer")
+    fields: list[FieldInfo] = Field(description="the request's fields, besides the image")
 
 
-class GenerateResult(_Result):
-    prompt: str
-    text: str
+class TaskList(BaseModel):
+    tasks: list[TaskInfo]
+
+
+def task_info(task: Task, path: str) -> TaskInfo:
+    fields = [FieldInfo(name=f.name, kind=f.kind, required=f.required, help=_description(f),
+                        choices=list(f.choices), max_chars=_max_chars(f))
+              for f in served_fields(task)]
+    return TaskInfo(name=task.name, summary=task.summary, path=path, image=task.image,
+                    result_key=task.result_key, fields=fields)
 
 
 class ModelInfo(BaseModel):

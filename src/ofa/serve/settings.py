@@ -77,6 +77,11 @@ class ServeSettings:
             object.__setattr__(self, "vqa_answers", answers)
 
     @property
+    def task_defaults(self) -> dict[str, dict]:
+        """Per task, the server's values of options a request leaves unset."""
+        return {"vqa": {"answers": list(self.vqa_answers)}} if self.vqa_answers else {}
+
+    @property
     def max_body_bytes(self) -> int:
         return int(self.max_body_mb * 1024 * 1024)
 

@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import InputError
 from ..preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessCfg
 from ..tokenizer import OFATokenizer
-from .base import Example, Task, TaskField, record_weight
+from .base import MAX_ITEM_CHARS, Example, Task, TaskField, record_weight
 
 PROMPT = " what does the image describe?"
 DEFAULT_TOPK = 5
@@ -23,7 +23,7 @@ class ClassificationTask(Task):
     preprocess = PreprocessCfg(480, IMAGENET_MEAN, IMAGENET_STD)
     fields = (
         TaskField("classes", "class names to rank", kind="texts",
-                  per_input=False, required=True, record=""),
+                  per_input=False, required=True, record="", max_chars=MAX_ITEM_CHARS),
         TaskField("topk", f"classes to report (default: {DEFAULT_TOPK})", kind="int",
                   per_input=False, default=DEFAULT_TOPK, record=""),
     )

@@ -16,7 +16,7 @@ from ..generate import GenerationConfig, Hypothesis, Trie
 from ..model import OFAConfig
 from ..preprocess import PreprocessCfg
 from ..tokenizer import OFATokenizer
-from .base import Example, Task, TaskField, answer_tokens, record_weight
+from .base import MAX_ITEM_CHARS, Example, Task, TaskField, answer_tokens, record_weight
 from .text import pre_question, require_text
 
 MODES = ("beam", "all", "open")
@@ -53,7 +53,7 @@ class VQATask(Task):
         TaskField("objects", "VinVL object tags, for fine-tunes trained with them",
                   kind="texts", max_items=100, max_chars=MAX_OBJECTS * 4),
         TaskField("answers", "allowed answers (e.g. the 3,129 of VQAv2)",
-                  kind="texts", per_input=False, record=""),
+                  kind="texts", per_input=False, record="", max_chars=MAX_ITEM_CHARS),
         TaskField("mode", "beam: beam search (within the answers if given); all: score every "
                           "answer (official numbers); open: unconstrained",
                   kind="choice", per_input=False, choices=MODES, default="beam", record=""),

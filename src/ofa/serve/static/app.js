@@ -1,13 +1,15 @@
-// The OFA page: pick or drop an image, choose a task, send it to /v1/<task> as multipart,
-// show the answer, the latency and, for grounding, the box on the image.
-// Plain JavaScript with no dependencies, so the page works offline and needs no build step.
+// The OFA page: pick or drop an image, choose a task, send it to its endpoint as multipart,
+// show the answer, the latency and, for a result with a box, the box on the image.
+// The tasks and their fields come from GET /v1/tasks, so a task the server gains needs no
+// edit here. Plain JavaScript with no dependencies, so the page works offline and needs no
+// build step.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const BOX_COLOR = "#ff00ff";
-const NEEDS_IMAGE = new Set(["caption", "vqa", "ground", "entail", "classify"]);
+const LONG_TEXT = 1000; // a text field that takes more gets a text area (an article)
 
-const state = { file: null, bitmap: null, scale: 1 };
+const state = { file: null, bitmap: null, scale: 1, tasks: new Map() };
 
 function apiHeaders() {
   const key = $("apikey").value.trim();
@@ -63,28 +65,93 @@ async function useFile(file) {
 }
 
 // ------------------------------------------------------------------ the form
-function showFields() {
-  const task = $("task").value;
-  for (const label of document.querySelectorAll("label[data-for]")) {
-    label.hidden = label.dataset.for !== task;
+const fieldId = (task, name) => `${task}-${name}`;
+
+function control(task, f) {
+  let input;
+  if (f.kind === "choice") {
+    input = document.createElement("select");
+    input.append(new Option("(default)", ""), ...f.choices.map((c) => new Option(c, c)));
+  } else if (f.kind === "text" && f.max_chars > LONG_TEXT) {
+    input = document.createElement("textarea");
+    input.rows = 5;
+  } else {
+    input = document.createElement("input");
+    input.type = { flag: "checkbox", int: "number" }[f.kind] || "text";
   }
+  if (f.kind === "text" && f.max_chars) input.maxLength = f.max_chars;
+  input.id = fieldId(task, f.name);
+  return input;
 }
 
-function buildForm(task) {
+function fieldLabel(task, f) {
+  const label = document.createElement("label");
+  const name = f.name.replace(/_/g, " ");
+  const title = name[0].toUpperCase() + name.slice(1);
+  const hint = document.createElement("small");
+  hint.className = "muted";
+  hint.textContent = f.help;
+  if (f.kind === "flag") {
+    label.className = "flag";
+    label.append(control(task, f), title, hint);
+  } else {
+    label.append(f.kind === "texts" ? `${title}, comma-separated` : title, control(task, f),
+                 hint);
+  }
+  return label;
+}
+
+// Required fields in view, the others (options, decoding settings) folded away.
+function fieldset(info) {
+  const set = document.createElement("fieldset");
+  set.dataset.task = info.name;
+  const optional = info.fields.filter((f) => !f.required);
+  set.append(...info.fields.filter((f) => f.required).map((f) => fieldLabel(info.name, f)));
+  if (optional.length) {
+    const more = document.createElement("details");
+    const summary = document.createElement("summary");
+    summary.textContent = "Options";
+    more.append(summary, ...optional.map((f) => fieldLabel(info.name, f)));
+    set.append(more);
+  }
+  return set;
+}
+
+function showFields() {
+  for (const set of $("fields").children) set.hidden = set.dataset.task !== $("task").value;
+}
+
+function buildForm(info) {
   const form = new FormData();
-  if (state.file && task !== "summarize") form.append("image", state.file, state.file.name);
-  const text = (id) => $(id).value.trim();
-  if (task === "vqa") form.append("question", text("question"));
-  if (task === "ground") form.append("text", text("text"));
-  if (task === "entail") form.append("hypothesis", text("hypothesis"));
-  if (task === "generate") form.append("prompt", text("prompt"));
-  if (task === "summarize") form.append("text", text("article"));
-  if (task === "classify") {
-    for (const name of text("classes").split(",")) {
-      if (name.trim()) form.append("classes", name.trim());
+  if (state.file && info.image !== "none") form.append("image", state.file, state.file.name);
+  for (const f of info.fields) {
+    const input = $(fieldId(info.name, f.name));
+    if (f.kind === "flag") {
+      if (input.checked) form.append(f.name, "true");
+      continue;
+    }
+    const value = input.value.trim();
+    if (!value) continue; // left out: the task's (or the server's) default
+    if (f.kind === "texts") {
+      for (const item of value.split(",")) {
+        if (item.trim()) form.append(f.name, item.trim());
+      }
+    } else {
+      form.append(f.name, value);
     }
   }
   return form;
+}
+
+async function loadTasks() {
+  const response = await fetch("/v1/tasks");
+  const body = await response.json();
+  for (const info of body.tasks) {
+    state.tasks.set(info.name, info);
+    $("task").append(new Option(info.summary, info.name));
+    $("fields").append(fieldset(info));
+  }
+  showFields();
 }
 
 function clearOutput() {
@@ -98,16 +165,20 @@ function showError(message) {
   $("status").textContent = "";
 }
 
-function show(task, r, roundTrip) {
-  let text;
-  if (task === "caption") text = r.caption;
-  else if (task === "vqa") text = r.answer;
-  else if (task === "ground") {
-    text = r.box ? `box [${r.box.map((v) => Math.round(v)).join(", ")}]` : "no region found";
-    draw(r.box);
-  } else if (task === "entail") text = `${r.answer} (${r.label})`;
-  else if (task === "classify") {
-    text = r.label;
+// The task's answer (its result_key) as one line; a box is drawn, a ranking listed.
+function answerText(info, r) {
+  if ("box" in r) {
+    return r.box ? `box [${r.box.map((v) => Math.round(v)).join(", ")}]` : "no region found";
+  }
+  const value = r[info.result_key];
+  let text = typeof value === "string" ? value : JSON.stringify(value ?? "");
+  if (info.result_key !== "answer" && typeof r.answer === "string") text += ` (${r.answer})`;
+  return text;
+}
+
+function show(info, r, roundTrip) {
+  if ("box" in r) draw(r.box);
+  if (Array.isArray(r.topk)) {
     const list = $("ranking");
     list.replaceChildren(...r.topk.map((c) => {
       const item = document.createElement("li");
@@ -115,9 +186,8 @@ function show(task, r, roundTrip) {
       return item;
     }));
     list.hidden = false;
-  } else if (task === "summarize") text = r.summary;
-  else text = r.text;
-  $("result").textContent = text || "(empty)";
+  }
+  $("result").textContent = answerText(info, r) || "(empty)";
   $("latency").textContent =
     `${r.latency_ms.toFixed(0)} ms on the server (${r.queue_ms.toFixed(0)} ms queued, ` +
     `batch of ${r.batch_size}) · ${roundTrip.toFixed(0)} ms round trip`;
@@ -125,19 +195,23 @@ function show(task, r, roundTrip) {
 
 async function run(event) {
   event.preventDefault();
-  const task = $("task").value;
+  const info = state.tasks.get($("task").value);
   clearOutput();
-  if (NEEDS_IMAGE.has(task) && !state.file) {
+  if (!info) {
+    showError("The server's tasks are not loaded yet.");
+    return;
+  }
+  if (info.image === "required" && !state.file) {
     showError("Pick an image first.");
     return;
   }
-  if (task !== "ground") draw(null);
+  draw(null); // no stale box while the next answer comes
   $("run").disabled = true;
   $("status").textContent = "Running…";
   const started = performance.now();
   try {
-    const response = await fetch(`/v1/${task}`, {
-      method: "POST", body: buildForm(task), headers: apiHeaders(),
+    const response = await fetch(info.path, {
+      method: "POST", body: buildForm(info), headers: apiHeaders(),
     });
     const roundTrip = performance.now() - started;
     let body = null;
@@ -148,7 +222,7 @@ async function run(event) {
       return;
     }
     $("status").textContent = "Done.";
-    show(task, body, roundTrip);
+    show(info, body, roundTrip);
   } catch (err) {
     showError(`The server did not answer: ${err.message}`);
   } finally {
@@ -185,7 +259,7 @@ function init() {
   $("task").addEventListener("change", () => { showFields(); clearOutput(); });
   $("form").addEventListener("submit", run);
   $("apikey").addEventListener("change", loadModel);
-  showFields();
+  loadTasks().catch(() => showError("Could not load the server's tasks."));
   loadModel();
 }
 
