@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data.records import CONSTRAINABLE_TASKS
 from ..errors import InputError
+from .featurize import CONSTRAINABLE_TASKS
 
 
 @dataclass

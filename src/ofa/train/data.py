@@ -17,10 +17,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..data.records import Batch, ResizedImageCache, build_sample, collate
 from ..errors import InputError
 from ..generate import Trie
 from ..tokenizer import OFATokenizer
+from .featurize import Batch, ResizedImageCache, build_sample, collate
 
 
 def shares(ratios: Sequence[float], total: int) -> list[int]:

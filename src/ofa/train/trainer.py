@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from ..checkpoints import model_from_checkpoint, read_checkpoint, save_native
 from ..data.answer_lists import read_answer_list
-from ..data.records import CONSTRAINABLE_TASKS, candidate_tries, read_jsonl
+from ..data.records import read_jsonl
 from ..data.tsv import TSVRecords, read_tsv
 from ..errors import InputError
 from ..files import replacing
@@ -41,6 +41,7 @@ from .config import TrainConfig
 from .data import StepBatches
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from .ema import EMA
+from .featurize import CONSTRAINABLE_TASKS, candidate_tries
 from .loss import label_smoothed_cross_entropy
 from .optim import (
     Restart,

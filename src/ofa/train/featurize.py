@@ -1,0 +1,231 @@
+"""Training featurization: turns records (the format of :mod:`ofa.data.records`) into
+teacher-forced samples and padded batches. Prompts come from the task table (:mod:`ofa.tasks`),
+so a model is trained on exactly the inputs it is later asked with.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..errors import InputError
+from ..generate import Trie
+from ..preprocess import ImageTransform, image_pixels, load_image, resize_image
+from ..tasks import TASKS, get_task
+from ..tokenizer import BOS, EOS, PAD, OFATokenizer, pad_batch
+
+
+@dataclass
+class Sample:
+    """One teacher-forced training example. ``decoder_input`` is BOS + prefix + answer;
+    ``target`` is aligned with it: PAD under the prefix (no loss), then answer + EOS.
+    ``allowed`` (answer-constrained samples only) is aligned with ``target`` too: the token ids
+    the official trie mask allows at each answer position, None under the prefix."""
+
+    task: str
+    source: list[int]
+    decoder_input: list[int]
+    target: list[int]
+    weight: float = 1.0
+    image: torch.Tensor | None = None
+    allowed: list[list[int] | None] | None = None
+
+
+# Tasks whose targets can be constrained to a candidate list in training (the official VQA,
+# SNLI-VE and ImageNet fine-tuning build a trie over the candidates and mask the loss with it).
+CONSTRAINABLE_TASKS = ("vqa", "entail", "classify")
+
+
+def candidate_tries(tasks: Sequence[str], tokenizer: OFATokenizer, *,
+                    vqa_answers: Sequence[str] | None, records: Sequence[dict]
+                    ) -> dict[str, Trie]:
+    """The answer trie of each constrainable task among ``tasks``: VQA over ``vqa_answers``,
+    entailment over yes / no / maybe, classification over the labels found in ``records``."""
+    tries = {}
+    for task in tasks:
+        if task == "vqa":
+            if not vqa_answers:
+                raise InputError("constraining VQA targets needs data.vqa_answers (the "
+                                 "candidate answer list)")
+            tries[task] = Trie.from_answers(tokenizer, vqa_answers)
+        elif task == "entail":
+            tries[task] = Trie.from_answers(tokenizer, TASKS[task].candidates())
+        elif task == "classify":
+            labels = sorted({r["label"].strip() for r in records if r.get("task") == task})
+            tries[task] = Trie.from_answers(tokenizer, labels)
+    return tries
+
+
+def _allowed_by_trie(trie: Trie, answer: list[int], record: dict) -> list[list[int] | None]:
+    """Allowed ids at each answer position and at the final EOS; error if the answer is not a
+    path of the trie (the official loss would be infinite there)."""
+    allowed = []
+    for t, token in enumerate([*answer, EOS]):
+        ids = trie.allowed([BOS, *answer[:t]])
+        if token not in ids:
+            raise InputError(f"record {record.get('id', '?')}: its {record['task']} target is "
+                             "not among the constraint's candidates (add it to the answer list"
+                             ", or drop constrain from this dataset)")
+        allowed.append(ids)
+    return allowed
+
+
+def target_text(record: dict) -> tuple[str, float]:
+    """What the decoder must produce for a record, and the sample's confidence weight."""
+    return get_task(record["task"]).target_text(record)
+
+
+def load_resized(image: Any, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """``(uint8 pixels (3, size, size) of the resized image, original (width, height))``."""
+    pil = load_image(image)
+    return image_pixels(resize_image(pil, size)), pil.size
+
+
+@functools.lru_cache(maxsize=64)
+def _transform(size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> ImageTransform:
+    return ImageTransform(size, mean, std)  # built once: a batch builds 64 samples
+
+
+class ResizedImageCache:
+    """Training images kept decoded and resized (uint8 tensor, ``S*S*3`` bytes each) by file
+    path.
+
+    A multitask dataset reads each image many times (ShapesWorld: every scene gives a caption,
+    questions, expressions and statements); decoding and resizing it once saves most of the
+    batch-building time. Images given as bytes or arrays are not cached.
+    """
+
+    def __init__(self) -> None:
+        self._images: dict[tuple[str, int], tuple[torch.Tensor, tuple[int, int]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def get(self, image: Any, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+        """``(uint8 pixels (3, size, size) of the resized image, original (width, height))``."""
+        key = (os.fspath(image), size) if isinstance(image, str | os.PathLike) else None
+        hit = self._images.get(key) if key is not None else None
+        if hit is None:
+            hit = load_resized(image, size)
+            if key is not None:
+                self._images[key] = hit
+        return hit
+
+
+def build_sample(record: dict, tokenizer: OFATokenizer, image_size: int | None = None,
+                 max_source_length: int = 128, max_target_length: int = 64,
+                 image_cache: ResizedImageCache | None = None,
+                 tries: dict[str, Trie] | None = None) -> Sample:
+    """Tokens (and image) of one record, prompts exactly as :mod:`ofa.tasks` builds them.
+    ``image_size`` overrides the task's official input size (small models use small images);
+    ``image_cache`` keeps the resized images of image files for the next time they are read;
+    ``tries`` (see :func:`candidate_tries`) constrains the targets of the tasks it names."""
+    name = record["task"]
+    # the table's task module: fine-tuned style prompts (VQA and entailment take the question
+    # as decoder prefix)
+    task = get_task(name)
+    image = size = patch = None
+    if task.preprocess is not None:
+        cfg = task.preprocess.with_size(image_size)
+        patch = cfg.size
+        load = image_cache.get if image_cache is not None else load_resized
+        pixels, size = load(record["image"], patch)
+        image = _transform(patch, cfg.mean, cfg.std).normalize(pixels)
+    fields = {k: v[0] for k, v in task.inputs_from_records([record]).items()
+              if v[0] is not None}
+    example = task.prepare(tokenizer, record["id"], **fields)
+    example.image_size = size
+    answer, weight = task.target_tokens(tokenizer, record, example, patch)
+    source = example.source
+    if len(source) > max_source_length:
+        source = source[:max_source_length - 1] + [EOS]
+    answer = answer[:max_target_length]
+    prefix = list(example.prefix)
+    decoder_input = [BOS, *prefix, *answer]
+    target = [PAD] * len(prefix) + [*answer, EOS]
+    trie = (tries or {}).get(name)
+    allowed = None if trie is None else [None] * len(prefix) + _allowed_by_trie(trie, answer,
+                                                                                record)
+    return Sample(name, source, decoder_input, target, weight, image, allowed)
+
+
+@dataclass
+class Batch:
+    """Padded tensors of a list of samples (``images`` is None for a text-only batch)."""
+
+    tasks: list[str]
+    source: torch.Tensor
+    images: torch.Tensor | None
+    image_mask: torch.Tensor | None
+    decoder_input: torch.Tensor
+    target: torch.Tensor
+    weights: torch.Tensor
+    # answer constraints: rows of target[target != PAD] (row-major) and the ids each allows
+    allowed_rows: torch.Tensor | None = None
+    allowed_ids: list[list[int]] | None = None
+
+    @property
+    def ntokens(self) -> int:
+        return int(self.target.ne(PAD).sum())
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Batch:
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        images = self.images
+        if images is not None:
+            images = images.to(device, dtype if dtype is not None else images.dtype)
+        return Batch(self.tasks, move(self.source), images, move(self.image_mask),
+                     move(self.decoder_input), move(self.target), move(self.weights),
+                     move(self.allowed_rows), self.allowed_ids)
+
+    def allowed_mask(self, vocab_size: int) -> torch.Tensor | None:
+        """[len(allowed_rows), V] bool mask of the constrained rows, or None."""
+        if self.allowed_ids is None:
+            return None
+        device = self.target.device
+        mask = torch.zeros(len(self.allowed_ids), vocab_size, dtype=torch.bool, device=device)
+        rows = [r for r, ids in enumerate(self.allowed_ids) for _ in ids]
+        cols = [i for ids in self.allowed_ids for i in ids]
+        mask[torch.tensor(rows, device=device), torch.tensor(cols, device=device)] = True
+        return mask
+
+
+def _constrained_rows(samples: Sequence[Sample]) -> tuple[list[int], list[list[int]]]:
+    """Rows of the flattened (non-PAD) targets that carry a constraint, and their allowed ids."""
+    rows: list[int] = []
+    ids: list[list[int]] = []
+    if all(s.allowed is None for s in samples):  # the common case: nothing to walk
+        return rows, ids
+    row = 0
+    for s in samples:
+        for j, t in enumerate(s.target):
+            if t == PAD:
+                continue
+            if s.allowed is not None and s.allowed[j] is not None:
+                rows.append(row)
+                ids.append(s.allowed[j])
+            row += 1
+    return rows, ids
+
+
+def collate(samples: Sequence[Sample]) -> Batch:
+    """Right-pad every sequence with PAD; zero images stand in for text-only samples."""
+    if not samples:
+        raise InputError("cannot collate an empty batch")
+    with_image = [s.image is not None for s in samples]
+    images = mask = None
+    if any(with_image):
+        shape = next(s.image.shape for s in samples if s.image is not None)
+        images = torch.stack([s.image if s.image is not None else torch.zeros(shape)
+                              for s in samples])
+        mask = None if all(with_image) else torch.tensor(with_image)
+    rows, ids = _constrained_rows(samples)
+    return Batch([s.task for s in samples], pad_batch([s.source for s in samples]), images,
+                 mask, pad_batch([s.decoder_input for s in samples]),
+                 pad_batch([s.target for s in samples]),
+                 torch.tensor([s.weight for s in samples], dtype=torch.float32),
+                 torch.tensor(rows, dtype=torch.long) if rows else None, ids or None)
