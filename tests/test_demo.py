@@ -91,3 +91,39 @@ def test_task_commands_fall_back_to_the_demo_model(tmp_path, monkeypatch, capsys
     captured = capsys.readouterr()
     assert "ofa-base-caption is not downloaded" in captured.err
     assert captured.out.strip().split("\t")[1].startswith("a ")
+
+
+def test_registry_entry_and_answer_list():
+    from ofa.checkpoints import model_answers
+    from ofa.pretrained import resolve
+
+    entry = resolve("shapes-demo")
+    assert entry.path == DEMO_DIR and entry.format == "native"
+    assert model_answers(DEMO_DIR) == list(VQA_ANSWERS)
+
+
+def test_export_demo_writes_a_self_contained_folder(tmp_path, monkeypatch):
+    import torch
+
+    from ofa import demo
+    from ofa.checkpoints import model_answers, read_checkpoint, save_native
+    from ofa.model import OFAModel
+
+    from conftest import tiny_config
+
+    torch.manual_seed(0)
+    save_native(OFAModel(tiny_config()).eval(), tmp_path / "best",
+                OFATokenizer.from_dir(DEMO_DIR),
+                source={"image_size": 96, "trained_updates": 7, "task": "x"})
+    fewer = demo.demo_texts  # the vocabulary of fewer scenes: the same steps, faster
+    monkeypatch.setattr(demo, "demo_texts", lambda seed=0: fewer(seed, scenes=20))
+    out = demo.export_demo(tmp_path / "best", tmp_path / "assets" / "shapes-demo")
+    ckpt = read_checkpoint(out)
+    assert {v.dtype for v in ckpt.state_dict.values() if v.is_floating_point()} == {
+        torch.float16}
+    source = json.loads((out / "config.json").read_text())["source"]
+    assert source == {"image_size": 96, "trained_updates": 7, "registry_name": "shapes-demo"}
+    assert model_answers(out) == list(VQA_ANSWERS)
+    assert (tmp_path / "assets" / "demo.png").is_file()
+    assert set(json.loads((tmp_path / "assets" / "demo.json").read_text())) == {
+        "question", "text", "caption"}

@@ -414,41 +414,15 @@ def test_fetch_pretrained_rejects_a_damaged_manual_file(bpe_dir, tiny_entry, mon
     assert not (ofa_home / "models" / entry.name).exists()
 
 
-def test_fetch_pretrained_hf_repo(server, bpe_dir, monkeypatch, ofa_home):
-    """An HF-port entry: vocab.json/merges.txt ship with the weights (no BPE download)."""
-    from ofa.checkpoints import _HF_LAYER
-    from ofa.tokenizer import OFATokenizer
+# HF-hub entries download through huggingface_hub: tests/test_hub.py
 
-    state = _tiny_state()
-    inverse = {side: {v: k for k, v in table.items()} for side, table in _HF_LAYER.items()}
-    hf_state = {}
-    for k, v in state.items():
-        m = re.match(r"^(encoder|decoder)\.layers\.(\d+)\.([^.]+)\.(.+)$", k)
-        if m:
-            side, i, sub, rest = m.groups()
-            k = f"{side}.layers.{i}.{inverse[side].get(sub, sub)}.{rest}"
-        hf_state[k] = v
-    work = ofa_home.parent / "hf"
-    OFATokenizer.from_dir(bpe_dir).save(work)
-    torch.save(hf_state, work / "pytorch_model.bin")
-    (work / "config.json").write_text(json.dumps({"model_type": "ofa"}))
-    files = []
-    for f in ("config.json", "vocab.json", "merges.txt", "pytorch_model.bin"):
-        server.files[f"/Test/ofa-tiny/resolve/main/{f}"] = (work / f).read_bytes()
-        files.append(RemoteFile(f"https://huggingface.co/Test/ofa-tiny/resolve/main/{f}", f))
-    entry = register(PretrainedModel(
-        name="test-tiny-hf", size="tiny", task="pretrained", format="hf", files=tuple(files),
-        vocab="bundled", aliases=("Test/ofa-tiny",)))
-    try:
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
-        out = D.fetch_pretrained("test/OFA-tiny", progress=False)
-        assert out == ofa_home / "models" / entry.name
-        assert not any("BPE" in p for p, _ in server.requests)
-        ckpt = read_checkpoint(out)
-        key = "decoder.layers.1.cross_attn_ln.weight"
-        assert torch.equal(ckpt.state_dict[key], state[key])
-    finally:
-        unregister(entry.name)
+
+def test_fetch_pretrained_bundled_entry_needs_no_network(monkeypatch):
+    from ofa.demo import DEMO_DIR
+
+    monkeypatch.setenv("OFA_MIRROR", f"http://127.0.0.1:{_free_port()}")  # offline
+    assert D.fetch_pretrained("shapes-demo") == DEMO_DIR
+    assert D.download_pretrained("shapes-demo") == DEMO_DIR
 
 
 def test_fetch_pretrained_unknown_name():

@@ -1,7 +1,6 @@
 """ONNX export: encoder + decoder step graphs vs the PyTorch model, and an ONNX greedy decode
 vs ofa.generate (tiny random model and the embedded demo model), plus the CLI command."""
 
-import argparse
 import contextlib
 import copy
 import io
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 
 from ofa.api import load
+from ofa.cli import build_parser
 from ofa.demo import DEMO_IMAGE
 from ofa.errors import InputError
 from ofa.export_onnx import (
@@ -24,7 +24,6 @@ from ofa.export_onnx import (
     MANIFEST_FILE,
     OnnxCheckError,
     ONNXModel,
-    add_parser,
     check_onnx,
     export_onnx,
     fp32_cpu,
@@ -265,10 +264,7 @@ def test_export_input_errors(tiny, tiny_export, tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------- demo model + CLI
 def parse(argv):
-    parser = argparse.ArgumentParser(prog="ofa")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_parser(sub)
-    return parser.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 @pytest.fixture(scope="module")

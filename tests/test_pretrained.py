@@ -58,8 +58,13 @@ def test_every_official_fairseq_name_is_registered():
 
 def test_entries_are_consistent():
     for name, m in P.REGISTRY.items():
-        assert m.name == name and m.size in P.SIZES and m.task in P.TASKS
+        assert m.name == name and m.task in P.TASKS
         assert m.description
+        if m.bundled is not None:  # shipped in the package: nothing to download
+            assert m.format == "native" and m.files == () and m.path.is_dir()
+            assert m.hub_repo is None
+            continue
+        assert m.size in P.SIZES and m.path is None
         assert all(f.url.startswith("https://") and f.url.endswith("/" + f.filename)
                    for f in m.files)
         if m.format == "hf":
@@ -68,6 +73,7 @@ def test_entries_are_consistent():
                                                      "pytorch_model.bin"]
             assert m.weights.filename == "pytorch_model.bin"
             assert all(f.url.startswith(P.HF_BASE_URL + "OFA-Sys/ofa-") for f in m.files)
+            assert m.hub_repo == (m.aliases[0], "main")
         else:
             assert m.vocab == "bpe" and len(m.files) == 1
         for f in m.files:  # nothing invented: only mmpretrain's name-encoded prefixes
@@ -124,12 +130,93 @@ def test_unsupported_names_explain_why(name):
     assert P.OFFICIAL_BASE_URL in str(e.value)
 
 
+def test_tasks_are_the_task_tables_names():
+    from ofa.tasks import TASKS as TABLE
+
+    # three values are no table task: pre-trained, several tasks at once, text-to-image
+    assert set(P.TASKS) - set(TABLE) == {"pretrained", "multitask", "image_gen"}
+    assert set(P.LEGACY_TASKS.values()) <= set(TABLE)
+    assert {m.task for m in P.REGISTRY.values()} <= set(P.TASKS)
+    assert P.resolve("refcocog_large_best").task == "ground"
+    assert P.resolve("ofa-base_3rdparty-finetuned_refcoco").task == "ground"
+    assert P.resolve("snli_ve_base_best").task == "entail"
+    assert P.resolve("imagenet_1k_large_best").task == "classify"
+    assert P.resolve("gigaword_large_best").task == "summarize"
+    # the dataset still shows where the task name no longer says it
+    assert "RefCOCO+" in P.resolve("ofa-base-refcocoplus").description
+    assert "SNLI-VE" in P.resolve("ofa-large-snli-ve").description
+    assert "ImageNet" in P.resolve("ofa-large-imagenet").description
+    assert "Gigaword" in P.resolve("ofa-large-gigaword").description
+
+
+@pytest.mark.parametrize("old,new", [
+    ("refcoco", "ground"), ("refcocoplus", "ground"), ("refcocog", "ground"),
+    ("snli_ve", "entail"), ("imagenet", "classify"), ("gigaword", "summarize"),
+    ("caption", "caption"), ("vqa", "vqa"), ("ground", "ground"), ("pretrained", "pretrained"),
+    ("multitask", None), (None, None)])
+def test_canonical_task(old, new):
+    assert P.canonical_task(old) == new
+
+
+def test_list_models_by_task():
+    grounding = ["ofa-base-refcoco", "ofa-base-refcoco-mmpretrain", "ofa-base-refcocog",
+                 "ofa-base-refcocoplus", "ofa-large-refcoco", "ofa-large-refcocog",
+                 "ofa-large-refcocoplus"]
+    assert P.list_models(task="ground") == grounding
+    assert P.list_models(task="refcoco") == grounding  # an earlier version's name
+    assert P.list_models(task="entail") == ["ofa-base-snli-ve", "ofa-large-snli-ve"]
+    assert P.list_models(task="snli_ve") == P.list_models(task="entail")
+    assert P.list_models(task="summarize") == ["ofa-large-gigaword"]
+    assert P.list_models(task="multitask") == ["shapes-demo"]
+    assert P.list_models(task="generate") == []  # a table task no finetune is for
+
+
+def test_bundled_demo_entry():
+    from ofa.demo import DEMO_DIR, DEMO_NAME
+
+    entry = P.resolve("Shapes_Demo")
+    assert entry.name == DEMO_NAME and entry.path == DEMO_DIR
+    assert (entry.format, entry.size, entry.vocab) == ("native", "custom", "bundled")
+    with pytest.raises(ValueError, match="bundled"):
+        _ = entry.weights
+    assert P.list_models(format="native") == [DEMO_NAME]
+    with pytest.raises(ValueError, match="bundled"):  # a bundled entry lists no files
+        P.PretrainedModel(name="x", size="base", task="caption", format="native",
+                          files=(P.RemoteFile("https://x/a", "a"),), vocab="bundled",
+                          bundled="assets/x")
+    with pytest.raises(ValueError, match="bundled"):  # and only a bundled one is native
+        P.PretrainedModel(name="x", size="base", task="caption", format="native", files=(),
+                          vocab="bundled")
+
+
+def test_lookup():
+    assert P.lookup("caption_base_best") is P.resolve("ofa-base-caption")
+    assert P.lookup("someone/their-ofa") is None
+    with pytest.raises(InputError, match="not supported"):
+        P.lookup("ofa_cn_base.pt")
+    with pytest.raises(InputError, match="non-empty"):
+        P.lookup("  ")
+
+
+def test_hf_entries_name_their_repo():
+    with pytest.raises(ValueError, match="resolve/<revision>"):
+        P.PretrainedModel(name="x", size="base", task="caption", format="hf",
+                          files=(P.RemoteFile("https://example.invalid/a/config.json",
+                                              "config.json"),), vocab="bundled")
+    entry = P.PretrainedModel(
+        name="x", size="base", task="caption", format="hf", vocab="bundled",
+        files=(P.RemoteFile("https://huggingface.co/Me/my-ofa/resolve/v2/config.json",
+                            "config.json"),))
+    assert entry.hub_repo == ("Me/my-ofa", "v2")
+
+
 def test_list_models():
     everything = P.list_models()
     assert everything == sorted(P.REGISTRY) and len(everything) == len(set(everything))
     assert P.list_models(task="caption", size="base") == [
         "ofa-base-caption", "ofa-base-caption-mmpretrain"]
     assert P.list_models(size="tiny") == ["ofa-tiny", "ofa-tiny-hf"]
+    assert P.list_models(size="custom") == ["shapes-demo"]
     assert P.list_models(task="pretrained", format="hf") == [
         f"ofa-{s}-hf" for s in sorted(P.SIZES)]
     assert set(P.list_models(format="mmpretrain")) == {

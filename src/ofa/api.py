@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -80,7 +79,7 @@ class OFA:
 
     def __init__(self, model: OFAModel, tokenizer: OFATokenizer, *, name: str | None = None,
                  task: str | None = None, image_size: int | None = None,
-                 max_pixels: int | None = None) -> None:
+                 max_pixels: int | None = None, answers: Sequence[str] | None = None) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
@@ -92,6 +91,9 @@ class OFA:
         # of ofa.preprocess.read_image ($OFA_MAX_PIXELS, else 40 M). In-memory images are
         # never capped.
         self.max_pixels = None if max_pixels is None else check_max_pixels(max_pixels)
+        # the candidate answers the checkpoint was trained with, when its folder has them
+        # (the server's default VQA answer list)
+        self.answers = None if answers is None else list(answers)
 
     def __repr__(self) -> str:
         return (f"OFA(name={self.name!r}, task={self.task!r}, size={self.model.config.name!r},"
@@ -341,54 +343,37 @@ def load(name_or_path: str | os.PathLike[str], device: str | torch.device | None
          dtype: str | torch.dtype | None = None, *, ema: bool | None = None,
          vocab: str | os.PathLike[str] | None = None, progress: bool = True,
          max_pixels: int | None = None) -> OFA:
-    """Load a model by registry name (downloaded once into ``$OFA_HOME``), ``"shapes-demo"``
-    (the embedded ShapesWorld model) or a local checkpoint in any layout (fairseq .pt, HF
-    folder, mmpretrain .pth, native folder).
+    """Load a model by local path (a checkpoint in any layout: fairseq .pt, HF folder,
+    mmpretrain .pth, native folder), registry name or alias (downloaded and converted once
+    into ``$OFA_HOME``; ``"shapes-demo"`` is bundled) or HF hub id (``owner/name``), in that
+    order (:func:`ofa.locate.locate_model`).
 
     ``device``: cpu / cuda / auto (default: cuda when available). ``dtype``: float32 (default),
     float16, bfloat16. ``vocab``: tokenizer folder for checkpoints that ship none.
     ``max_pixels``: the largest image file or bytes decoded (width x height, checked from the
     header before decoding; default ``$OFA_MAX_PIXELS``, else 40,000,000).
     """
-    from .checkpoints import model_from_checkpoint, read_checkpoint
-    from .demo import DEMO_DIR, DEMO_NAME
-    from .download import fetch_pretrained
-    from .pretrained import resolve
+    from .checkpoints import model_answers, model_from_checkpoint, read_checkpoint
+    from .convert import find_tokenizer
+    from .locate import locate_model
+    from .pretrained import canonical_task, lookup
 
-    path = Path(name_or_path)
     dev, dt = parse_device(device), parse_dtype(dtype)
     if max_pixels is not None:
         check_max_pixels(max_pixels)  # before any download
-    if str(name_or_path) == DEMO_NAME:
-        path = DEMO_DIR
-    if not path.exists():
-        if os.sep in str(name_or_path) or str(name_or_path).endswith((".pt", ".pth", ".bin")):
-            try:
-                resolve(str(name_or_path))
-            except InputError:
-                raise InputError(f"no such checkpoint file or folder: {name_or_path}") from None
-        path = fetch_pretrained(str(name_or_path), progress=progress)
+    path = locate_model(name_or_path, progress=progress)
     ckpt = read_checkpoint(path, ema=ema)
-    if vocab is not None:
-        tokenizer = OFATokenizer.from_dir(vocab)
-    else:
-        try:
-            tokenizer = OFATokenizer.from_dir(ckpt.tokenizer_dir)
-        except InputError:
-            raise InputError(f"no tokenizer files next to {path}; pass vocab=DIR (--vocab) with "
-                             "encoder.json + vocab.bpe + dict.txt or vocab.json + merges.txt"
-                             ) from None
-    task = ckpt.meta.get("task")
-    name = ckpt.meta.get("registry_name")
-    if task is None:  # an official file under its published name tells its task
-        try:
-            entry = resolve(ckpt.meta.get("file", ""))
-            task, name = entry.task, entry.name
-        except InputError:
-            pass
+    tokenizer = find_tokenizer(vocab, ckpt.tokenizer_dir)
+    task = canonical_task(ckpt.meta.get("task"))
+    name = ckpt.meta.get("registry_name") or ckpt.meta.get("hub_repo")
+    if ckpt.meta.get("task") is None:  # an official file under its published name tells its task
+        entry = lookup(ckpt.meta.get("file", ""))
+        if entry is not None:
+            task, name = canonical_task(entry.task), entry.name
     model = model_from_checkpoint(ckpt, device=dev, dtype=dt)
     return OFA(model, tokenizer, name=name or path.name, task=task,
-               image_size=ckpt.meta.get("image_size"), max_pixels=max_pixels)
+               image_size=ckpt.meta.get("image_size"), max_pixels=max_pixels,
+               answers=model_answers(path))
 
 
 _LOADED: dict[tuple[str, str], OFA] = {}

@@ -7,7 +7,8 @@ Layouts (detected automatically):
 * ``hf``: the HF-transformers port; a folder with ``config.json`` and ``pytorch_model.bin`` or
   ``model.safetensors`` (plus ``vocab.json``/``merges.txt``).
 * ``mmpretrain``: converted ``.pth`` files, keys ``model.encoder...`` (maybe under ``state_dict``).
-* ``native``: this project's folder: ``config.json``, ``model.safetensors``, tokenizer files.
+* ``native``: this project's folder: ``config.json``, ``model.safetensors``, tokenizer files
+  and, for a model that answers from a closed list, ``answers.txt`` (one answer per line).
 
 Every layout is renamed to the official fairseq key names, which ``OFAModel`` uses. The size is
 inferred from tensor shapes. Derived buffers (relative-position buckets, the decoder's image
@@ -39,6 +40,8 @@ from .safe_unpickle import load_pickled_checkpoint, to_plain
 NATIVE_FORMAT_VERSION = 1
 NATIVE_WEIGHTS = "model.safetensors"
 CONFIG_FILE = "config.json"
+ANSWERS_FILE = "answers.txt"  # a native folder's VQA answer list, when it has one
+_MAX_ANSWERS_BYTES = 16 << 20  # the official VQAv2 list (3,129 answers) is about 30 kB
 FORMATS = ("native", "hf", "fairseq", "mmpretrain")
 _MAX_JSON_BYTES = 16 << 20  # config files are a few kB; a larger one is not a config
 _MAX_IMAGE_SIZE = 4096  # a native folder's training resolution (the released models: <= 512)
@@ -551,12 +554,34 @@ def model_from_checkpoint(ckpt: Checkpoint, *, device: str | torch.device | None
 
 
 # ---------------------------------------------------------------- native format
+def model_answers(folder: str | os.PathLike[str]) -> list[str] | None:
+    """The VQA answer list a native folder carries (``answers.txt``: one per line, blank
+    lines skipped), or None when it has none (a file, or a folder without the list)."""
+    path = Path(folder) / ANSWERS_FILE
+    if not Path(folder).is_dir() or not path.is_file():
+        return None
+    from .data.answer_lists import read_lines
+
+    if path.stat().st_size > _MAX_ANSWERS_BYTES:
+        raise CheckpointError(f"cannot read {path}: {path.stat().st_size:,} bytes is too "
+                              "large for an answer list")
+    return read_lines(path, "answer list")
+
+
 def save_native(model: OFAModel, out_dir: str | os.PathLike[str], tokenizer=None,
-                source: dict | None = None) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` (+ tokenizer files) atomically."""
+                source: dict | None = None, answers: list[str] | None = None) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` (+ tokenizer files, + ``answers.txt``
+    when ``answers`` is given) atomically."""
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise CheckpointError(f"{out} exists and is not empty; choose a new folder")
+    if answers is not None:
+        # one line each, read back as written (model_answers strips lines)
+        bad = [a for a in answers if not isinstance(a, str) or not a or a != a.strip()
+               or len(a.splitlines()) != 1]
+        if bad or not answers:
+            raise InputError(f"answers must be non-empty one-line strings without surrounding "
+                             f"spaces; got {bad[0]!r}" if bad else "answers must not be empty")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -568,6 +593,9 @@ def save_native(model: OFAModel, out_dir: str | os.PathLike[str], tokenizer=None
         (tmp / CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
         if tokenizer is not None:
             tokenizer.save(tmp)
+        if answers is not None:
+            (tmp / ANSWERS_FILE).write_text("".join(a + "\n" for a in answers),
+                                            encoding="utf-8")
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)

@@ -263,32 +263,10 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_convert)
 
 
-def _find_tokenizer(vocab: Path | None, fallback: Path | None):
-    from .tokenizer import OFATokenizer
-
-    if vocab is not None:
-        return OFATokenizer.from_dir(vocab)
-    if fallback is not None:
-        try:
-            return OFATokenizer.from_dir(fallback)
-        except InputError:
-            pass
-    raise InputError(
-        "no tokenizer files next to the checkpoint; pass --vocab DIR with encoder.json, "
-        "vocab.bpe and dict.txt (OFA repository, utils/BPE) or vocab.json and merges.txt "
-        "(any OFA HF checkpoint)")
-
-
 def _run_convert(args: argparse.Namespace) -> int:
-    from .checkpoints import describe, model_from_checkpoint, read_checkpoint, save_native
+    from .convert import convert_checkpoint
 
-    ckpt = read_checkpoint(args.src, ema=args.ema)
-    tokenizer = _find_tokenizer(args.vocab, ckpt.tokenizer_dir)
-    model = model_from_checkpoint(ckpt)
-    out = save_native(model, args.dst, tokenizer, source=ckpt.meta)
-    weights = "EMA" if ckpt.used_ema else "regular"
-    print(f"{args.src} ({ckpt.format}, {describe(ckpt.config)}, {weights} weights, "
-          f"{model.num_parameters():,} parameters) -> {out}")
+    print(convert_checkpoint(args.src, args.dst, ema=args.ema, vocab=args.vocab).summary())
     return 0
 
 
@@ -587,7 +565,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                         f"{DEFAULT_MAX_PIXELS})")
     b.add_argument("--vqa-answers", type=Path, default=None,
                    help="default candidate answers for VQA, one per line or an ans2label "
-                        ".pkl (default: the demo model's answers for shapes-demo, else none)")
+                        ".pkl (default: the list the checkpoint's folder carries, as "
+                        "shapes-demo does, else none)")
     b.add_argument("--max-score-tokens", type=int, default=2000,
                    help="most scoring tokens one classify or VQA mode-all request may cost "
                         "before 422; a candidate costs 65 + its tokens (+ the question's, for "
@@ -621,7 +600,6 @@ def _run_serve(args: argparse.Namespace) -> int:
         raise InputError(f"`ofa serve` needs the serving extras: pip install 'ofa-vl[serve]' "
                          f"({e})") from None
     from .api import load
-    from .demo import DEMO_NAME
 
     api_key = args.api_key or os.environ.get("OFA_API_KEY") or None
     if not is_loopback(args.host) and not api_key and not args.allow_no_auth:
@@ -629,10 +607,6 @@ def _run_serve(args: argparse.Namespace) -> int:
                          "can reach it could use the model. Pass --api-key KEY (or set "
                          "OFA_API_KEY), or --allow-no-auth if that is intended")
     answers = read_answer_list(args.vqa_answers, "VQA answers") if args.vqa_answers else None
-    if answers is None and args.model == DEMO_NAME:
-        from .data.shapes import VQA_ANSWERS
-
-        answers = list(VQA_ANSWERS)
     settings = ServeSettings(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
                              queue_size=args.queue_size, timeout_s=args.timeout,
                              max_body_mb=args.max_body_mb, max_pixels=args.max_pixels,

@@ -4,6 +4,11 @@ package (fp16 safetensors) so that every task runs offline without an official c
 ``ofa demo`` captions the demo image, answers a question about it and grounds an object.
 ``make demo-model`` rebuilds the model: it writes ShapesWorld, trains ``configs/shapes-demo.yaml``
 and calls :func:`export_demo`.
+
+The registry knows the folder as ``shapes-demo`` (a bundled entry of :mod:`ofa.pretrained`). It
+is a native folder like any other, which carries what else the model needs: its input size
+(``source.image_size`` in ``config.json``) and its VQA answer list (``answers.txt``, read by
+:func:`ofa.checkpoints.model_answers`).
 """
 
 from __future__ import annotations
@@ -66,21 +71,19 @@ def _pick_scene(world_seed: int = 0):
 def export_demo(trained: str | os.PathLike[str], out_dir: str | os.PathLike[str] = DEMO_DIR,
                 world_seed: int = 0) -> Path:
     """Write a trained model folder as the embedded demo: fp16 weights, a tokenizer reduced
-    to the ShapesWorld vocabulary, the demo image and its queries."""
-    from .checkpoints import model_from_checkpoint, read_checkpoint, save_native
-    from .tokenizer import OFATokenizer
+    to the ShapesWorld vocabulary, the VQA answer list, the demo image and its queries."""
+    from .convert import convert_checkpoint
+    from .data.shapes import VQA_ANSWERS
 
-    ckpt = read_checkpoint(trained)
-    model = model_from_checkpoint(ckpt).half()
-    tokenizer = OFATokenizer.from_dir(ckpt.tokenizer_dir).restricted_to(demo_texts(world_seed))
+    texts = demo_texts(world_seed)
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {k: v for k, v in ckpt.meta.items() if k in ("image_size", "trained_updates",
-                                                         "metrics")}
-    meta["registry_name"] = DEMO_NAME
     tmp = Path(tempfile.mkdtemp(prefix=".demo-", dir=out.parent))
     shutil.rmtree(tmp)
-    save_native(model, tmp, tokenizer, source=meta)
+    convert_checkpoint(trained, tmp, dtype=torch.float16,
+                       tokenizer=lambda full: full.restricted_to(texts),
+                       meta_keys=("image_size", "trained_updates", "metrics"),
+                       source={"registry_name": DEMO_NAME}, answers=list(VQA_ANSWERS))
     tmp.chmod(0o755)  # mkdtemp made it private
     for f in tmp.iterdir():
         f.chmod(0o644)
@@ -122,6 +125,7 @@ def run_demo(out_image: str | os.PathLike[str] = "demo_out.png", *, image: str |
              device: str | None = "cpu") -> dict:
     """Caption, VQA and grounding with the embedded model; writes the grounded box image."""
     from .api import load
+    from .checkpoints import model_answers
 
     if not DEMO_DIR.is_dir():
         raise InputError(f"the embedded demo model is missing ({DEMO_DIR}); reinstall the "
@@ -133,18 +137,12 @@ def run_demo(out_image: str | os.PathLike[str] = "demo_out.png", *, image: str |
     with torch.inference_mode():
         ofa = load(DEMO_DIR, device=device)
         cap = ofa.caption(image)
-        answer = ofa.vqa(image, question, answers=_answers())
+        answer = ofa.vqa(image, question, answers=model_answers(DEMO_DIR))
         ground = ofa.ground(image, text)
     out = draw_box(image, ground["box"], out_image, text)
     return {"image": image, "caption": cap["caption"], "question": question,
             "answer": answer["answer"], "text": text, "box": ground["box"],
             "output_image": str(out)}
-
-
-def _answers() -> list[str]:
-    from .data.shapes import VQA_ANSWERS
-
-    return list(VQA_ANSWERS)
 
 
 if __name__ == "__main__":  # make demo-model: python -m ofa.demo TRAINED_FOLDER

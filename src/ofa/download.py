@@ -2,18 +2,26 @@
 
 Cache layout (root: ``$OFA_HOME``, else ``~/.cache/ofa``)::
 
-    <root>/downloads/<name>/<file>   files as published (official .pt, mmpretrain .pth, HF repo)
+    <root>/downloads/<name>/<file>   files as published (official .pt, mmpretrain .pth)
     <root>/vocab/                    the official BPE files (encoder.json, vocab.bpe, dict.txt)
     <root>/models/<name>/            native folder (config.json, model.safetensors, tokenizer)
+    <root>/models/hf--<owner>--<repo>/  native folder of a hub repo outside the registry
 
 ``<name>`` is the registry's canonical name (see :mod:`ofa.pretrained`). A file already in the
 download folder is used as it is (checksum verified when one is known), so a file fetched by hand
 only has to be saved at the path that the error message of a failed download gives.
 
+HF-hub repos (registry entries of format ``hf`` and any ``owner/name``) are not fetched here but
+by ``huggingface_hub`` (:mod:`ofa.hub`), into its own cache, shared with ``transformers``, and
+with its settings (``HF_ENDPOINT``, ``HF_HUB_CACHE``, ``HF_HUB_OFFLINE``, ``HF_TOKEN``). Only the
+converted native folder lands under ``<root>/models``. A converted folder is never refreshed:
+delete it to convert a newer revision of the repo.
+
 Downloads go to ``<file>.part`` first, resume an interrupted ``.part`` with an HTTP Range request,
 are checked against the known size and sha256, and are renamed into place only when complete.
 
-URL rewriting, for mirrors and tests (the first rule that applies wins):
+URL rewriting of the files fetched here, for mirrors and tests (the first rule that applies
+wins):
 
 * ``BASE_URL_OVERRIDES``: a module-level dict ``{url prefix: replacement}``; the longest matching
   prefix is replaced.
@@ -21,7 +29,8 @@ URL rewriting, for mirrors and tests (the first rule that applies wins):
   turns ``https://huggingface.co/OFA-Sys/ofa-base/resolve/main/config.json`` into
   ``http://mirror:8000/OFA-Sys/ofa-base/resolve/main/config.json`` (a path after the host is
   kept as a prefix). The mirror must serve every file at its original path.
-* ``$HF_ENDPOINT`` (the HuggingFace hub's own setting): replaces ``https://huggingface.co``.
+* ``$HF_ENDPOINT`` (the HuggingFace hub's own setting): replaces ``https://huggingface.co``
+  (for a registered file on the hub that is not an HF repo entry).
 """
 
 from __future__ import annotations
@@ -35,22 +44,25 @@ import shutil
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .errors import CheckpointError, OFAError
+from .errors import CheckpointError, InputError, OFAError
 from .pretrained import VOCAB_FILES, PretrainedModel, RemoteFile, resolve
 
 __all__ = [
     "BASE_URL_OVERRIDES",
     "DownloadError",
+    "bundled_path",
     "cache_dir",
     "download_dir",
     "download_file",
     "download_pretrained",
+    "fetch_hub_model",
     "fetch_pretrained",
     "fetch_vocab",
+    "hub_model_dir",
     "mirror_url",
     "model_dir",
     "vocab_dir",
@@ -102,6 +114,12 @@ def vocab_dir() -> Path:
 def model_dir(name: str) -> Path:
     """``<root>/models/<name>``: the native folder of one registry entry."""
     return cache_dir() / "models" / name
+
+
+def hub_model_dir(repo_id: str) -> Path:
+    """``<root>/models/hf--<owner>--<repo>``: the native folder of a hub repo outside the
+    registry (named as huggingface_hub names its cache folders; '--' is in no repo id)."""
+    return cache_dir() / "models" / ("hf--" + repo_id.replace("/", "--"))
 
 
 def mirror_url(url: str) -> str:
@@ -393,31 +411,40 @@ def fetch_vocab(progress: bool = True) -> Path:
 def download_pretrained(name: str | PretrainedModel, progress: bool = True) -> Path:
     """Download the published files of an entry; return the path ``read_checkpoint`` takes.
 
-    That is the weights file for fairseq/mmpretrain entries and the folder for HF repos.
+    That is the weights file for fairseq/mmpretrain entries, the huggingface_hub cache's
+    snapshot folder for HF repos and the package folder of a bundled entry.
     """
     entry = name if isinstance(name, PretrainedModel) else resolve(name)
+    if entry.bundled is not None:
+        return bundled_path(entry)
+    if entry.hub_repo is not None:
+        from .hub import download_repo
+
+        repo_id, revision = entry.hub_repo
+        return download_repo(repo_id, revision, progress=progress).folder
     folder = download_dir(entry.name)
     _fetch_all([(remote, folder) for remote in entry.files], progress)
-    return folder if entry.format == "hf" else folder / entry.weights.filename
+    return folder / entry.weights.filename
+
+
+def bundled_path(entry: PretrainedModel) -> Path:
+    """The package folder of a bundled entry (nothing to download); InputError when an
+    installation lost it."""
+    path = entry.path
+    assert path is not None
+    if not _is_native(path):
+        raise InputError(f"the model {entry.name} that ships with the package is missing "
+                         f"({path}); reinstall the package")
+    return path
 
 
 def _is_native(folder: Path) -> bool:
     return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
 
 
-def fetch_pretrained(name: str, progress: bool = True, *, keep_download: bool = True) -> Path:
-    """The native folder of a published checkpoint, downloading and converting it if needed.
-
-    ``name`` is anything :func:`ofa.pretrained.resolve` accepts. The first call downloads the
-    files (plus the official BPE files for fairseq/mmpretrain entries) and converts them once to
-    ``<root>/models/<name>``; later calls return that folder without touching the network.
-    ``keep_download=False`` deletes the downloaded originals after a successful conversion.
-    """
-    from .checkpoints import model_from_checkpoint, read_checkpoint, save_native
-    from .tokenizer import OFATokenizer
-
-    entry = resolve(name)
-    out = model_dir(entry.name)
+def _convert_once(out: Path, convert: Callable[[], None]) -> Path:
+    """``out`` when it is a complete native folder, else after ``convert()`` wrote it; a lock
+    keeps two processes from converting the same model at once."""
     if _is_native(out):
         return out
     with _locked(out):
@@ -426,24 +453,82 @@ def fetch_pretrained(name: str, progress: bool = True, *, keep_download: bool = 
         if out.exists() and any(out.iterdir()):
             raise DownloadError(f"{out} exists but is not a complete native folder "
                                 "(config.json + model.safetensors); delete it and run again")
-        folder = download_dir(entry.name)
-        jobs = [(f, vocab_dir()) for f in VOCAB_FILES] if entry.vocab == "bpe" else []
-        _fetch_all(jobs + [(f, folder) for f in entry.files], progress)
-        tok_dir = vocab_dir() if entry.vocab == "bpe" else None
-        src = folder if entry.format == "hf" else folder / entry.weights.filename
-        tokenizer = OFATokenizer.from_dir(tok_dir if tok_dir is not None else src)
+        convert()
+    return out
+
+
+def _converted(src: Path, out: Path, origin: str, delete: Path, **kwargs) -> None:
+    """convert_checkpoint, with where the file came from, and what to delete to download it
+    again, in its errors."""
+    from .convert import convert_checkpoint
+
+    try:
+        convert_checkpoint(src, out, **kwargs)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e} (downloaded from {origin}; if the file is damaged, delete "
+                              f"{delete} and run again)") from None
+
+
+def fetch_pretrained(name: str, progress: bool = True, *, keep_download: bool = True) -> Path:
+    """The native folder of a registered checkpoint, downloading and converting it if needed.
+
+    ``name`` is anything :func:`ofa.pretrained.resolve` accepts. The first call downloads the
+    files (plus the official BPE files for fairseq/mmpretrain entries; HF repos through
+    huggingface_hub) and converts them once to ``<root>/models/<name>``; later calls return that
+    folder without touching the network. A bundled entry's folder is in the package itself.
+    ``keep_download=False`` deletes the downloaded originals after a successful conversion (not
+    the huggingface_hub cache, which other programs share).
+    """
+    entry = resolve(name)
+    if entry.bundled is not None:
+        return bundled_path(entry)
+    out = model_dir(entry.name)
+
+    def convert() -> None:
+        source = {"registry_name": entry.name, "task": entry.task,
+                  "urls": [f.url for f in entry.files]}
+        if entry.hub_repo is not None:
+            from .hub import download_repo
+
+            repo_id, revision = entry.hub_repo
+            snap = download_repo(repo_id, revision, progress=progress)
+            source.update(hub_repo=repo_id, hub_commit=snap.commit)
+            src, vocab, origin = snap.folder, None, f"the HF hub repo {repo_id}"
+            delete = snap.repo_cache  # its blobs too: a damaged blob would be linked again
+        else:
+            folder = download_dir(entry.name)
+            jobs = [(f, vocab_dir()) for f in VOCAB_FILES] if entry.vocab == "bpe" else []
+            _fetch_all(jobs + [(f, folder) for f in entry.files], progress)
+            src, origin = folder / entry.weights.filename, entry.weights.url
+            vocab = vocab_dir() if entry.vocab == "bpe" else None
+            delete = src
         if progress:
             print(f"converting {entry.name} to the native format in {out}", file=sys.stderr)
-        try:
-            ckpt = read_checkpoint(src, ema=entry.ema)
-            model = model_from_checkpoint(ckpt)
-        except CheckpointError as e:
-            raise CheckpointError(f"{e} (downloaded from {entry.weights.url}; if the file is "
-                                  f"damaged, delete {src} and run again)") from None
-        source = {**ckpt.meta, "registry_name": entry.name, "task": entry.task,
-                  "urls": [f.url for f in entry.files]}
-        del ckpt
-        save_native(model, out, tokenizer, source=source)
+        _converted(src, out, origin, delete, ema=entry.ema, vocab=vocab, source=source)
+
+    _convert_once(out, convert)
     if not keep_download:
         shutil.rmtree(download_dir(entry.name), ignore_errors=True)
     return out
+
+
+def fetch_hub_model(repo_id: str, progress: bool = True) -> Path:
+    """The native folder of the HF-hub repo ``repo_id`` (``owner/name``, outside the registry:
+    e.g. your own fine-tune), downloaded through huggingface_hub and converted once to
+    :func:`hub_model_dir`; later calls return that folder without touching the network."""
+    from .hub import is_repo_id
+
+    if not is_repo_id(repo_id):  # before it names a folder
+        raise InputError(f"{repo_id!r} is not a HuggingFace hub model id (owner/name)")
+    out = hub_model_dir(repo_id)
+
+    def convert() -> None:
+        from .hub import download_repo
+
+        snap = download_repo(repo_id, progress=progress)
+        if progress:
+            print(f"converting {repo_id} to the native format in {out}", file=sys.stderr)
+        _converted(snap.folder, out, f"the HF hub repo {repo_id}", snap.repo_cache,
+                   source={"hub_repo": repo_id, "hub_commit": snap.commit})
+
+    return _convert_once(out, convert)

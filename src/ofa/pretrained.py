@@ -15,7 +15,18 @@ Naming scheme (canonical names, all lower case):
   ``ofa-base-caption-mmpretrain``; ``ofa-base-mmpretrain`` is its converted pretrained model
   (mmpretrain calls it ``ofa-base_3rdparty-zeroshot_vqa``).
 * ``<name>-hf``: the HF-transformers port on the hub, e.g. ``ofa-base-hf`` (``OFA-Sys/ofa-base``),
-  ``ofa-large-caption-hf`` (``OFA-Sys/ofa-large-caption``).
+  ``ofa-large-caption-hf`` (``OFA-Sys/ofa-large-caption``); downloaded through ``huggingface_hub``
+  (its cache, ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``HF_TOKEN``).
+* ``shapes-demo``: the embedded demo model, a native folder inside the package (``bundled``):
+  nothing to download.
+
+``task`` is the name of the task table (:data:`ofa.tasks.TASKS`) a checkpoint was fine-tuned
+for: ``ground`` for the RefCOCO/RefCOCO+/RefCOCOg finetunes, ``entail`` for SNLI-VE,
+``classify`` for ImageNet-1K, ``summarize`` for Gigaword (the dataset shows in the description).
+Three values are not table tasks: ``pretrained`` (the pre-trained multi-task checkpoints, prompted
+zero-shot), ``multitask`` (fine-tuned on several table tasks at once: the demo model) and
+``image_gen`` (text-to-image, which no task here runs). Native folders converted by earlier
+versions store the dataset names (``refcoco``, ``snli_ve``, ...); :func:`canonical_task` maps them.
 
 Aliases: the official file name with and without its extension (``caption_base_best.pt``,
 ``caption_base_best``), mmpretrain's model name and file name
@@ -41,6 +52,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import InputError
@@ -58,7 +70,9 @@ __all__ = [
     "VOCAB_FILES",
     "PretrainedModel",
     "RemoteFile",
+    "canonical_task",
     "list_models",
+    "lookup",
     "register",
     "resolve",
     "unregister",
@@ -70,10 +84,17 @@ HF_BASE_URL = "https://huggingface.co/"
 BPE_BASE_URL = "https://raw.githubusercontent.com/OFA-Sys/OFA/main/utils/BPE/"
 
 SIZES = ("tiny", "medium", "base", "large", "huge")
-TASKS = ("pretrained", "caption", "vqa", "refcoco", "refcocoplus", "refcocog", "snli_ve",
-         "imagenet", "gigaword", "image_gen")
-FORMATS = ("fairseq", "hf", "mmpretrain")
+#: an entry's ``task``: the task table's names (ofa.tasks.TASKS; "generate" has no finetune of
+#: its own) plus three that are no table task (module doc)
+TASKS = ("pretrained", "multitask", "caption", "vqa", "ground", "entail", "classify",
+         "summarize", "image_gen")
+#: the dataset names earlier versions used as tasks -> the task table's name
+LEGACY_TASKS = {"refcoco": "ground", "refcocoplus": "ground", "refcocog": "ground",
+                "snli_ve": "entail", "imagenet": "classify", "gigaword": "summarize"}
+FORMATS = ("fairseq", "hf", "mmpretrain", "native")
 VOCABS = ("bpe", "bundled")
+PACKAGE_DIR = Path(__file__).resolve().parent
+_HUB_FILE_URL = re.compile(r"^https://huggingface\.co/([^/]+/[^/]+)/resolve/([^/]+)/[^/]+$")
 
 _HEX = re.compile(r"^[0-9a-f]+$")
 
@@ -106,32 +127,58 @@ class PretrainedModel:
     """A published checkpoint: what it is, its files, and how to read it."""
 
     name: str  # canonical name, also the cache folder name
-    size: str  # 'tiny' .. 'huge'
+    size: str  # 'tiny' .. 'huge' ('custom' for the demo model)
     task: str  # one of TASKS
-    format: str  # 'fairseq' | 'hf' | 'mmpretrain'
+    format: str  # 'fairseq' | 'hf' | 'mmpretrain' | 'native' (bundled entries only)
     files: tuple[RemoteFile, ...]
     vocab: str  # 'bpe': needs VOCAB_FILES; 'bundled': the files ship vocab.json + merges.txt
     aliases: tuple[str, ...] = ()
     ema: bool | None = None  # passed to checkpoints.read_checkpoint (None: EMA when present)
     description: str = ""
+    # a native folder inside the ofa package (posix path, e.g. 'assets/shapes-demo'): the
+    # model ships with the package and ``files`` is empty
+    bundled: str | None = None
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise ValueError(f"{self.name}: format must be one of {FORMATS}, got {self.format!r}")
         if self.vocab not in VOCABS:
             raise ValueError(f"{self.name}: vocab must be one of {VOCABS}, got {self.vocab!r}")
-        if not self.files:
+        if (self.bundled is None) == (self.format == "native"):
+            raise ValueError(f"{self.name}: a bundled entry is a native folder and only it is")
+        if self.bundled is not None and (self.files or self.vocab != "bundled"):
+            raise ValueError(f"{self.name}: a bundled entry has no files and its own vocab")
+        if self.bundled is None and not self.files:
             raise ValueError(f"{self.name}: no files")
+        if self.format == "hf" and not all(_HUB_FILE_URL.match(f.url) for f in self.files):
+            raise ValueError(f"{self.name}: HF entries name files as "
+                             "https://huggingface.co/<owner>/<repo>/resolve/<revision>/<file>")
         if not re.match(r"^[a-z0-9][a-z0-9._-]*$", self.name):
             raise ValueError(f"{self.name!r}: canonical names are lower case [a-z0-9._-]")
 
     @property
     def weights(self) -> RemoteFile:
         """The weights file (``pytorch_model.bin`` for HF repos, else the only file)."""
+        if self.bundled is not None:
+            raise ValueError(f"{self.name} is bundled with the package: it has no remote files")
         if self.format == "hf":
             return next((f for f in self.files if f.filename in
                          ("pytorch_model.bin", "model.safetensors")), self.files[-1])
         return self.files[0]
+
+    @property
+    def path(self) -> Path | None:
+        """The package folder of a bundled entry; None for the others."""
+        return None if self.bundled is None else PACKAGE_DIR.joinpath(*self.bundled.split("/"))
+
+    @property
+    def hub_repo(self) -> tuple[str, str] | None:
+        """``(repo id, revision)`` of an HF entry, from its file URLs; None for the others."""
+        if self.format != "hf":
+            return None
+        m = _HUB_FILE_URL.match(self.files[0].url)
+        assert m is not None  # __post_init__ checked it
+        return m.group(1), m.group(2)
 
 
 # ---------------------------------------------------------------------------- the entries
@@ -157,6 +204,8 @@ def _mmpretrain(name: str, mm_name: str, filename: str, task: str,
 
 
 def _hf(name: str, repo: str, size: str, task: str, description: str) -> PretrainedModel:
+    # the files as the repo publishes them; ofa.hub fetches them with huggingface_hub (taking
+    # model.safetensors instead of pytorch_model.bin where a repo has it)
     files = tuple(RemoteFile(f"{HF_BASE_URL}{repo}/resolve/main/{f}", f)
                   for f in ("config.json", "vocab.json", "merges.txt", "pytorch_model.bin"))
     return PretrainedModel(
@@ -179,32 +228,32 @@ _ENTRIES: list[PretrainedModel] = [
               "OFA-Large finetuned on COCO captions, final checkpoint"),
     _official("ofa-large-caption-stage1", "caption_stage1_best.pt", "large", "caption",
               "OFA-Large finetuned on COCO captions, stage-1 checkpoint"),
-    _official("ofa-large-refcoco", "refcoco_large_best.pt", "large", "refcoco",
+    _official("ofa-large-refcoco", "refcoco_large_best.pt", "large", "ground",
               "OFA-Large finetuned on RefCOCO (visual grounding)"),
-    _official("ofa-large-refcocoplus", "refcocoplus_large_best.pt", "large", "refcocoplus",
+    _official("ofa-large-refcocoplus", "refcocoplus_large_best.pt", "large", "ground",
               "OFA-Large finetuned on RefCOCO+ (visual grounding)"),
-    _official("ofa-large-refcocog", "refcocog_large_best.pt", "large", "refcocog",
+    _official("ofa-large-refcocog", "refcocog_large_best.pt", "large", "ground",
               "OFA-Large finetuned on RefCOCOg (visual grounding)"),
     _official("ofa-large-vqa", "vqa_large_best.pt", "large", "vqa",
               "OFA-Large finetuned on VQAv2", ema=None),
-    _official("ofa-large-snli-ve", "snli_ve_large_best.pt", "large", "snli_ve",
+    _official("ofa-large-snli-ve", "snli_ve_large_best.pt", "large", "entail",
               "OFA-Large finetuned on SNLI-VE (visual entailment)"),
-    _official("ofa-large-imagenet", "imagenet_1k_large_best.pt", "large", "imagenet",
+    _official("ofa-large-imagenet", "imagenet_1k_large_best.pt", "large", "classify",
               "OFA-Large finetuned on ImageNet-1K"),
-    _official("ofa-large-gigaword", "gigaword_large_best.pt", "large", "gigaword",
+    _official("ofa-large-gigaword", "gigaword_large_best.pt", "large", "summarize",
               "OFA-Large finetuned on Gigaword (text summarisation)"),
     # base finetunes
     _official("ofa-base-caption", "caption_base_best.pt", "base", "caption",
               "OFA-Base finetuned on COCO captions"),
-    _official("ofa-base-refcoco", "refcoco_base_best.pt", "base", "refcoco",
+    _official("ofa-base-refcoco", "refcoco_base_best.pt", "base", "ground",
               "OFA-Base finetuned on RefCOCO (visual grounding)"),
-    _official("ofa-base-refcocoplus", "refcocoplus_base_best.pt", "base", "refcocoplus",
+    _official("ofa-base-refcocoplus", "refcocoplus_base_best.pt", "base", "ground",
               "OFA-Base finetuned on RefCOCO+ (visual grounding)"),
-    _official("ofa-base-refcocog", "refcocog_base_best.pt", "base", "refcocog",
+    _official("ofa-base-refcocog", "refcocog_base_best.pt", "base", "ground",
               "OFA-Base finetuned on RefCOCOg (visual grounding)"),
     _official("ofa-base-vqa", "vqa_base_best.pt", "base", "vqa",
               "OFA-Base finetuned on VQAv2", ema=None),
-    _official("ofa-base-snli-ve", "snli_ve_base_best.pt", "base", "snli_ve",
+    _official("ofa-base-snli-ve", "snli_ve_base_best.pt", "base", "entail",
               "OFA-Base finetuned on SNLI-VE (visual entailment)"),
     _official("ofa-base-image-gen", "image_gen_base_best.pt", "base", "image_gen",
               "OFA-Base finetuned on COCO text-to-image (generating images also needs the VQGAN "
@@ -214,7 +263,7 @@ _ENTRIES: list[PretrainedModel] = [
                 "ofa-base_3rdparty_coco-caption_20230418-de18914e.pth", "caption",
                 "OFA-Base COCO captions, converted from caption_base_best.pt"),
     _mmpretrain("ofa-base-refcoco-mmpretrain", "ofa-base_3rdparty-finetuned_refcoco",
-                "ofa-base_3rdparty_refcoco_20230418-2797d3ab.pth", "refcoco",
+                "ofa-base_3rdparty_refcoco_20230418-2797d3ab.pth", "ground",
                 "OFA-Base RefCOCO grounding, converted from refcoco_base_best.pt"),
     _mmpretrain("ofa-base-vqa-mmpretrain", "ofa-base_3rdparty-finetuned_vqa",
                 "ofa-base_3rdparty_coco-vqa_20230418-f38539a5.pth", "vqa",
@@ -227,6 +276,13 @@ _ENTRIES: list[PretrainedModel] = [
           f"OFA-{s.capitalize()} pretrained, HF-transformers port") for s in SIZES),
     _hf("ofa-large-caption-hf", "OFA-Sys/ofa-large-caption", "large", "caption",
         "OFA-Large finetuned on COCO captions, HF-transformers port"),
+    # shipped with the package (ofa.demo.DEMO_DIR); the folder holds its answer list
+    PretrainedModel(
+        name="shapes-demo", size="custom", task="multitask", format="native", files=(),
+        vocab="bundled", bundled="assets/shapes-demo",
+        description="the embedded demo model: a 9.6 M-parameter OFA trained on synthetic "
+                    "ShapesWorld scenes (caption, vqa, ground, entail, classify); ships with "
+                    "the package, nothing to download"),
 ]
 
 #: canonical name -> entry
@@ -271,7 +327,7 @@ _INDEX: dict[str, str] = {}  # normalised name or alias -> canonical name
 
 def _keys_of(model: PretrainedModel) -> list[str]:
     keys = [model.name, *model.aliases]
-    if model.format != "hf":
+    if model.format not in ("hf", "native"):
         keys.append(model.weights.url)
     return list(dict.fromkeys(_key(k) for k in keys))
 
@@ -311,10 +367,12 @@ _UNSUPPORTED_INDEX = {_key(k): n for n in UNSUPPORTED
                       for k in (n, n.rsplit(".", 1)[0], OFFICIAL_BASE_URL + n)}
 
 
-def resolve(name: str) -> PretrainedModel:
-    """The entry for a canonical name or any alias (case-insensitive, ``_`` equals ``-``).
+def lookup(name: str) -> PretrainedModel | None:
+    """The entry for a canonical name or any alias (case-insensitive, ``_`` equals ``-``), or
+    None when no entry has that name.
 
-    Raises :class:`~ofa.errors.InputError` for an unknown name, suggesting close matches.
+    Raises :class:`~ofa.errors.InputError` for a name that is not a string, or that is a
+    published checkpoint this package cannot read (the message says why).
     """
     if not isinstance(name, str) or not name.strip():
         raise InputError(f"pretrained model name must be a non-empty string, got {name!r}")
@@ -329,7 +387,32 @@ def resolve(name: str) -> PretrainedModel:
         official = _UNSUPPORTED_INDEX[key]
         raise InputError(f"{name!r} is not supported: it is {UNSUPPORTED[official]} "
                          f"({OFFICIAL_BASE_URL}{official})")
-    raise InputError(f"unknown pretrained model {name!r}; {_suggest(key)}")
+    return None
+
+
+def resolve(name: str) -> PretrainedModel:
+    """The entry for a canonical name or any alias (see :func:`lookup`).
+
+    Raises :class:`~ofa.errors.InputError` for an unknown name, suggesting close matches.
+    """
+    entry = lookup(name)
+    if entry is None:
+        raise InputError(f"unknown pretrained model {name!r}; {_suggest(_key(name))}")
+    return entry
+
+
+def canonical_task(name: str | None) -> str | None:
+    """The task-table name for a task recorded by a registry entry or a native folder.
+
+    Dataset names of earlier versions map to their task (``refcoco``, ``refcocoplus``,
+    ``refcocog`` -> ``ground``; ``snli_ve`` -> ``entail``; ``imagenet`` -> ``classify``;
+    ``gigaword`` -> ``summarize``). ``multitask`` (fine-tuned for several tasks, none
+    preferred) gives None, as a model with no recorded task does: every task then uses its
+    fine-tuned defaults. Any other name is returned as it is.
+    """
+    if name is None or name == "multitask":
+        return None
+    return LEGACY_TASKS.get(name, name)
 
 
 def _suggest(key: str) -> str:
@@ -344,8 +427,15 @@ def _suggest(key: str) -> str:
 
 def list_models(task: str | None = None, size: str | None = None,
                 format: str | None = None) -> list[str]:
-    """Canonical names, optionally only one task, size and/or format, sorted."""
-    for label, value, allowed in (("task", task, TASKS), ("size", size, SIZES),
+    """Canonical names, optionally only one task, size and/or format, sorted.
+
+    ``task`` is a name of :data:`TASKS`; an earlier version's dataset name (``refcoco``, ...)
+    selects its task, as :func:`canonical_task` maps it.
+    """
+    if task is not None:
+        task = LEGACY_TASKS.get(task, task)
+    # every table task is a valid filter, even one no entry is fine-tuned for ("generate")
+    for label, value, allowed in (("task", task, (*TASKS, "generate")), ("size", size, SIZES),
                                   ("format", format, FORMATS)):
         if value is not None and value not in allowed and not any(
                 getattr(m, label) == value for m in REGISTRY.values()):

@@ -98,13 +98,17 @@ def create_app(ofa: Any, settings: ServeSettings | None = None) -> FastAPI:
     name = str(getattr(ofa, "name", None) or "ofa")
     metrics = ServeMetrics()
     table = dict(SPECS)  # the task table as it is now
-    batcher = DynamicBatcher(table, ModelRunner(ofa, settings.task_defaults),
+    # the answer list given to the server, else the one the checkpoint carries
+    model_answers = getattr(ofa, "answers", None)
+    defaults = settings.task_defaults or ({"vqa": {"answers": list(model_answers)}}
+                                          if model_answers else {})
+    batcher = DynamicBatcher(table, ModelRunner(ofa, defaults),
                              max_batch_size=settings.max_batch_size,
                              max_wait_s=settings.max_wait_s, queue_size=settings.queue_size,
                              on_batch=metrics.observe_batch)
     metrics.watch_queues(table, batcher.queue_depth, lambda: batcher.in_flight)
     budget = ScoringBudget(getattr(ofa, "tokenizer", None), settings.max_score_tokens,
-                           settings.task_defaults, getattr(ofa, "task", None))
+                           defaults, getattr(ofa, "task", None))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
