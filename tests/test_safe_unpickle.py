@@ -116,6 +116,26 @@ def test_compressed_archives_are_refused_unread(tmp_path):
         load_pickled_checkpoint(packed)
 
 
+def test_torchscript_archives_are_refused_before_torch_compiles_them(tmp_path, monkeypatch):
+    # torch.load sends an archive with constants.pkl to torch.jit.load, which runs its code:
+    # an archive stored uncompressed (as torch.jit.save's code/ entries are not) must still
+    # never get there
+    scripted = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), scripted)
+    stored = tmp_path / "stored.pt"
+    with zipfile.ZipFile(scripted) as src, zipfile.ZipFile(stored, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+
+    def never(*_, **__):
+        raise AssertionError("torch.jit.load was called")
+
+    monkeypatch.setattr(torch.jit, "load", never)
+    for path in (scripted, stored):
+        with pytest.raises(CheckpointError, match="TorchScript archive"):
+            load_pickled_checkpoint(path)
+
+
 def test_numpy_values_load_and_forged_arrays_are_refused(tmp_path):
     path = tmp_path / "np.pt"
     torch.save({"best": np.float64(1.5), "hist": np.arange(3, dtype=np.int32)}, path)

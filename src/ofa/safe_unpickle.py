@@ -42,8 +42,11 @@ __all__ = ["BoundedConverter", "BoundedUnpickler", "ConfigRecord", "load_pickled
 MAX_KEY_VALUES = 1_000
 
 # Namespaces whose classes only carry configuration data in fairseq/OFA checkpoints.
+# (Lightning checkpoints, such as taming-transformers' VQGAN last.ckpt, key their callback
+# states by the callback class itself)
 _CONFIG_MODULES = ("omegaconf", "argparse", "fairseq", "typing", "enum", "pathlib",
-                   "models", "tasks", "criterions", "utils", "data")
+                   "models", "tasks", "criterions", "utils", "data", "pytorch_lightning",
+                   "lightning")
 # Distinct configuration classes a checkpoint may name (official ones name a few dozen); each
 # costs a class object, far more memory than its name costs in the file.
 _MAX_RECORD_CLASSES = 10_000
@@ -526,13 +529,20 @@ def _describe(e: BaseException) -> str:
 
 def _check_zip_entries(path: str | Path) -> None:
     """torch.save stores zip entries uncompressed; a compressed one could inflate a few
-    megabytes into many gigabytes when torch reads it, so it is refused unread."""
+    megabytes into many gigabytes when torch reads it, so it is refused unread. A TorchScript
+    archive (a ``constants.pkl`` entry) is refused too: ``torch.load`` hands those to
+    ``torch.jit.load``, which compiles and runs the archive's code, whatever unpickler it is
+    given."""
     try:
         with zipfile.ZipFile(path) as z:
-            packed = [i.filename for i in z.infolist() if i.compress_type != zipfile.ZIP_STORED]
+            infos = z.infolist()
     except (zipfile.BadZipFile, OSError, ValueError) as e:
         raise CheckpointError(f"cannot read {path}: damaged zip archive ({_describe(e)})"
                               ) from None
+    if any(i.filename.rsplit("/", 1)[-1] == "constants.pkl" for i in infos):
+        raise CheckpointError(f"cannot read {path}: it is a TorchScript archive, whose code "
+                              "this loader never runs; give the plain weights instead")
+    packed = [i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED]
     if packed:
         raise CheckpointError(f"cannot read {path}: it holds compressed entries ({packed[0]}), "
                               "which torch.save never writes")
