@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from PIL import Image
 
 from ofa.errors import InputError
-from ofa.tokenizer import OFATokenizer
 from ofa.train.data import StepBatches, phases, shares
-
-
-@pytest.fixture(scope="module")
-def tokenizer(bpe_dir: Path) -> OFATokenizer:
-    return OFATokenizer.from_dir(bpe_dir)
-
-
-@pytest.fixture()
-def image(tmp_path: Path) -> str:
-    path = tmp_path / "img.png"
-    Image.new("RGB", (64, 48), (200, 10, 10)).save(path)
-    return str(path)
 
 
 def test_shares_follow_ratios():

@@ -3,8 +3,6 @@ image cache, answer constraints) and padded batches."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -13,20 +11,8 @@ from PIL import Image
 from ofa.boxes import box_to_bins
 from ofa.errors import InputError
 from ofa.tasks import EntailmentTask, GroundingTask, VQATask
-from ofa.tokenizer import BOS, EOS, PAD, OFATokenizer
+from ofa.tokenizer import BOS, EOS, PAD
 from ofa.train.featurize import ResizedImageCache, build_sample, candidate_tries, collate
-
-
-@pytest.fixture(scope="module")
-def tokenizer(bpe_dir: Path) -> OFATokenizer:
-    return OFATokenizer.from_dir(bpe_dir)
-
-
-@pytest.fixture()
-def image(tmp_path: Path) -> str:
-    path = tmp_path / "img.png"
-    Image.new("RGB", (64, 48), (200, 10, 10)).save(path)
-    return str(path)
 
 
 def test_caption_sample(tokenizer, image):
