@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -79,8 +80,10 @@ class OFA:
 
     def __init__(self, model: OFAModel, tokenizer: OFATokenizer, *, name: str | None = None,
                  task: str | None = None, image_size: int | None = None,
-                 max_pixels: int | None = None, answers: Sequence[str] | None = None) -> None:
+                 max_pixels: int | None = None, answers: Sequence[str] | None = None,
+                 path: str | os.PathLike[str] | None = None) -> None:
         self.model = model.eval()
+        self.path = None if path is None else Path(path)  # where it was loaded from
         self.tokenizer = tokenizer
         self.name = name
         self.task = task  # what the checkpoint was fine-tuned for, when known
@@ -214,6 +217,22 @@ class OFA:
         """Follow a free instruction (any prompt), with an image or without."""
         return self.run("generate", images, prompt=prompts, batch_size=batch_size,
                         progress=progress, errors=errors, **decoding)
+
+    def imagine(self, text: str, *, vqgan: Any = None, clip: Any = None,
+                samples: int = 24, top: int = 4, seed: int | None = 0,
+                batch_size: int | None = None, progress: bool = False):
+        """Text-to-image as the official evaluation runs it: ``samples`` draws of 1024 image
+        codes (top-k 256), decoded by the VQGAN and ranked by CLIP; returns an
+        :class:`ofa.imagegen.imagine.Imagined` with the ``top`` best PIL images and their
+        scores. ``vqgan`` / ``clip``: a path or a loaded model (default: the ``vqgan/`` and
+        ``clip/`` folders beside the checkpoint); ``clip=False`` ranks by log-probability."""
+        from .imagegen.imagine import imagine, resolve_clip, resolve_vqgan
+
+        folder = None if self.path is None or not self.path.is_dir() else self.path
+        vq = resolve_vqgan(vqgan, folder, self.device)
+        reranker = resolve_clip(clip, folder, self.device)
+        return imagine(self, text, vq, reranker, samples=samples, top=top, seed=seed,
+                       batch_size=batch_size, progress=progress)
 
     # ------------------------------------------------------------------ plumbing
     def _require_images(self, what: str) -> None:
@@ -373,7 +392,7 @@ def load(name_or_path: str | os.PathLike[str], device: str | torch.device | None
     model = model_from_checkpoint(ckpt, device=dev, dtype=dt)
     return OFA(model, tokenizer, name=name or path.name, task=task,
                image_size=ckpt.meta.get("image_size"), max_pixels=max_pixels,
-               answers=model_answers(path))
+               answers=model_answers(path), path=path)
 
 
 _LOADED: dict[tuple[str, str], OFA] = {}

@@ -242,6 +242,66 @@ def _run_task(args: argparse.Namespace) -> int:
 
 
 
+def _add_imagine(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "imagine", help="generate images from a caption (text-to-image)",
+        description="Text-to-image as OFA's official evaluation runs it: sample SAMPLES images "
+                    "of 1024 VQGAN codes each (top-k 256), decode them, rank them by CLIP "
+                    "similarity with TEXT and write the TOP best to --out as PNG files, with "
+                    "scores.json.")
+    p.add_argument("text", help="the caption, e.g. 'a dog running on the beach'")
+    p.add_argument("--model", required=True, help="an image-generation checkpoint")
+    p.add_argument("--vqgan", type=Path, default=None,
+                   help="VQGAN image tokenizer: a taming folder or last.ckpt, OFA's vqgan/ "
+                        "folder or ModelScope's files (default: vqgan/ beside the model)")
+    p.add_argument("--clip", type=Path, default=None,
+                   help="CLIP ViT-B/16 weights for reranking: OpenAI's ViT-B-16.pt or a state "
+                        "dict (default: clip/ beside the model, if there)")
+    p.add_argument("--no-rerank", action="store_true",
+                   help="rank by the samples' log-probability instead of CLIP")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--samples", type=int, default=24,
+                   help="images sampled (default: 24, the official evaluation)")
+    p.add_argument("--top", type=int, default=4, help="best images written (default: 4)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="samples decoded together (default: all; fewer bounds memory)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                   help="the OFA model's dtype (default: float32; VQGAN and CLIP stay float32)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_imagine)
+
+
+def _run_imagine(args: argparse.Namespace) -> int:
+    import json
+
+    from .api import load
+    from .files import write_atomic
+    from .tokenizer import require_utf8
+
+    require_utf8(args.text, "TEXT")
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError(f"--out {args.out} is a file, not a folder")
+    ofa = load(args.model, device=args.device, dtype=args.dtype)
+    result = ofa.imagine(args.text, vqgan=args.vqgan, clip=False if args.no_rerank else args.clip,
+                         samples=args.samples, top=args.top, seed=args.seed,
+                         batch_size=args.batch_size, progress=not args.no_progress)
+    args.out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for rank, (image, score) in enumerate(zip(result.images, result.scores, strict=True)):
+        path = args.out / f"{rank}.png"
+        image.save(path)
+        files.append({"file": path.name, "score": score,
+                      "sample": result.indices[rank]})
+        print(f"{path}\t{score:.4f}")
+    write_atomic(args.out / "scores.json", json.dumps(
+        {"text": result.text, "ranked_by": result.ranked_by, "seed": args.seed,
+         "samples": args.samples, "images": files}, indent=2) + "\n")
+    print(f"wrote {args.out / 'scores.json'} (ranked by {result.ranked_by})")
+    return 0
+
+
 def _add_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert", help="convert any OFA checkpoint to the native folder format",
@@ -696,6 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "grounding, entailment, classification and more.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_tasks(sub)
+    _add_imagine(sub)
     _add_convert(sub)
     _add_train(sub)
     _add_data(sub)

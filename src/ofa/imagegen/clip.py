@@ -366,6 +366,8 @@ class CLIPReranker:
         and token-id input only). ``dtype=torch.float16`` is OFA's GPU setting (LayerNorms stay
         float32, as in OpenAI's convert_weights); float32 is the reference.
         """
+        if not Path(path).is_file():
+            raise InputError(f"CLIP weights not found: {path}")
         found = None
         if vocab is not False:  # look for it first: fail before reading 600 MB of weights
             found = find_vocab(path) if vocab is None or vocab is True else Path(vocab)

@@ -1,0 +1,129 @@
+"""Text-to-image end to end on small synthesized files laid out as a user gets them: an OFA
+model folder, a taming-layout VQGAN (model.yaml + last.ckpt) and a CLIP state dict with its
+BPE vocabulary; through the API and through ``ofa imagine``."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import tiny_config
+
+import ofa
+from ofa import cli
+from ofa.checkpoints import save_native
+from ofa.errors import InputError
+from ofa.imagegen.clip import CLIP, CLIPConfig
+from ofa.imagegen.imagine import generation_config
+from ofa.imagegen.vqgan import VQGAN, VQGANConfig
+from ofa.model import OFAModel
+from ofa.tokenizer import OFATokenizer
+
+# 8 x 8 codes (code_image_size 64), decoded by a VQGAN that upsamples twice: 16 px images
+VQ = VQGANConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), resolution=16,
+                 z_channels=32, embed_dim=32, n_embed=8192)
+MERGES = ["d o", "do g</w>"]
+CLIP_TINY = CLIPConfig(embed_dim=16, image_resolution=32, vision_layers=1, vision_width=64,
+                       vision_patch_size=8, context_length=16,
+                       vocab_size=512 + len(MERGES) + 2, text_width=64, text_layers=1)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, bpe_dir) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("imagine")
+    torch.manual_seed(0)
+    model_dir = root / "ofa-tiny-imagegen"
+    save_native(OFAModel(tiny_config(code_image_size=64)).eval(), model_dir,
+                OFATokenizer.from_dir(bpe_dir))
+    vq_dir = root / "vqgan"
+    (vq_dir / "configs").mkdir(parents=True)
+    (vq_dir / "checkpoints").mkdir()
+    params = {"embed_dim": VQ.embed_dim, "n_embed": VQ.n_embed, "ddconfig": {
+        "double_z": False, "z_channels": VQ.z_channels, "resolution": VQ.resolution,
+        "in_channels": 3, "out_ch": 3, "ch": VQ.ch, "ch_mult": list(VQ.ch_mult),
+        "num_res_blocks": VQ.num_res_blocks, "attn_resolutions": list(VQ.attn_resolutions),
+        "dropout": 0.0}}
+    (vq_dir / "configs" / "model.yaml").write_text(yaml.safe_dump(
+        {"model": {"target": "taming.models.vqgan.GumbelVQ", "params": params}}))
+    torch.save({"state_dict": VQGAN(VQ).state_dict(), "global_step": 0},
+               vq_dir / "checkpoints" / "last.ckpt")
+    clip_dir = root / "clip"
+    clip_dir.mkdir()
+    clip = CLIP(CLIP_TINY)  # its parameters start uninitialised: give them values
+    for name, p in clip.state_dict().items():
+        p.copy_(torch.ones_like(p) if "ln" in name and name.endswith("weight")
+                else torch.randn_like(p) * 0.02)
+    torch.save(clip.state_dict(), clip_dir / "ViT-tiny.pt")
+    (clip_dir / "bpe_simple_vocab_16e6.txt.gz").write_bytes(
+        gzip.compress("\n".join(["#version: 0.2", *MERGES, ""]).encode()))
+    return {"model": model_dir, "vqgan": vq_dir, "clip": clip_dir / "ViT-tiny.pt"}
+
+
+@pytest.fixture(scope="module")
+def model(files):
+    return ofa.load(files["model"], device="cpu")
+
+
+def test_official_sampling_settings():
+    cfg = generation_config(24, 0)
+    assert (cfg.beam_size, cfg.nbest, cfg.sampling, cfg.top_k, cfg.temperature) == \
+        (24, 24, True, 256, 1.0)
+    assert (cfg.min_len, cfg.max_len_a, cfg.max_len_b) == (1024, 0, 1024)
+    assert cfg.constraint_range == (50265, 58457) and cfg.gen_code
+
+
+def test_imagine_ranks_by_clip_and_is_reproducible(model, files):
+    r = model.imagine("a dog", vqgan=files["vqgan"], clip=files["clip"], samples=4, top=2,
+                      seed=3)
+    assert r.ranked_by == "clip" and len(r.images) == 2 and r.scores[0] >= r.scores[1]
+    assert r.images[0].size == (16, 16) and r.codes.shape == (2, 8, 8)
+    assert bool(((r.codes >= 0) & (r.codes < 8192)).all())
+    again = model.imagine("a dog", vqgan=files["vqgan"], clip=files["clip"], samples=4,
+                          top=2, seed=3)
+    assert torch.equal(r.codes, again.codes) and r.scores == again.scores
+    other = model.imagine("a dog", vqgan=files["vqgan"], clip=False, samples=4, top=4, seed=4)
+    assert other.ranked_by == "logprob" and other.scores == sorted(other.scores, reverse=True)
+    assert not torch.equal(other.codes[:2], r.codes)
+
+
+def test_cli_writes_pngs_and_scores(files, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = cli.main(["imagine", "a dog", "--model", str(files["model"]), "--vqgan",
+                     str(files["vqgan"]), "--clip", str(files["clip"]), "--out", str(out),
+                     "--samples", "3", "--top", "2", "--device", "cpu", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    meta = json.loads((out / "scores.json").read_text())
+    assert meta["ranked_by"] == "clip" and [i["file"] for i in meta["images"]] == \
+        ["0.png", "1.png"]
+    assert (out / "0.png").is_file() and (out / "1.png").is_file()
+
+
+def test_bad_inputs_give_one_line(model, files, tmp_path, capsys):
+    with pytest.raises(InputError, match="empty"):
+        model.imagine("   ", vqgan=files["vqgan"], clip=False)
+    with pytest.raises(InputError, match="VQGAN"):
+        model.imagine("a dog")  # no vqgan given, none beside the model
+    with pytest.raises(InputError, match="samples"):
+        model.imagine("a dog", vqgan=files["vqgan"], clip=False, samples=0)
+    wrong = tmp_path / "wrong"
+    (wrong / "configs").mkdir(parents=True)
+    (wrong / "configs" / "model.yaml").write_text((files["vqgan"] / "configs" /
+                                                   "model.yaml").read_text())
+    state = VQGAN(VQ).state_dict()
+    state["post_quant_conv.weight"] = torch.zeros(3, 3, 1, 1)
+    (wrong / "checkpoints").mkdir()
+    torch.save({"state_dict": state}, wrong / "checkpoints" / "last.ckpt")
+    code = cli.main(["imagine", "a dog", "--model", str(files["model"]), "--vqgan", str(wrong),
+                     "--out", str(tmp_path / "o"), "--device", "cpu", "--no-progress",
+                     "--no-rerank"])
+    err = capsys.readouterr().err
+    assert code == 1 and "post_quant_conv.weight" in err and err.count("\n") == 1
+    code = cli.main(["imagine", "a dog", "--model", str(files["model"]), "--vqgan",
+                     str(files["vqgan"]), "--clip", str(tmp_path / "missing.pt"),
+                     "--out", str(tmp_path / "o"), "--device", "cpu", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and "missing.pt" in err and err.count("\n") == 1
