@@ -231,8 +231,8 @@ class OFA:
         folder = None if self.path is None or not self.path.is_dir() else self.path
         vq = resolve_vqgan(vqgan, folder, self.device)
         reranker = resolve_clip(clip, folder, self.device)
-        return imagine(self, text, vq, reranker, samples=samples, top=top, seed=seed,
-                       batch_size=batch_size, progress=progress)
+        return imagine(self.model, self.tokenizer, text, vq, reranker, samples=samples,
+                       top=top, seed=seed, batch_size=batch_size, progress=progress)
 
     # ------------------------------------------------------------------ plumbing
     def _require_images(self, what: str) -> None:

@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .errors import CheckpointError, InputError, OFAError
+from .errors import CheckpointError, DownloadError, InputError
 from .pretrained import VOCAB_FILES, PretrainedModel, RemoteFile, resolve
 
 __all__ = [
@@ -80,18 +80,6 @@ USER_AGENT = "ofa-vl (python urllib)"
 
 #: ``{url prefix: replacement}``, applied by :func:`mirror_url` before ``$OFA_MIRROR``.
 BASE_URL_OVERRIDES: dict[str, str] = {}
-
-
-class DownloadError(OFAError):
-    """A file could not be downloaded, or what arrived is not the expected file.
-
-    ``url`` and ``dest`` (when set) say which file to fetch by hand and where to save it.
-    """
-
-    def __init__(self, message: str, *, url: str | None = None, dest: Path | None = None,
-                 reason: str | None = None) -> None:
-        super().__init__(message)
-        self.url, self.dest, self.reason = url, dest, reason
 
 
 # ---------------------------------------------------------------------------- cache paths

@@ -1,5 +1,9 @@
 """Exceptions raised for user mistakes. The CLI prints them as one line, never a traceback."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
 
 class OFAError(Exception):
     """Base class of every error caused by bad input, files or settings."""
@@ -11,3 +15,15 @@ class InputError(OFAError, ValueError):
 
 class CheckpointError(OFAError):
     """A checkpoint file or folder is missing, damaged or does not match the model."""
+
+
+class DownloadError(OFAError):
+    """A file could not be downloaded, or what arrived is not the expected file.
+
+    ``url`` and ``dest`` (when set) say which file to fetch by hand and where to save it.
+    """
+
+    def __init__(self, message: str, *, url: str | None = None, dest: Path | None = None,
+                 reason: str | None = None) -> None:
+        super().__init__(message)
+        self.url, self.dest, self.reason = url, dest, reason

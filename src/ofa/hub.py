@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError, OFAError
+from .errors import DownloadError, InputError, OFAError
 
 __all__ = ["REPO_FILES", "WEIGHT_FILES", "HubSnapshot", "RepoNotFoundError", "download_repo",
            "is_repo_id"]
@@ -136,7 +136,6 @@ def _error(e: Exception, repo_id: str, filename: str, revision: str, s: _Setting
         RevisionNotFoundError,
     )
 
-    from .download import DownloadError
 
     where = s.shown_endpoint()
     url = f"{where}/{repo_id}"
@@ -213,7 +212,6 @@ def download_repo(repo_id: str, revision: str = "main", *, progress: bool = True
             get(filename, commit)
         weights = next((p for f in WEIGHT_FILES if (p := get(f, commit, optional=True))), None)
     if weights is None and s.offline:
-        from .download import DownloadError
 
         raise DownloadError(f"{repo_id}: neither {' nor '.join(WEIGHT_FILES)} is in the HF cache "
                             f"({s.shown_cache()}) and HF_HUB_OFFLINE is set; run once without "

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import tiny_config
 
 import ofa
 from ofa import cli
@@ -22,6 +21,8 @@ from ofa.imagegen.imagine import generation_config
 from ofa.imagegen.vqgan import VQGAN, VQGANConfig
 from ofa.model import OFAModel
 from ofa.tokenizer import OFATokenizer
+
+from conftest import tiny_config
 
 # 8 x 8 codes (code_image_size 64), decoded by a VQGAN that upsamples twice: 16 px images
 VQ = VQGANConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), resolution=16,

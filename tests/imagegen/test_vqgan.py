@@ -143,7 +143,7 @@ def test_explicit_config(tmp_path: Path, tiny: VQGAN) -> None:
     torch.save({"state_dict": tiny.state_dict()}, tmp_path / "w.ckpt")
     (tmp_path / "elsewhere.yaml").write_text(yaml.safe_dump(taming_config(TINY)))
     assert load_vqgan(tmp_path / "w.ckpt", config=tmp_path / "elsewhere.yaml").config == TINY
-    assert VQGAN.from_pretrained(tmp_path / "w.ckpt", config=TINY).config == TINY
+    assert load_vqgan(tmp_path / "w.ckpt", config=TINY).config == TINY
     params = taming_config(TINY)["model"]["params"]
     assert load_vqgan(tmp_path / "w.ckpt", config=params).config == TINY
     with pytest.raises(CheckpointError, match="VQGAN config not found"):

@@ -29,7 +29,8 @@ from .vqgan_io import CODE_TOKEN_OFFSET, load_vqgan, to_uint8, tokens_to_codes
 if TYPE_CHECKING:
     from PIL import Image
 
-    from ..api import OFA
+    from ..model import OFAModel
+    from ..tokenizer import OFATokenizer
     from .clip import CLIPReranker
     from .vqgan import VQGAN
 
@@ -109,7 +110,8 @@ def resolve_clip(clip: str | os.PathLike[str] | CLIPReranker | None | bool,
     return CLIPReranker.from_file(clip, device=device)
 
 
-def imagine(ofa: OFA, text: str, vqgan: VQGAN, clip: CLIPReranker | None = None, *,
+def imagine(model: OFAModel, tokenizer: OFATokenizer, text: str, vqgan: VQGAN,
+            clip: CLIPReranker | None = None, *,
             samples: int = SAMPLES, top: int = 4, seed: int | None = 0,
             batch_size: int | None = None, progress: bool = False) -> Imagined:
     """Sample ``samples`` images of ``text`` and keep the ``top`` best (module docstring).
@@ -123,10 +125,11 @@ def imagine(ofa: OFA, text: str, vqgan: VQGAN, clip: CLIPReranker | None = None,
     top = min(_positive(top, "top"), samples)
     batch = min(_positive(batch_size, "batch_size") if batch_size is not None else samples,
                 samples)
-    ids = torch.tensor([ofa.tokenizer.encode(PROMPT.format(caption))], device=ofa.device)
+    device = model.embed_tokens.weight.device
+    ids = torch.tensor([tokenizer.encode(PROMPT.format(caption))], device=device)
     # the decoder's code grid: code_image_size / 8 (the official 256 px: 32 x 32 codes)
-    grid = ofa.model.config.code_image_size // 8
-    random = torch.Generator(device=ofa.device)
+    grid = model.config.code_image_size // 8
+    random = torch.Generator(device=device)
     if seed is not None:
         random.manual_seed(seed)
     else:
@@ -140,7 +143,7 @@ def imagine(ofa: OFA, text: str, vqgan: VQGAN, clip: CLIPReranker | None = None,
         with torch.inference_mode(), on_checkpoint(tick):
             for start in range(0, samples, batch):
                 n = min(batch, samples - start)
-                [hyps] = generate(ofa.model, ids, None, None, generation_config(n, None, grid),
+                [hyps] = generate(model, ids, None, None, generation_config(n, None, grid),
                                   generator=random)
                 tokens += [h.tokens for h in hyps]
                 logprobs += [float(h.score) for h in hyps]

@@ -342,13 +342,6 @@ class VQGAN(nn.Module):
         self.quant_conv = nn.Conv2d(cfg.z_channels, cfg.embed_dim, 1)
         self.post_quant_conv = nn.Conv2d(cfg.embed_dim, cfg.z_channels, 1)
 
-    @classmethod
-    def from_pretrained(cls, path: Any, **kwargs: Any) -> VQGAN:
-        """:func:`ofa.imagegen.vqgan_io.load_vqgan` (taming, OFA or ModelScope files)."""
-        from .vqgan_io import load_vqgan
-
-        return load_vqgan(path, **kwargs)
-
     def _codes(self, codes: Any) -> torch.Tensor:
         codes = torch.as_tensor(codes, device=self.quantize.codebook.device)
         if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
