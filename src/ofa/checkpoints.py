@@ -387,6 +387,16 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"cannot read {path}: damaged safetensors file ({e})") from None
 
 
+def read_weights_file(path: str | os.PathLike[str]) -> Any:
+    """What a weights file holds: a ``.safetensors`` file's tensors, or a pickled checkpoint
+    read without running code; a Lightning ``{"state_dict": ...}`` is unwrapped."""
+    p = Path(path)
+    obj = _load_safetensors(p) if p.suffix == ".safetensors" else load_pickled_checkpoint(p)
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    return obj
+
+
 def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Tensor shapes from a safetensors header, reading no tensor data."""
     if not path.is_file():

@@ -34,13 +34,13 @@ from typing import Any
 
 import torch
 
+from ..checkpoints import read_weights_file
 from ..errors import CheckpointError
 from ..safe_unpickle import (
     BoundedConverter,
     ConfigRecord,
     _describe,
     _RestrictedUnpickler,
-    load_pickled_checkpoint,
 )
 
 __all__ = ["VOCAB_ENV", "VOCAB_NAME", "VOCAB_SHA256", "find_vocab", "is_torchscript_archive",
@@ -205,18 +205,8 @@ def read_clip_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
     prefix = _archive_prefix(p)
     if prefix is not None:
         obj: Any = _read_archive(p, prefix)
-    elif p.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            obj = load_file(str(p))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"cannot read {p}: damaged safetensors file ({e})") from None
     else:
-        obj = load_pickled_checkpoint(p)
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
+        obj = read_weights_file(p)
     if not isinstance(obj, dict) or not obj:
         raise CheckpointError(f"{p}: expected a CLIP state dict, found "
                               f"{'an empty dict' if obj == {} else type(obj).__name__}")

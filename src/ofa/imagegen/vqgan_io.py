@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..checkpoints import read_weights_file
 from ..errors import CheckpointError, InputError
 from ..preprocess import ImageInput, load_image
-from ..safe_unpickle import load_pickled_checkpoint
 from .vqgan import VQGAN, VQGANConfig
 
 __all__ = ["CODE_TOKEN_OFFSET", "MODEL_PREFIXES", "find_vqgan_files", "infer_vqgan_config",
@@ -135,18 +135,7 @@ def read_vqgan_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tenso
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"VQGAN checkpoint not found: {p}")
-    if p.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            obj: Any = load_file(p)
-        except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"cannot read {p}: {e}") from None
-    else:
-        obj = load_pickled_checkpoint(p)
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
+    obj = read_weights_file(p)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{p}: expected a checkpoint dict, found {type(obj).__name__}")
     state = {k: v for k, v in obj.items() if isinstance(k, str) and k.startswith(MODEL_PREFIXES)}
