@@ -1,0 +1,142 @@
+"""Text-to-image speed on this CPU: OFA-base sampling 24 images of 1024 codes, fp32 and bf16.
+
+    .venv/bin/python benchmarks/imagine_speed.py [--samples 24] [--steps 1024] [--threads 2]
+                                                   [--vqgan-images 24]
+
+Each dtype runs in a fresh process (its own peak memory) on random OFA-base weights (speed
+does not depend on the values) with the official sampling settings
+(:func:`ofa.imagegen.imagine.generation_config`: top-k 256, only code tokens, exactly
+``--steps`` codes). It reports seconds per sample, generated tokens per second, the peak
+resident memory, and, per step, the fraction of the weight-streaming floor reached: the bytes
+a step must read (every decoder weight, the output table, and the self-attention cache of the
+steps so far) divided by the read bandwidth measured in the same process (a sum over 200 MB,
+as ``benchmarks/gemv.py`` measures it), over the measured step time. It also times the VQGAN
+(taming's f8-8192 architecture, random weights) decoding ``--vqgan-images`` images in fp32,
+and gives its share of the whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def read_bandwidth() -> float:
+    """Bytes per second of a plain read of 200 MB (the best of five)."""
+    x = torch.randn(50_000_000)
+    x.sum()
+    best = min(_timed(x.sum) for _ in range(5))
+    return x.numel() * 4 / best
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def step_bytes(model, rows: int, past: int, itemsize: int) -> int:
+    """What one decoding step reads: decoder weights, the output table, the KV cache."""
+    dec = model.decoder
+    weights = sum(p.numel() for p in dec.layers.parameters())
+    table = model.embed_tokens.weight.numel()
+    cfg = model.config
+    cache = 2 * cfg.decoder_layers * rows * past * cfg.d_model
+    return (weights + table + cache) * itemsize
+
+
+def run_one(dtype_name: str, samples: int, steps: int) -> dict:
+    from ofa.generate import generate, on_checkpoint
+    from ofa.imagegen.imagine import generation_config
+    from ofa.model import OFAConfig, OFAModel
+
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype_name]
+    torch.manual_seed(0)
+    model = OFAModel(OFAConfig.preset("base", code_image_size=256)).eval().to(dtype)
+    bandwidth = read_bandwidth()
+    ids = torch.tensor([[0, *range(100, 120), 2]])
+    grid = int(steps ** 0.5)
+    cfg = generation_config(samples, 0, grid)
+    stamps: list[float] = []
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    with torch.inference_mode(), on_checkpoint(lambda: stamps.append(time.perf_counter())):
+        [hyps] = generate(model, ids, None, None, cfg)
+    total = time.perf_counter() - start
+    assert len(hyps) == samples and all(len(h.tokens) == steps + 1 for h in hyps)
+    step_times = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    itemsize = torch.finfo(dtype).bits // 8
+    fractions = [step_bytes(model, samples, t + 1, itemsize) / bandwidth / dt
+                 for t, dt in enumerate(step_times, start=1)]
+    fractions.sort()
+    return {"dtype": dtype_name, "samples": samples, "steps": steps, "seconds": total,
+            "s_per_sample": total / samples, "tokens_per_s": samples * steps / total,
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "rss_before_gb": rss_before / 2**20, "bandwidth_gbs": bandwidth / 1e9,
+            "floor_fraction_median": fractions[len(fractions) // 2],
+            "floor_fraction_p10": fractions[len(fractions) // 10]}
+
+
+def run_vqgan(images: int) -> dict:
+    from ofa.imagegen.vqgan import VQGAN
+    from ofa.imagegen.vqgan_io import to_uint8
+
+    torch.manual_seed(0)
+    vq = VQGAN().eval()
+    codes = torch.randint(0, 8192, (images, 32, 32))
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for chunk in codes.split(8):
+            to_uint8(vq.decode_codes(chunk))
+    return {"images": images, "seconds": time.perf_counter() - start}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--samples", type=int, default=24)
+    ap.add_argument("--steps", type=int, default=1024, help="codes per sample (a square)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--vqgan-images", type=int, default=24)
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.child == "vqgan":
+        print(json.dumps(run_vqgan(args.vqgan_images)))
+        return
+    if args.child:
+        print(json.dumps(run_one(args.child, args.samples, args.steps)))
+        return
+    results = {}
+    for child in ("float32", "bfloat16", "vqgan"):
+        out = subprocess.run([sys.executable, __file__, "--child", child, "--samples",
+                              str(args.samples), "--steps", str(args.steps), "--threads",
+                              str(args.threads), "--vqgan-images", str(args.vqgan_images)],
+                             check=True, capture_output=True, text=True).stdout
+        results[child] = json.loads(out.strip().splitlines()[-1])
+    flags = [f for f in ("avx512_bf16", "amx_tile", "avx512f", "avx2")
+             if f in open("/proc/cpuinfo").read().split()]
+    print(f"CPU flags: {', '.join(flags)}; threads {args.threads}")
+    print("| dtype | samples x codes | total s | s/sample | tokens/s | peak RSS GB | "
+          "read GB/s | floor fraction (median, p10) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in ("float32", "bfloat16"):
+        r = results[name]
+        print(f"| {name} | {r['samples']} x {r['steps']} | {r['seconds']:.1f} | "
+              f"{r['s_per_sample']:.2f} | {r['tokens_per_s']:.1f} | {r['peak_rss_gb']:.2f} | "
+              f"{r['bandwidth_gbs']:.1f} | {r['floor_fraction_median']:.0%}, "
+              f"{r['floor_fraction_p10']:.0%} |")
+    vq = results["vqgan"]
+    for name in ("float32", "bfloat16"):
+        share = vq["seconds"] / (vq["seconds"] + results[name]["seconds"])
+        print(f"VQGAN decode of {vq['images']} images (fp32): {vq['seconds']:.1f} s = "
+              f"{share:.0%} of the whole with {name} sampling")
+
+
+if __name__ == "__main__":
+    main()
