@@ -87,3 +87,20 @@ def text_batch(lengths, vocab=500, seed=0):
         ids[i, 1:n - 1] = torch.randint(4, vocab, (n - 2,), generator=g)
     return ids
 
+
+@pytest.fixture(scope="module")
+def tokenizer(bpe_dir: Path):
+    """The official OFA tokenizer (for the featurization and batching tests)."""
+    from ofa.tokenizer import OFATokenizer
+
+    return OFATokenizer.from_dir(bpe_dir)
+
+
+@pytest.fixture()
+def image(tmp_path: Path) -> str:
+    """A 64 x 48 red PNG file."""
+    from PIL import Image
+
+    path = tmp_path / "img.png"
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(path)
+    return str(path)

@@ -29,6 +29,11 @@ KNOWN = {
     "snli_ve_base_best": "ofa-base-snli-ve",
     "imagenet_1k_large_best.pt": "ofa-large-imagenet",
     "image_gen_base_best.pt": "ofa-base-image-gen",
+    "image_gen_large_best.zip": "ofa-large-image-gen",
+    "image_gen_large_best.pt": "ofa-large-image-gen",
+    "image_gen_large_best": "ofa-large-image-gen",
+    "https://ofa-beijing.oss-cn-beijing.aliyuncs.com/checkpoints/image_gen_large_best.zip":
+        "ofa-large-image-gen",
     "https://ofa-beijing.oss-cn-beijing.aliyuncs.com/checkpoints/refcocog_large_best.pt":
         "ofa-large-refcocog",
     "https://huggingface.co/OFA-Sys/ofa-tiny": "ofa-tiny-hf",
@@ -48,7 +53,7 @@ def test_every_official_fairseq_name_is_registered():
         "snli_ve_large_best.pt", "imagenet_1k_large_best.pt", "gigaword_large_best.pt",
         "caption_base_best.pt", "refcoco_base_best.pt", "refcocoplus_base_best.pt",
         "refcocog_base_best.pt", "vqa_base_best.pt", "snli_ve_base_best.pt",
-        "image_gen_base_best.pt"]
+        "image_gen_base_best.pt", "image_gen_large_best.zip"]
     for filename in names:
         entry = P.resolve(filename)
         assert entry.format == "fairseq" and entry.vocab == "bpe"
@@ -122,8 +127,8 @@ def test_unknown_name_suggests_close_matches():
         P.resolve("")
 
 
-@pytest.mark.parametrize("name", ["ofa_cn_base.pt", "caption_cn_large", "image_gen_large_best.zip",
-                                  "bart_base.pt", "ofa_tiny_plaintext"])
+@pytest.mark.parametrize("name", ["ofa_cn_base.pt", "caption_cn_large", "bart_base.pt",
+                                  "ofa_tiny_plaintext"])
 def test_unsupported_names_explain_why(name):
     with pytest.raises(InputError, match="not supported") as e:
         P.resolve(name)
@@ -252,3 +257,66 @@ def test_validation():
     with pytest.raises(ValueError):
         P.PretrainedModel(name="x", size="base", task="caption", format="onnx",
                           files=(P.RemoteFile("https://x/a", "a"),), vocab="bpe")
+
+
+# ---------------------------------------------------------------------------- text-to-image
+def test_image_gen_entries_and_their_components():
+    large, base = P.resolve("ofa-large-image-gen"), P.resolve("ofa-base-image-gen")
+    assert P.list_models(task="image_gen") == ["ofa-base-image-gen", "ofa-large-image-gen"]
+    assert P.canonical_task(large.task) == "image_gen"
+    # the bundle, as OFA's evaluate_image_gen.sh lays it out; the vocab comes from openai/CLIP
+    assert large.archive == "image_gen_large_best.pt" and large.weights.url.endswith(".zip")
+    assert large.component("vqgan").members == ("vqgan/last.ckpt", "vqgan/model.yaml")
+    assert large.component("clip").members == ("clip/ViT-B-16.pt",)
+    assert large.component("clip").files == (P.CLIP_VOCAB,)
+    assert not large.component("vqgan").optional
+    # the base file is the model only: OpenAI's CLIP, the large bundle's VQGAN when on disk
+    assert base.archive is None and base.weights.filename == "image_gen_base_best.pt"
+    vq = base.component("vqgan")
+    assert vq.optional and vq.reuse == "ofa-large-image-gen" and "--vqgan" in vq.hint
+    assert base.component("clip").files == (P.CLIP_VIT_B16, P.CLIP_VOCAB)
+    assert base.component("clip").reuse == "ofa-large-image-gen"
+    assert base.component("nothing") is None
+    # the OpenAI URL's folder is the file's sha256
+    assert P.CLIP_VIT_B16.url.split("/")[-2] == P.CLIP_VIT_B16.sha256
+    assert all(m.components == () for m in P.REGISTRY.values() if m.task != "image_gen")
+
+
+def test_clip_vocab_matches_the_imagegen_reader():
+    from ofa.imagegen.clip_io import VOCAB_NAME, VOCAB_SHA256
+
+    assert (P.CLIP_VOCAB.filename, P.CLIP_VOCAB.sha256) == (VOCAB_NAME, VOCAB_SHA256)
+
+
+def test_ofa_models_lists_the_image_gen_entries(capsys):
+    from ofa.cli import main
+
+    assert main(["models", "--task", "image_gen"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert [r.split()[:2] for r in rows] == [["ofa-base-image-gen", "image_gen"],
+                                             ["ofa-large-image-gen", "image_gen"]]
+
+
+def test_component_validation():
+    f = P.RemoteFile("https://x/m.zip", "m.zip")
+    with pytest.raises(ValueError, match="relative"):
+        P.Component("vqgan", members=("../last.ckpt",))
+    with pytest.raises(ValueError, match="relative"):
+        P.Component("vqgan", members=("/abs/last.ckpt",))
+    with pytest.raises(ValueError, match="folder"):
+        P.Component("../up", files=(f,))
+    with pytest.raises(ValueError, match="same name"):
+        P.Component("clip", members=("a/m.zip",), files=(f,))
+    with pytest.raises(ValueError, match="needs"):
+        P.Component("clip")
+    kw = dict(name="x", size="base", task="image_gen", format="fairseq", files=(f,),
+              vocab="bpe")
+    with pytest.raises(ValueError, match="archive"):  # members need a bundle
+        P.PretrainedModel(**kw, components=(P.Component("vqgan", members=("last.ckpt",)),))
+    with pytest.raises(ValueError, match="share"):
+        P.PretrainedModel(**kw, archive="m.pt", components=(
+            P.Component("clip", members=("a",)), P.Component("clip", members=("b",))))
+    with pytest.raises(ValueError, match="own entry"):
+        P.PretrainedModel(**kw, components=(P.Component("clip", reuse="x"),))
+    with pytest.raises(ValueError, match="archive"):
+        P.PretrainedModel(**kw, archive="sub/m.pt")

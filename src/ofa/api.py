@@ -227,9 +227,16 @@ class OFA:
         scores. ``vqgan`` / ``clip``: a path or a loaded model (default: the ``vqgan/`` and
         ``clip/`` folders beside the checkpoint); ``clip=False`` ranks by log-probability."""
         from .imagegen.imagine import imagine, resolve_clip, resolve_vqgan
+        from .pretrained import lookup
 
         folder = None if self.path is None or not self.path.is_dir() else self.path
-        vq = resolve_vqgan(vqgan, folder, self.device)
+        try:  # a registry entry may say how to get its VQGAN
+            entry = lookup(self.name) if self.name else None
+        except InputError:
+            entry = None
+        component = None if entry is None else entry.component("vqgan")
+        vq = resolve_vqgan(vqgan, folder, self.device, "" if component is None
+                           else component.hint)
         reranker = resolve_clip(clip, folder, self.device)
         return imagine(self.model, self.tokenizer, text, vq, reranker, samples=samples,
                        top=top, seed=seed, batch_size=batch_size, progress=progress)

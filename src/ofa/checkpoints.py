@@ -575,7 +575,10 @@ def model_answers(folder: str | os.PathLike[str]) -> list[str] | None:
     if path.stat().st_size > _MAX_ANSWERS_BYTES:
         raise CheckpointError(f"cannot read {path}: {path.stat().st_size:,} bytes is too "
                               "large for an answer list")
-    return read_lines(path, "answer list")
+    try:
+        return read_lines(path, "answer list")
+    except InputError as e:  # the folder's file, not the user's input, is at fault
+        raise CheckpointError(str(e)) from None
 
 
 def save_native(model: OFAModel, out_dir: str | os.PathLike[str], tokenizer=None,

@@ -6,6 +6,7 @@ Cache layout (root: ``$OFA_HOME``, else ``~/.cache/ofa``)::
     <root>/vocab/                    the official BPE files (encoder.json, vocab.bpe, dict.txt)
     <root>/models/<name>/            native folder (config.json, model.safetensors, tokenizer)
     <root>/models/hf--<owner>--<repo>/  native folder of a hub repo outside the registry
+    <root>/models/<name>/vqgan/, clip/  an entry's components (text-to-image: VQGAN, CLIP)
 
 ``<name>`` is the registry's canonical name (see :mod:`ofa.pretrained`). A file already in the
 download folder is used as it is (checksum verified when one is known), so a file fetched by hand
@@ -16,6 +17,16 @@ by ``huggingface_hub`` (:mod:`ofa.hub`), into its own cache, shared with ``trans
 with its settings (``HF_ENDPOINT``, ``HF_HUB_CACHE``, ``HF_HUB_OFFLINE``, ``HF_TOKEN``). Only the
 converted native folder lands under ``<root>/models``. A converted folder is never refreshed:
 delete it to convert a newer revision of the repo.
+
+Text-to-image entries (:class:`ofa.pretrained.Component`) bring files that are no OFA weights:
+they are placed, as published, in subfolders of the native folder after the conversion, each
+complete or not at all (unpacked or copied beside it, then renamed into place); a later call
+fills a missing one again and makes no network request when all are there. A zip bundle
+(``image_gen_large_best.zip``) stays in the download folder; the OFA checkpoint is unpacked next
+to it only for the conversion. Zip archives are checked before anything is unpacked: no entry
+may be a symbolic link, an absolute path or climb out with ``..``, be encrypted, or expand more
+than :data:`MAX_ZIP_RATIO` times (nor the whole archive); what is unpacked may not exceed the
+size the archive declares for it.
 
 Downloads go to ``<file>.part`` first, resume an interrupted ``.part`` with an HTTP Range request,
 are checked against the known size and sha256, and are renamed into place only when complete.
@@ -36,23 +47,29 @@ wins):
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import http.client
 import logging
 import os
+import re
 import shutil
+import stat
 import sys
 import urllib.error
 import urllib.request
+import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import CheckpointError, DownloadError, InputError
-from .pretrained import VOCAB_FILES, PretrainedModel, RemoteFile, resolve
+from .pretrained import REGISTRY, VOCAB_FILES, Component, PretrainedModel, RemoteFile, resolve
 
 __all__ = [
     "BASE_URL_OVERRIDES",
+    "MAX_ZIP_RATIO",
     "DownloadError",
     "bundled_path",
     "cache_dir",
@@ -80,6 +97,11 @@ USER_AGENT = "ofa-vl (python urllib)"
 
 #: ``{url prefix: replacement}``, applied by :func:`mirror_url` before ``$OFA_MIRROR``.
 BASE_URL_OVERRIDES: dict[str, str] = {}
+
+#: the most a zip entry (over :data:`ZIP_RATIO_FLOOR` bytes), or a whole zip archive, may expand:
+#: checkpoints hardly compress (x1.1); a zip bomb expands a thousandfold
+MAX_ZIP_RATIO = 100
+ZIP_RATIO_FLOOR = 1 << 20
 
 
 # ---------------------------------------------------------------------------- cache paths
@@ -399,8 +421,10 @@ def fetch_vocab(progress: bool = True) -> Path:
 def download_pretrained(name: str | PretrainedModel, progress: bool = True) -> Path:
     """Download the published files of an entry; return the path ``read_checkpoint`` takes.
 
-    That is the weights file for fairseq/mmpretrain entries, the huggingface_hub cache's
-    snapshot folder for HF repos and the package folder of a bundled entry.
+    That is the weights file for fairseq/mmpretrain entries (for a zip bundle: the OFA
+    checkpoint unpacked next to it), the huggingface_hub cache's snapshot folder for HF repos and
+    the package folder of a bundled entry. Components (VQGAN, CLIP) are not fetched here:
+    :func:`fetch_pretrained` places them in the native folder.
     """
     entry = name if isinstance(name, PretrainedModel) else resolve(name)
     if entry.bundled is not None:
@@ -412,6 +436,8 @@ def download_pretrained(name: str | PretrainedModel, progress: bool = True) -> P
         return download_repo(repo_id, revision, progress=progress).folder
     folder = download_dir(entry.name)
     _fetch_all([(remote, folder) for remote in entry.files], progress)
+    if entry.archive is not None:  # a zip bundle: the OFA checkpoint in it
+        return _unpack_checkpoint(entry, folder / entry.weights.filename, progress)
     return folder / entry.weights.filename
 
 
@@ -432,7 +458,7 @@ def _is_native(folder: Path) -> bool:
 
 def _convert_once(out: Path, convert: Callable[[], None]) -> Path:
     """``out`` when it is a complete native folder, else after ``convert()`` wrote it; a lock
-    keeps two processes from converting the same model at once."""
+    keeps two processes from converting the same model at once. (Components come after.)"""
     if _is_native(out):
         return out
     with _locked(out):
@@ -464,6 +490,9 @@ def fetch_pretrained(name: str, progress: bool = True, *, keep_download: bool = 
     files (plus the official BPE files for fairseq/mmpretrain entries; HF repos through
     huggingface_hub) and converts them once to ``<root>/models/<name>``; later calls return that
     folder without touching the network. A bundled entry's folder is in the package itself.
+    An entry's components (text-to-image: ``vqgan/``, ``clip/``) are placed in the folder after
+    the conversion (module doc); an optional one that is not on disk yet is skipped (with a note
+    on the first call) and looked for again, locally, on later calls.
     ``keep_download=False`` deletes the downloaded originals after a successful conversion (not
     the huggingface_hub cache, which other programs share).
     """
@@ -471,10 +500,13 @@ def fetch_pretrained(name: str, progress: bool = True, *, keep_download: bool = 
     if entry.bundled is not None:
         return bundled_path(entry)
     out = model_dir(entry.name)
+    first: list[bool] = []
 
     def convert() -> None:
+        first.append(True)
         source = {"registry_name": entry.name, "task": entry.task,
                   "urls": [f.url for f in entry.files]}
+        unpacked = None
         if entry.hub_repo is not None:
             from .hub import download_repo
 
@@ -486,18 +518,221 @@ def fetch_pretrained(name: str, progress: bool = True, *, keep_download: bool = 
         else:
             folder = download_dir(entry.name)
             jobs = [(f, vocab_dir()) for f in VOCAB_FILES] if entry.vocab == "bpe" else []
-            _fetch_all(jobs + [(f, folder) for f in entry.files], progress)
+            # the components' downloads too: one error lists every file to fetch by hand
+            _fetch_all(jobs + [(f, folder) for f in entry.files] +
+                       _component_jobs(entry, out), progress)
             src, origin = folder / entry.weights.filename, entry.weights.url
             vocab = vocab_dir() if entry.vocab == "bpe" else None
             delete = src
+            if entry.archive is not None:
+                unpacked = src = _unpack_checkpoint(entry, src, progress)
+                source["archive_member"] = entry.archive
         if progress:
             print(f"converting {entry.name} to the native format in {out}", file=sys.stderr)
-        _converted(src, out, origin, delete, ema=entry.ema, vocab=vocab, source=source)
+        try:
+            _converted(src, out, origin, delete, ema=entry.ema, vocab=vocab, source=source)
+        finally:
+            if unpacked is not None:  # the zip keeps it
+                unpacked.unlink(missing_ok=True)
 
     _convert_once(out, convert)
+    if entry.components:
+        _place_components(entry, out, progress, first=bool(first))
     if not keep_download:
         shutil.rmtree(download_dir(entry.name), ignore_errors=True)
     return out
+
+
+# ---------------------------------------------------------------------------- components
+def _component_jobs(entry: PretrainedModel, out: Path) -> list[tuple[RemoteFile, Path]]:
+    """The downloads of the components not in ``out`` that no other entry lends."""
+    folder = download_dir(entry.name)
+    return [(f, folder) for c in entry.components
+            if not (out / c.folder).is_dir() and _lendable(c) is None for f in c.files]
+
+
+def _lendable(component: Component) -> Path | None:
+    """The component folder of the entry ``component.reuse`` names, when it is on disk."""
+    other = REGISTRY.get(component.reuse) if component.reuse else None
+    if other is None:
+        return None
+    folder = model_dir(other.name) / component.folder
+    return folder if folder.is_dir() and _plain_files(folder) else None
+
+
+def _plain_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.is_symlink())
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """A hard link (no second copy of a GB file), else a copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def _place_components(entry: PretrainedModel, out: Path, progress: bool, first: bool) -> None:
+    """Fill every missing component folder of ``out``; nothing happens (and no request is
+    made) when all are there."""
+    missing = [c for c in entry.components if not (out / c.folder).is_dir()]
+    if not missing:
+        return
+    with _locked(out):
+        for c in missing:
+            target = out / c.folder
+            if target.is_dir():  # another process placed it while we waited
+                continue
+            tmp = out / f".{c.folder}.partial"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            try:
+                placed = _fill(entry, c, tmp, progress)
+                if placed:
+                    os.replace(tmp, target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if placed and progress:
+                print(f"placed {entry.name}'s {c.folder}/ in {target}", file=sys.stderr)
+            if not placed and first and progress and c.hint:
+                print(f"ofa: note: {c.hint}", file=sys.stderr)
+
+
+def _fill(entry: PretrainedModel, c: Component, tmp: Path, progress: bool) -> bool:
+    """Put the component's files into ``tmp``; False for an optional one not on disk."""
+    lent = _lendable(c)
+    if lent is not None:
+        for p in _plain_files(lent):
+            _link_or_copy(p, tmp / p.name)
+        return True
+    if c.reuse is not None and c.optional:  # or the other entry's bundle, when downloaded
+        other = REGISTRY.get(c.reuse)
+        theirs = other.component(c.folder) if other is not None else None
+        if other is None or theirs is None or theirs.files or not theirs.members:
+            return False
+        archive = download_dir(other.name) / other.weights.filename
+        if not archive.is_file():
+            return False
+        _unpack(archive, {m: tmp / m.rsplit("/", 1)[-1] for m in theirs.members},
+                other.weights.url, progress)
+        return True
+    if c.optional:
+        return False
+    folder = download_dir(entry.name)
+    if c.members:
+        [archive] = _fetch_all([(entry.weights, folder)], progress)  # no request when there
+        _unpack(archive, {m: tmp / m.rsplit("/", 1)[-1] for m in c.members},
+                entry.weights.url, progress)
+    for path in _fetch_all([(f, folder) for f in c.files], progress):
+        shutil.move(path, tmp / path.name)  # a large file is not kept twice
+    return True
+
+
+# ---------------------------------------------------------------------------- zip bundles
+def _unpack_checkpoint(entry: PretrainedModel, archive: Path, progress: bool) -> Path:
+    """The OFA checkpoint of the zip bundle ``archive``, unpacked next to it."""
+    assert entry.archive is not None
+    dest = archive.parent / entry.archive
+    if not dest.is_file():  # complete files only: unpacking goes through a .part
+        _unpack(archive, {entry.archive: dest}, entry.weights.url, progress)
+    return dest
+
+
+def _refuse(archive: Path, origin: str, problem: str) -> CheckpointError:
+    return CheckpointError(f"{archive}: {problem}; nothing was unpacked (downloaded from "
+                           f"{origin}; delete it and run again to download it again)")
+
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def _check_archive(zf: zipfile.ZipFile, archive: Path, origin: str) -> list[zipfile.ZipInfo]:
+    """Every entry of ``zf``, after refusing the whole archive for one unsafe entry."""
+    infos = zf.infolist()
+    total = 0
+    for info in infos:
+        name = info.filename
+        shown = repr(name[:200])
+        parts = name.replace("\\", "/").split("/")
+        if name.startswith(("/", "\\")) or _DRIVE.match(name) or ".." in parts:
+            raise _refuse(archive, origin, f"its entry {shown} points outside the folder it "
+                                           "would be unpacked to (zip slip)")
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise _refuse(archive, origin, f"its entry {shown} is a symbolic link")
+        if info.flag_bits & 0x1:
+            raise _refuse(archive, origin, f"its entry {shown} is encrypted")
+        if (info.file_size > ZIP_RATIO_FLOOR
+                and info.file_size > MAX_ZIP_RATIO * max(info.compress_size, 1)):
+            raise _refuse(archive, origin, f"its entry {shown} would expand from "
+                                           f"{info.compress_size:,} to {info.file_size:,} bytes "
+                                           f"(over {MAX_ZIP_RATIO}x: a zip bomb?)")
+        total += info.file_size
+    size = archive.stat().st_size
+    if total > max(MAX_ZIP_RATIO * size, ZIP_RATIO_FLOOR):
+        raise _refuse(archive, origin, f"its entries would expand to {total:,} bytes from "
+                                       f"{size:,} (over {MAX_ZIP_RATIO}x: a zip bomb?)")
+    return infos
+
+
+def _find_member(infos: list[zipfile.ZipInfo], suffix: str, archive: Path,
+                 origin: str) -> zipfile.ZipInfo:
+    """The one file entry named ``suffix`` or ending in ``/suffix`` (any top folder)."""
+    found = [i for i in infos if not i.is_dir() and not i.filename.startswith("__MACOSX/")
+             and (i.filename == suffix or i.filename.endswith("/" + suffix))]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        names = ", ".join(i.filename for i in found[:4])
+        raise _refuse(archive, origin, f"{len(found)} entries match {suffix} ({names}): "
+                                       "which one is meant is unclear")
+    files = [i.filename for i in infos if not i.is_dir()]
+    listing = ", ".join(files[:8]) + (", ..." if len(files) > 8 else "") or "no files"
+    raise _refuse(archive, origin, f"no {suffix} in it (it holds {listing}): not the "
+                                   "expected bundle")
+
+
+def _unpack(archive: Path, wanted: dict[str, Path], origin: str, progress: bool) -> None:
+    """Unpack the members ``wanted`` names (path suffixes) to their paths, each through a
+    ``.part`` file renamed when complete; one-line errors for an unsafe or damaged archive."""
+    if progress:
+        print(f"unpacking {', '.join(wanted)} from {archive}", file=sys.stderr)
+    part = None
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            infos = _check_archive(zf, archive, origin)
+            members = {s: _find_member(infos, s, archive, origin) for s in wanted}
+            for suffix, dest in wanted.items():
+                info = members[suffix]
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                free = shutil.disk_usage(dest.parent).free
+                if info.file_size > free:
+                    raise DownloadError(f"cannot unpack {info.filename} ({info.file_size:,} "
+                                        f"bytes) from {archive}: only {free:,} bytes free in "
+                                        f"{dest.parent}; free some space or set {ENV_HOME} to "
+                                        "another folder")
+                part = dest.with_name(dest.name + ".part")
+                written = 0
+                with zf.open(info) as src, open(part, "wb") as out:
+                    while block := src.read(CHUNK):
+                        written += len(block)
+                        if written > info.file_size:
+                            raise _refuse(archive, origin, f"its entry {info.filename!r} holds "
+                                                           "more than the size it declares")
+                        out.write(block)
+                os.replace(part, dest)
+                part = None
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError,
+            ValueError) as e:
+        raise _refuse(archive, origin, f"not a complete zip archive ({type(e).__name__}: "
+                                       f"{str(e).splitlines()[0] if str(e) else ''}); it is "
+                                       "damaged or incomplete") from None
+    except OSError as e:
+        full = f"; free some space or set {ENV_HOME} to another folder" if (
+            e.errno == errno.ENOSPC) else ""
+        raise DownloadError(f"cannot unpack {archive}: {e}{full}") from None
+    finally:
+        if part is not None:
+            part.unlink(missing_ok=True)
 
 
 def fetch_hub_model(repo_id: str, progress: bool = True) -> Path:

@@ -8,7 +8,8 @@ Resolution order (the first that applies wins):
 2. **A registry name or alias** (:mod:`ofa.pretrained`; ``ofa models`` lists them): a bundled
    entry (``shapes-demo``) is its folder inside the package; any other entry is downloaded once
    and converted once to ``$OFA_HOME/models/<name>`` (:func:`ofa.download.fetch_pretrained`;
-   later calls make no network request). Published names this package cannot read (Chinese
+   later calls make no network request); text-to-image entries get their ``vqgan/`` and
+   ``clip/`` folders there too. Published names this package cannot read (Chinese
    checkpoints, ...) stop here with the reason.
 3. **A HuggingFace hub id** ``owner/name`` that is not in the registry (your own fine-tune in
    the HF-transformers layout): downloaded through ``huggingface_hub`` (its cache,

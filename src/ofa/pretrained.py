@@ -42,9 +42,29 @@ pretrained models use the EMA weights when the file has them (``None``; the offi
 evaluation uses ``--ema-eval``, mmpretrain's converter prefers EMA); the other official finetunes
 use their regular weights (``False``), as the official evaluation scripts do.
 
-Not supported (``resolve`` explains why): the Chinese checkpoints (another vocabulary), the
-``image_gen_large_best.zip`` bundle, and the text-only LM initialisations (``*_plaintext.pt``,
-``bart_*.pt``).
+Text-to-image entries carry *components* (:class:`Component`): what generating images needs
+beside the OFA weights, placed as subfolders of the native folder, where
+:meth:`ofa.OFA.imagine` looks for them (``vqgan/``: the VQGAN image tokenizer, ``clip/``: the
+CLIP reranker and its BPE vocabulary). They are fetched with the entry and moved into place as
+published, never converted. A component comes from one or more of:
+
+* ``members``: files inside the entry's zip bundle (``archive``), found by their path suffix
+  wherever the zip puts them (``vqgan/last.ckpt`` matches ``checkpoints/vqgan/last.ckpt``);
+* ``files``: downloaded files (:class:`RemoteFile`);
+* ``reuse``: another entry whose component of the same folder is copied when it is already on
+  disk (no download). A component with nothing but ``reuse`` is optional: while it is missing
+  the model loads, and ``hint`` says how to supply it.
+
+``ofa-large-image-gen`` is OFA's zip bundle ``image_gen_large_best.zip`` (the OFA-Large
+finetune ``image_gen_large_best.pt``, ``vqgan/`` and ``clip/ViT-B-16.pt``, as the official
+``run_scripts/image_gen/evaluate_image_gen.sh`` uses them), plus CLIP's BPE vocabulary from
+openai/CLIP. ``ofa-base-image-gen`` (``image_gen_base_best.pt``: the model only) gets OpenAI's
+CLIP ViT-B/16 and its vocabulary; its VQGAN, the same ``vqgan_gumbel_f8`` as in the large bundle
+(no stable download of its own exists), is reused from ``ofa-large-image-gen`` once that was
+fetched; until then pass one yourself (``vqgan=PATH``, ``--vqgan``).
+
+Not supported (``resolve`` explains why): the Chinese checkpoints (another vocabulary) and the
+text-only LM initialisations (``*_plaintext.pt``, ``bart_*.pt``).
 """
 
 from __future__ import annotations
@@ -59,6 +79,9 @@ from .errors import InputError
 
 __all__ = [
     "BPE_BASE_URL",
+    "CLIP_VIT_B16",
+    "CLIP_VOCAB",
+    "Component",
     "FORMATS",
     "HF_BASE_URL",
     "MMPRETRAIN_BASE_URL",
@@ -97,6 +120,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 _HUB_FILE_URL = re.compile(r"^https://huggingface\.co/([^/]+/[^/]+)/resolve/([^/]+)/[^/]+$")
 
 _HEX = re.compile(r"^[0-9a-f]+$")
+_FOLDER = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
 @dataclass(frozen=True)
@@ -122,6 +146,43 @@ class RemoteFile:
             raise ValueError(f"bad file name {self.filename!r}")
 
 
+def _member_ok(name: str) -> bool:
+    """A relative posix path without ``.``/``..`` parts or empty ones (``vqgan/last.ckpt``)."""
+    parts = name.split("/")
+    return bool(name) and "\\" not in name and all(p not in ("", ".", "..") for p in parts)
+
+
+@dataclass(frozen=True)
+class Component:
+    """A part of an entry that is no OFA weights (a VQGAN, CLIP): the subfolder ``folder`` of
+    its native folder, filled once, as published (module doc)."""
+
+    folder: str  # subfolder of the native folder: 'vqgan', 'clip'
+    members: tuple[str, ...] = ()  # files in the entry's archive, as path suffixes
+    files: tuple[RemoteFile, ...] = ()  # downloaded files
+    reuse: str | None = None  # an entry whose component ``folder`` is copied when on disk
+    hint: str = ""  # how to supply it while it is missing (optional components)
+
+    def __post_init__(self) -> None:
+        if not _FOLDER.match(self.folder):
+            raise ValueError(f"component folder must match [a-z0-9][a-z0-9_-]*, got "
+                             f"{self.folder!r}")
+        bad = [m for m in self.members if not _member_ok(m)]
+        if bad:
+            raise ValueError(f"{self.folder}: archive members are relative paths without "
+                             f"'..', got {bad[0]!r}")
+        names = [m.rsplit("/", 1)[-1] for m in self.members] + [f.filename for f in self.files]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.folder}: two files would have the same name")
+        if not (self.members or self.files or self.reuse):
+            raise ValueError(f"{self.folder}: a component needs members, files or reuse")
+
+    @property
+    def optional(self) -> bool:
+        """Nothing to download: present only when ``reuse`` finds it on disk."""
+        return not (self.members or self.files)
+
+
 @dataclass(frozen=True)
 class PretrainedModel:
     """A published checkpoint: what it is, its files, and how to read it."""
@@ -138,6 +199,11 @@ class PretrainedModel:
     # a native folder inside the ofa package (posix path, e.g. 'assets/shapes-demo'): the
     # model ships with the package and ``files`` is empty
     bundled: str | None = None
+    # the weights file is a zip bundle: the OFA checkpoint's file name inside it (found at
+    # any depth); the other files of the bundle are components' members
+    archive: str | None = None
+    # what text-to-image needs beside the weights (Component; module doc)
+    components: tuple[Component, ...] = ()
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -155,6 +221,24 @@ class PretrainedModel:
                              "https://huggingface.co/<owner>/<repo>/resolve/<revision>/<file>")
         if not re.match(r"^[a-z0-9][a-z0-9._-]*$", self.name):
             raise ValueError(f"{self.name!r}: canonical names are lower case [a-z0-9._-]")
+        if self.archive is not None and (self.format != "fairseq" or not _member_ok(
+                self.archive) or "/" in self.archive or len(self.files) != 1):
+            raise ValueError(f"{self.name}: an archive entry is one fairseq zip whose "
+                             f"checkpoint is named by its file name, got {self.archive!r}")
+        folders = [c.folder for c in self.components]
+        if len(set(folders)) != len(folders):
+            raise ValueError(f"{self.name}: two components share a folder")
+        if self.components and (self.bundled is not None or self.format == "hf"):
+            raise ValueError(f"{self.name}: only downloaded fairseq/mmpretrain entries have "
+                             "components")
+        if any(c.members for c in self.components) and self.archive is None:
+            raise ValueError(f"{self.name}: components with archive members need an archive")
+        if any(c.reuse == self.name for c in self.components):
+            raise ValueError(f"{self.name}: a component cannot reuse its own entry")
+
+    def component(self, folder: str) -> Component | None:
+        """The component placed as ``folder`` (``vqgan``, ``clip``), or None."""
+        return next((c for c in self.components if c.folder == folder), None)
 
     @property
     def weights(self) -> RemoteFile:
@@ -182,14 +266,35 @@ class PretrainedModel:
 
 
 # ---------------------------------------------------------------------------- the entries
+#: OpenAI's CLIP ViT-B/16 (github.com/openai/CLIP clip/clip.py _MODELS; the URL's folder is the
+#: file's sha256), the reranker of OFA's text-to-image evaluation
+CLIP_VIT_B16 = RemoteFile(
+    "https://openaipublic.azureedge.net/clip/models/"
+    "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f/ViT-B-16.pt",
+    "ViT-B-16.pt", sha256="5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f")
+#: CLIP's BPE vocabulary (github.com/openai/CLIP clip/bpe_simple_vocab_16e6.txt.gz), which no
+#: CLIP weights file holds
+CLIP_VOCAB = RemoteFile(
+    "https://raw.githubusercontent.com/openai/CLIP/main/clip/bpe_simple_vocab_16e6.txt.gz",
+    "bpe_simple_vocab_16e6.txt.gz",
+    sha256="924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a", size=1356917)
+_LARGE_IMAGE_GEN = "ofa-large-image-gen"
+_BASE_VQGAN_HINT = (
+    "ofa-base-image-gen has no VQGAN of its own (image_gen_base_best.pt is the OFA model "
+    "only): pass vqgan=PATH (--vqgan PATH), a taming vqgan_gumbel_f8 folder, or fetch "
+    f"{_LARGE_IMAGE_GEN} once (e.g. ofa.load('{_LARGE_IMAGE_GEN}')): its bundle holds the "
+    "same VQGAN, which ofa-base-image-gen then reuses")
+
+
 def _official(name: str, filename: str, size: str, task: str, description: str,
-              ema: bool | None = False) -> PretrainedModel:
+              ema: bool | None = False, **more) -> PretrainedModel:
     stem = filename.rsplit(".", 1)[0]
+    aliases = (filename, stem) + ((more["archive"],) if "archive" in more else ())
     return PretrainedModel(
         name=name, size=size, task=task, format="fairseq",
         files=(RemoteFile(OFFICIAL_BASE_URL + filename, filename),),
-        vocab="bpe", aliases=(filename, stem), ema=ema,
-        description=description + f" (official fairseq {filename})")
+        vocab="bpe", aliases=aliases, ema=ema,
+        description=description + f" (official fairseq {filename})", **more)
 
 
 def _mmpretrain(name: str, mm_name: str, filename: str, task: str,
@@ -242,6 +347,14 @@ _ENTRIES: list[PretrainedModel] = [
               "OFA-Large finetuned on ImageNet-1K"),
     _official("ofa-large-gigaword", "gigaword_large_best.pt", "large", "summarize",
               "OFA-Large finetuned on Gigaword (text summarisation)"),
+    _official(_LARGE_IMAGE_GEN, "image_gen_large_best.zip", "large", "image_gen",
+              "OFA-Large finetuned on COCO text-to-image, with the VQGAN decoder and the CLIP "
+              "ViT-B/16 reranker of the official evaluation (bundle of "
+              "image_gen_large_best.pt, vqgan/, clip/)",
+              archive="image_gen_large_best.pt",
+              components=(Component("vqgan", members=("vqgan/last.ckpt", "vqgan/model.yaml")),
+                          Component("clip", members=("clip/ViT-B-16.pt",),
+                                    files=(CLIP_VOCAB,)))),
     # base finetunes
     _official("ofa-base-caption", "caption_base_best.pt", "base", "caption",
               "OFA-Base finetuned on COCO captions"),
@@ -256,8 +369,12 @@ _ENTRIES: list[PretrainedModel] = [
     _official("ofa-base-snli-ve", "snli_ve_base_best.pt", "base", "entail",
               "OFA-Base finetuned on SNLI-VE (visual entailment)"),
     _official("ofa-base-image-gen", "image_gen_base_best.pt", "base", "image_gen",
-              "OFA-Base finetuned on COCO text-to-image (generating images also needs the VQGAN "
-              "decoder, which is not part of this file)"),
+              "OFA-Base finetuned on COCO text-to-image, with the CLIP ViT-B/16 reranker; the "
+              f"VQGAN decoder is not part of it: reused from {_LARGE_IMAGE_GEN} once fetched, "
+              "else pass --vqgan",
+              components=(Component("vqgan", reuse=_LARGE_IMAGE_GEN, hint=_BASE_VQGAN_HINT),
+                          Component("clip", files=(CLIP_VIT_B16, CLIP_VOCAB),
+                                    reuse=_LARGE_IMAGE_GEN))),
     # mmpretrain conversions of OFA-Base
     _mmpretrain("ofa-base-caption-mmpretrain", "ofa-base_3rdparty-finetuned_caption",
                 "ofa-base_3rdparty_coco-caption_20230418-de18914e.pth", "caption",
@@ -306,9 +423,6 @@ _NOT_OFA = ("a text-only language-model initialisation for pretraining, not an O
 _CHINESE = "a Chinese OFA checkpoint; it uses another vocabulary, which this package lacks"
 #: official names that resolve() refuses, with the reason
 UNSUPPORTED: dict[str, str] = {
-    "image_gen_large_best.zip": "a zip bundle (text-to-image checkpoint + VQGAN + CLIP); "
-                                "download and unpack it yourself and convert the .pt inside "
-                                "with `ofa convert`",
     **{f"{n}.pt": _NOT_OFA for n in ("ofa_tiny_plaintext", "ofa_medium_plaintext",
                                      "ofa_huge_plaintext", "bart_base", "bart_large")},
     **{f"{n}.pt": _CHINESE for s in ("base", "large") for n in (

@@ -71,8 +71,9 @@ def _positive(value: Any, what: str) -> int:
 
 
 def resolve_vqgan(vqgan: str | os.PathLike[str] | VQGAN | None, model_dir: Path | None,
-                  device: torch.device) -> VQGAN:
-    """The VQGAN given, or the ``vqgan/`` folder beside the model; an InputError otherwise."""
+                  device: torch.device, hint: str = "") -> VQGAN:
+    """The VQGAN given, or the ``vqgan/`` folder beside the model; an InputError otherwise
+    (``hint``: how the model's registry entry says to get one)."""
     from .vqgan import VQGAN
 
     if isinstance(vqgan, VQGAN):
@@ -80,8 +81,9 @@ def resolve_vqgan(vqgan: str | os.PathLike[str] | VQGAN | None, model_dir: Path 
     if vqgan is None:
         bundled = None if model_dir is None else model_dir / "vqgan"
         if bundled is None or not bundled.is_dir():
-            raise InputError("text-to-image needs the VQGAN image tokenizer: pass vqgan=PATH "
-                             "(--vqgan), e.g. the vqgan/ folder of OFA's image_gen release")
+            raise InputError(hint or "text-to-image needs the VQGAN image tokenizer: pass "
+                             "vqgan=PATH (--vqgan), e.g. the vqgan/ folder of OFA's image_gen "
+                             "release")
         vqgan = bundled
     return load_vqgan(vqgan, device=device)
 
