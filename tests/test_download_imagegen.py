@@ -6,7 +6,6 @@ damaged archives refused with one line."""
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
 import io
 import socket
@@ -18,19 +17,17 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 import ofa
 from ofa import download as D
 from ofa.checkpoints import read_checkpoint
 from ofa.cli import main
 from ofa.errors import CheckpointError, InputError
-from ofa.imagegen.clip import CLIP, CLIPConfig
-from ofa.imagegen.vqgan import VQGAN, VQGANConfig
 from ofa.model import OFAModel
 from ofa.pretrained import Component, PretrainedModel, RemoteFile, register, unregister
 
 from conftest import tiny_config
+from tiny_imagegen import clip_vocab, clip_weights, torch_bytes, vqgan_ckpt, vqgan_yaml
 
 LARGE, BASE = "test-large-imagegen", "test-base-imagegen"
 HOST = "https://ofa.example.invalid"
@@ -39,14 +36,7 @@ BASE_URL = f"{HOST}/checkpoints/image_gen_tiny_base_best.pt"
 VOCAB_URL = "https://clip.example.invalid/openai/CLIP/main/clip/bpe_simple_vocab_16e6.txt.gz"
 CLIP_URL = "https://clip.example.invalid/models/ViT-tiny.pt"
 BPE = "/OFA-Sys/OFA/main/utils/BPE/"
-
-# 4 x 4 codes (code_image_size 32), a VQGAN that doubles them: 8 px images
-VQ = VQGANConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), resolution=16,
-                 z_channels=32, embed_dim=32, n_embed=8192)
-MERGES = ["d o", "do g</w>"]
-CLIP_TINY = CLIPConfig(embed_dim=16, image_resolution=32, vision_layers=1, vision_width=64,
-                       vision_patch_size=8, context_length=16,
-                       vocab_size=512 + len(MERGES) + 2, text_width=64, text_layers=1)
+# the OFA model decodes 4 x 4 codes (code_image_size 32); the tiny VQGAN doubles them
 
 
 # ---------------------------------------------------------------------------- the server
@@ -86,33 +76,14 @@ def _free_port() -> int:
 
 
 # ---------------------------------------------------------------------------- the files
-def _pt_bytes(obj) -> bytes:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def parts() -> dict[str, bytes]:
     """The published files, as bytes: OFA fairseq checkpoints, a taming VQGAN, CLIP + vocab."""
     torch.manual_seed(0)
-    ofa_pt = _pt_bytes({"model": OFAModel(tiny_config(code_image_size=32)).eval().state_dict(),
+    ofa_pt = torch_bytes({"model": OFAModel(tiny_config(code_image_size=32)).eval().state_dict(),
                         "args": argparse.Namespace(code_image_size=32)})
-    params = {"embed_dim": VQ.embed_dim, "n_embed": VQ.n_embed, "ddconfig": {
-        "double_z": False, "z_channels": VQ.z_channels, "resolution": VQ.resolution,
-        "in_channels": 3, "out_ch": 3, "ch": VQ.ch, "ch_mult": list(VQ.ch_mult),
-        "num_res_blocks": VQ.num_res_blocks, "attn_resolutions": list(VQ.attn_resolutions),
-        "dropout": 0.0}}
-    yaml_text = yaml.safe_dump({"model": {"target": "taming.models.vqgan.GumbelVQ",
-                                          "params": params}}).encode()
-    vq_ckpt = _pt_bytes({"state_dict": VQGAN(VQ).state_dict(), "global_step": 0})
-    clip = CLIP(CLIP_TINY)
-    for name, p in clip.state_dict().items():
-        p.copy_(torch.ones_like(p) if "ln" in name and name.endswith("weight")
-                else torch.randn_like(p) * 0.02)
-    vocab = gzip.compress("\n".join(["#version: 0.2", *MERGES, ""]).encode())
-    return {"ofa": ofa_pt, "yaml": yaml_text, "vqgan": vq_ckpt,
-            "clip": _pt_bytes(clip.state_dict()), "vocab": vocab}
+    return {"ofa": ofa_pt, "yaml": vqgan_yaml().encode(), "vqgan": vqgan_ckpt(),
+            "clip": clip_weights(), "vocab": clip_vocab()}
 
 
 def _zip(entries: dict[str, bytes], *, method: int = zipfile.ZIP_DEFLATED) -> bytes:

@@ -4,33 +4,25 @@ BPE vocabulary; through the API and through ``ofa imagine``."""
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 import ofa
 from ofa import cli
 from ofa.checkpoints import save_native
 from ofa.errors import InputError
-from ofa.imagegen.clip import CLIP, CLIPConfig
 from ofa.imagegen.imagine import generation_config
-from ofa.imagegen.vqgan import VQGAN, VQGANConfig
+from ofa.imagegen.vqgan import VQGAN
 from ofa.model import OFAModel
 from ofa.tokenizer import OFATokenizer
 
 from conftest import tiny_config
+from tiny_imagegen import VQ, clip_vocab, clip_weights, vqgan_ckpt, vqgan_yaml
 
-# 8 x 8 codes (code_image_size 64), decoded by a VQGAN that upsamples twice: 16 px images
-VQ = VQGANConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), resolution=16,
-                 z_channels=32, embed_dim=32, n_embed=8192)
-MERGES = ["d o", "do g</w>"]
-CLIP_TINY = CLIPConfig(embed_dim=16, image_resolution=32, vision_layers=1, vision_width=64,
-                       vision_patch_size=8, context_length=16,
-                       vocab_size=512 + len(MERGES) + 2, text_width=64, text_layers=1)
+# 8 x 8 codes (code_image_size 64), decoded by a VQGAN that doubles them: 16 px images
 
 
 @pytest.fixture(scope="module")
@@ -43,24 +35,12 @@ def files(tmp_path_factory, bpe_dir) -> dict[str, Path]:
     vq_dir = root / "vqgan"
     (vq_dir / "configs").mkdir(parents=True)
     (vq_dir / "checkpoints").mkdir()
-    params = {"embed_dim": VQ.embed_dim, "n_embed": VQ.n_embed, "ddconfig": {
-        "double_z": False, "z_channels": VQ.z_channels, "resolution": VQ.resolution,
-        "in_channels": 3, "out_ch": 3, "ch": VQ.ch, "ch_mult": list(VQ.ch_mult),
-        "num_res_blocks": VQ.num_res_blocks, "attn_resolutions": list(VQ.attn_resolutions),
-        "dropout": 0.0}}
-    (vq_dir / "configs" / "model.yaml").write_text(yaml.safe_dump(
-        {"model": {"target": "taming.models.vqgan.GumbelVQ", "params": params}}))
-    torch.save({"state_dict": VQGAN(VQ).state_dict(), "global_step": 0},
-               vq_dir / "checkpoints" / "last.ckpt")
+    (vq_dir / "configs" / "model.yaml").write_text(vqgan_yaml())
+    (vq_dir / "checkpoints" / "last.ckpt").write_bytes(vqgan_ckpt())
     clip_dir = root / "clip"
     clip_dir.mkdir()
-    clip = CLIP(CLIP_TINY)  # its parameters start uninitialised: give them values
-    for name, p in clip.state_dict().items():
-        p.copy_(torch.ones_like(p) if "ln" in name and name.endswith("weight")
-                else torch.randn_like(p) * 0.02)
-    torch.save(clip.state_dict(), clip_dir / "ViT-tiny.pt")
-    (clip_dir / "bpe_simple_vocab_16e6.txt.gz").write_bytes(
-        gzip.compress("\n".join(["#version: 0.2", *MERGES, ""]).encode()))
+    (clip_dir / "ViT-tiny.pt").write_bytes(clip_weights())
+    (clip_dir / "bpe_simple_vocab_16e6.txt.gz").write_bytes(clip_vocab())
     return {"model": model_dir, "vqgan": vq_dir, "clip": clip_dir / "ViT-tiny.pt"}
 
 
