@@ -8,8 +8,14 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml requirements-dev.txt
+# open_clip_torch without its dependencies: only for the CLIP BPE vocabulary it ships
+# (bpe_simple_vocab_16e6.txt.gz), which ofa.imagegen finds in it and the tokenizer parity test
+# reads; the package itself is never imported (its torchvision cannot load beside CPU torch).
+OPEN_CLIP := open_clip_torch==3.3.0
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml requirements-dev.txt Makefile
 	$(BIN)/pip install -r requirements-dev.txt
+	$(BIN)/pip install --no-deps $(OPEN_CLIP)
 	$(BIN)/pip install --no-deps -e .
 	touch $@
 

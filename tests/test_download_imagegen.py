@@ -123,14 +123,14 @@ def entries(parts, tmp_path, monkeypatch):
     monkeypatch.setattr(D, "BASE_URL_OVERRIDES", {})
     vocab = _remote(VOCAB_URL, parts["vocab"])
     large = PretrainedModel(
-        name=LARGE, size="tiny", task="image_gen", format="fairseq",
+        name=LARGE, size="tiny", task="imagine", format="fairseq",
         files=(RemoteFile(ZIP_URL, "image_gen_tiny_best.zip"),), vocab="bpe",
         aliases=("image_gen_tiny_best.zip", "image_gen_tiny_best.pt"), ema=False,
         description="unit-test bundle", archive="image_gen_tiny_best.pt",
         components=(Component("vqgan", members=("vqgan/last.ckpt", "vqgan/model.yaml")),
                     Component("clip", members=("clip/ViT-tiny.pt",), files=(vocab,))))
     base = PretrainedModel(
-        name=BASE, size="tiny", task="image_gen", format="fairseq",
+        name=BASE, size="tiny", task="imagine", format="fairseq",
         files=(_remote(BASE_URL, parts["ofa"]),), vocab="bpe", ema=False,
         description="unit-test model only",
         components=(Component("vqgan", reuse=LARGE, hint=f"no VQGAN: fetch {LARGE} once"),
@@ -171,7 +171,7 @@ def _files(folder: Path) -> list[str]:
 def test_bundle_end_to_end(server, entries, monkeypatch, tmp_path, capsys):
     m = ofa.load("image_gen_tiny_best.zip", device="cpu", progress=False)
     out = entries / "models" / LARGE
-    assert m.path == out and (m.name, m.task) == (LARGE, "image_gen")
+    assert m.path == out and (m.name, m.task) == (LARGE, "imagine")
     assert _files(out / "vqgan") == ["last.ckpt", "model.yaml"]
     assert _files(out / "clip") == ["ViT-tiny.pt", "bpe_simple_vocab_16e6.txt.gz"]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no leftovers

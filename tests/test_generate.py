@@ -360,6 +360,22 @@ def test_sampling_image_codes(model):
         assert bool(((toks >= start) & (toks < end)).all()) and h.tokens[-1] == EOS
 
 
+def test_a_full_code_grid_decodes_past_the_text_positions():
+    # OFA decodes all 1024 codes (+ EOS) of a 32 x 32 grid with max_target_positions 1024:
+    # code samples are limited by their own position ids, text by the text table
+    torch.manual_seed(0)
+    m = OFAModel(tiny_config(code_image_size=64, max_target_positions=32)).eval()
+    assert m.decoder.max_positions(code=True) > 64 + 1 > m.decoder.max_positions()
+    cfg = GenerationConfig(sampling=True, beam_size=2, nbest=2, min_len=64, max_len_a=0,
+                           max_len_b=64, gen_code=True, constraint_range=(50265, 58457),
+                           top_k=50, seed=0)
+    for h in generate(m, PROMPTS[:1], config=cfg)[0]:
+        assert h.tokens.shape == (65,) and h.tokens[-1] == EOS
+    with pytest.raises(InputError, match="min_len=64 exceeds max_len=31"):
+        generate(m, PROMPTS[:1], config=GenerationConfig(min_len=64, max_len_a=0,
+                                                         max_len_b=64))
+
+
 # ---------------------------------------------------------------- candidate scoring
 def test_score_candidates_matches_manual_and_chunking(model, images):
     trie = Trie([[0, 10, 11, 2], [0, 10, 12, 13, 2], [0, 20, 2]])

@@ -139,7 +139,7 @@ def test_tasks_are_the_task_tables_names():
     from ofa.tasks import TASKS as TABLE
 
     # three values are no table task: pre-trained, several tasks at once, text-to-image
-    assert set(P.TASKS) - set(TABLE) == {"pretrained", "multitask", "image_gen"}
+    assert set(P.TASKS) - set(TABLE) == {"pretrained", "multitask"}
     assert set(P.LEGACY_TASKS.values()) <= set(TABLE)
     assert {m.task for m in P.REGISTRY.values()} <= set(P.TASKS)
     assert P.resolve("refcocog_large_best").task == "ground"
@@ -262,8 +262,8 @@ def test_validation():
 # ---------------------------------------------------------------------------- text-to-image
 def test_image_gen_entries_and_their_components():
     large, base = P.resolve("ofa-large-image-gen"), P.resolve("ofa-base-image-gen")
-    assert P.list_models(task="image_gen") == ["ofa-base-image-gen", "ofa-large-image-gen"]
-    assert P.canonical_task(large.task) == "image_gen"
+    assert P.list_models(task="imagine") == ["ofa-base-image-gen", "ofa-large-image-gen"]
+    assert P.canonical_task(large.task) == "imagine" == P.canonical_task("image_gen")
     # the bundle, as OFA's evaluate_image_gen.sh lays it out; the vocab comes from openai/CLIP
     assert large.archive == "image_gen_large_best.pt" and large.weights.url.endswith(".zip")
     assert large.component("vqgan").members == ("vqgan/last.ckpt", "vqgan/model.yaml")
@@ -279,7 +279,7 @@ def test_image_gen_entries_and_their_components():
     assert base.component("nothing") is None
     # the OpenAI URL's folder is the file's sha256
     assert P.CLIP_VIT_B16.url.split("/")[-2] == P.CLIP_VIT_B16.sha256
-    assert all(m.components == () for m in P.REGISTRY.values() if m.task != "image_gen")
+    assert all(m.components == () for m in P.REGISTRY.values() if m.task != "imagine")
 
 
 def test_clip_vocab_matches_the_imagegen_reader():
@@ -291,10 +291,10 @@ def test_clip_vocab_matches_the_imagegen_reader():
 def test_ofa_models_lists_the_image_gen_entries(capsys):
     from ofa.cli import main
 
-    assert main(["models", "--task", "image_gen"]) == 0
+    assert main(["models", "--task", "imagine"]) == 0
     rows = capsys.readouterr().out.splitlines()
-    assert [r.split()[:2] for r in rows] == [["ofa-base-image-gen", "image_gen"],
-                                             ["ofa-large-image-gen", "image_gen"]]
+    assert [r.split()[:2] for r in rows] == [["ofa-base-image-gen", "imagine"],
+                                             ["ofa-large-image-gen", "imagine"]]
 
 
 def test_component_validation():
@@ -309,7 +309,7 @@ def test_component_validation():
         P.Component("clip", members=("a/m.zip",), files=(f,))
     with pytest.raises(ValueError, match="needs"):
         P.Component("clip")
-    kw = dict(name="x", size="base", task="image_gen", format="fairseq", files=(f,),
+    kw = dict(name="x", size="base", task="imagine", format="fairseq", files=(f,),
               vocab="bpe")
     with pytest.raises(ValueError, match="archive"):  # members need a bundle
         P.PretrainedModel(**kw, components=(P.Component("vqgan", members=("last.ckpt",)),))

@@ -43,6 +43,15 @@ def vqgan_ckpt(cfg: VQGANConfig = VQ) -> bytes:
     return torch_bytes({"state_dict": VQGAN(cfg).state_dict(), "global_step": 0})
 
 
+def write_vqgan(folder) -> object:
+    """``folder`` holding a tiny VQGAN as OFA's release lays it out (model.yaml +
+    last.ckpt); returns the folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.yaml").write_text(vqgan_yaml())
+    (folder / "last.ckpt").write_bytes(vqgan_ckpt())
+    return folder
+
+
 def clip_weights() -> bytes:
     """A CLIP state dict with small random values (its parameters start uninitialised)."""
     clip = CLIP(CLIP_TINY)
@@ -55,3 +64,54 @@ def clip_weights() -> bytes:
 def clip_vocab() -> bytes:
     """A gzipped BPE merges file in CLIP's format with :data:`MERGES`."""
     return gzip.compress("\n".join(["#version: 0.2", *MERGES, ""]).encode())
+
+
+def write_imagegen_files(root, bpe_dir, code_image_size: int = 64) -> dict:
+    """Under ``root``: a random tiny OFA model folder whose decoder draws
+    ``(code_image_size / 8)**2`` codes, a taming-layout VQGAN folder (configs/model.yaml +
+    checkpoints/last.ckpt) and a CLIP state dict with its vocabulary beside it, as a user
+    has them. Returns their paths: ``model``, ``vqgan``, ``clip``."""
+    from ofa.checkpoints import save_native
+    from ofa.model import OFAModel
+    from ofa.tokenizer import OFATokenizer
+
+    from conftest import tiny_config
+
+    torch.manual_seed(0)
+    model_dir = root / "ofa-tiny-imagegen"
+    save_native(OFAModel(tiny_config(code_image_size=code_image_size)).eval(), model_dir,
+                OFATokenizer.from_dir(bpe_dir))
+    vq_dir = root / "vqgan"
+    (vq_dir / "configs").mkdir(parents=True)
+    (vq_dir / "checkpoints").mkdir()
+    (vq_dir / "configs" / "model.yaml").write_text(vqgan_yaml())
+    (vq_dir / "checkpoints" / "last.ckpt").write_bytes(vqgan_ckpt())
+    clip_dir = root / "clip"
+    clip_dir.mkdir()
+    (clip_dir / "ViT-tiny.pt").write_bytes(clip_weights())
+    (clip_dir / "bpe_simple_vocab_16e6.txt.gz").write_bytes(clip_vocab())
+    return {"model": model_dir, "vqgan": vq_dir, "clip": clip_dir / "ViT-tiny.pt"}
+
+
+class TinyInception(torch.nn.Module):
+    """A stand-in for :class:`ofa.metrics.inception.InceptionV3` with its interface (``kind``,
+    ``num_classes``, uint8 images of any size in, ``(pool, logits)`` out) and 6 features: each
+    channel's mean and standard deviation in [0, 1]. FID on 2048 features costs minutes of
+    CPU (a 2048 x 2048 eigen-decomposition); on these it is instant."""
+
+    kind = "tf-fid"
+    num_classes = 5
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("classes", torch.linspace(-3, 3, 6 * 5).reshape(6, 5))
+
+    @staticmethod
+    def pool(images: torch.Tensor) -> torch.Tensor:
+        x = images.double() / 255
+        return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], 1)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        assert images.dtype == torch.uint8 and images.dim() == 4
+        pool = self.pool(images)
+        return pool, pool @ self.classes.double()

@@ -97,6 +97,9 @@ class OFA:
         # the candidate answers the checkpoint was trained with, when its folder has them
         # (the server's default VQA answer list)
         self.answers = None if answers is None else list(answers)
+        # files tasks need besides the model (TASKS[...].parts: the VQGAN, CLIP), by name: a
+        # path until first used, then the loaded model (see attach)
+        self.parts: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return (f"OFA(name={self.name!r}, task={self.task!r}, size={self.model.config.name!r},"
@@ -111,7 +114,7 @@ class OFA:
         return self.model.embed_tokens.weight.dtype
 
     # ------------------------------------------------------------------ tasks
-    def run(self, task: str, images: Any = None, *, batch_size: int = 8,
+    def run(self, task: str, images: Any = None, *, batch_size: int | None = None,
             progress: bool = False, errors: str = "raise", **inputs: Any) -> dict | list[dict]:
         """Run any task of :data:`ofa.tasks.TASKS` by name: the typed methods below call it.
 
@@ -119,7 +122,9 @@ class OFA:
         per input, or one for all inputs, for per-input fields; one value for options), and,
         for tasks that decode, :class:`~ofa.generate.GenerationConfig` fields. A list of
         images or of per-input values gives a list of results; ``errors="return"`` turns a bad
-        input into ``{"input", "error"}`` instead of raising.
+        input into ``{"input", "error"}`` instead of raising. ``batch_size``: inputs run
+        together (default 8); for a drawing task, whose inputs run one by one, the samples
+        decoded together (default: all).
         """
         spec = get_task(task)
         declared = {f.name: f for f in spec.fields}
@@ -148,14 +153,19 @@ class OFA:
                   {k: c[i if len(c) > 1 else 0] for k, c in columns.items()})
                  for i in range(n)]
         candidates = configured.candidates()
-        if candidates is None:
+        if configured.kind == "draw":
+            if decoding:
+                raise InputError(f"the {spec.name} task samples with the official settings; "
+                                 f"it takes no decoding options ({', '.join(decoding)})")
+            out = self._draw(configured, items, batch_size, progress, errors)
+        elif candidates is None:
             out = self._generate(configured, items, decoding, configured.constraint(
-                self.tokenizer), batch_size, progress, errors)
+                self.tokenizer), batch_size or 8, progress, errors)
         else:
             if decoding:
                 raise InputError(f"the {spec.name} task scores fixed answers; it takes no "
                                  f"decoding options ({', '.join(decoding)})")
-            out = self._score(configured, items, list(candidates), batch_size, progress,
+            out = self._score(configured, items, list(candidates), batch_size or 8, progress,
                               errors)
         batched = _is_batch(images) or any(self._is_column(declared[k], v)
                                            for k, v in per_input.items())
@@ -218,28 +228,70 @@ class OFA:
         return self.run("generate", images, prompt=prompts, batch_size=batch_size,
                         progress=progress, errors=errors, **decoding)
 
-    def imagine(self, text: str, *, vqgan: Any = None, clip: Any = None,
-                samples: int = 24, top: int = 4, seed: int | None = 0,
+    def imagine(self, text, *, samples: int = 24, top: int = 4, seed: int = 0,
+                rerank: bool | None = None, vqgan: Any = None, clip: Any = None,
                 batch_size: int | None = None, progress: bool = False):
         """Text-to-image as the official evaluation runs it: ``samples`` draws of 1024 image
-        codes (top-k 256), decoded by the VQGAN and ranked by CLIP; returns an
-        :class:`ofa.imagegen.imagine.Imagined` with the ``top`` best PIL images and their
-        scores. ``vqgan`` / ``clip``: a path or a loaded model (default: the ``vqgan/`` and
-        ``clip/`` folders beside the checkpoint); ``clip=False`` ranks by log-probability."""
-        from .imagegen.imagine import imagine, resolve_clip, resolve_vqgan
+        codes (top-k 256), decoded by the VQGAN and ranked by CLIP (``rerank``; default:
+        when CLIP weights are attached, else by log-probability). Returns an
+        :class:`ofa.imagegen.imagine.Imagined` (a list of them for a list of texts) with the
+        ``top`` best PIL images and their scores. ``vqgan`` / ``clip``: a path or a loaded
+        model, attached for later calls (see :meth:`attach`; ``clip=False``: no CLIP).
+        ``batch_size``: samples decoded together (default: all; fewer bounds memory, and the
+        draws depend on it)."""
+        from .imagegen.imagine import Imagined
+
+        if clip is False:
+            rerank, clip = False, None
+        self.attach(vqgan=vqgan, clip=clip)
+        out = self.run("imagine", None, text=text, samples=samples, top=top, seed=seed,
+                       rerank=rerank, batch_size=batch_size, progress=progress)
+        results = out if isinstance(out, list) else [out]
+        drawn = [Imagined(r["text"], r["images"], r["scores"], r["codes"], r["ranked_by"],
+                          r["samples"]) for r in results]
+        return drawn if isinstance(out, list) else drawn[0]
+
+    def attach(self, **parts: Any) -> OFA:
+        """Give the model the files a task needs besides it, by the part's name (``vqgan=``,
+        ``clip=``: ``ofa.tasks.TASKS[task].parts``): a path, loaded at first use, or a loaded
+        model. None leaves a part as it is; without one, a task looks beside the checkpoint
+        (``vqgan/``, ``clip/``)."""
+        known = {p.name for t in TASKS.values() for p in t.parts}
+        unknown = sorted(set(parts) - known)
+        if unknown:
+            raise InputError(f"unknown model parts: {', '.join(unknown)}; known: "
+                             f"{', '.join(sorted(known))}")
+        self.parts.update({k: v for k, v in parts.items() if v is not None})
+        return self
+
+    def _vqgan(self):
+        """The attached VQGAN, loaded once, or the one beside the checkpoint."""
+        from .imagegen.imagine import resolve_vqgan
         from .pretrained import lookup
 
-        folder = None if self.path is None or not self.path.is_dir() else self.path
         try:  # a registry entry may say how to get its VQGAN
             entry = lookup(self.name) if self.name else None
         except InputError:
             entry = None
         component = None if entry is None else entry.component("vqgan")
-        vq = resolve_vqgan(vqgan, folder, self.device, "" if component is None
-                           else component.hint)
-        reranker = resolve_clip(clip, folder, self.device)
-        return imagine(self.model, self.tokenizer, text, vq, reranker, samples=samples,
-                       top=top, seed=seed, batch_size=batch_size, progress=progress)
+        vqgan = resolve_vqgan(self.parts.get("vqgan"), self._folder(), self.device,
+                              "" if component is None else component.hint)
+        self.parts["vqgan"] = vqgan
+        return vqgan
+
+    def _clip(self, rerank: bool | None):
+        """The CLIP reranker (attached, or beside the checkpoint), None without reranking."""
+        from .imagegen.imagine import resolve_clip
+
+        if rerank is False:
+            return None
+        clip = resolve_clip(self.parts.get("clip", rerank), self._folder(), self.device)
+        if clip is not None:
+            self.parts["clip"] = clip
+        return clip
+
+    def _folder(self) -> Path | None:
+        return None if self.path is None or not self.path.is_dir() else self.path
 
     # ------------------------------------------------------------------ plumbing
     def _require_images(self, what: str) -> None:
@@ -361,6 +413,33 @@ class OFA:
                 results[i] = {"input": ex.input, **task.result_from_scores(ex, table),
                               "tokens": [*ex.prefix, *cand_ids[best], EOS],
                               "score": table[candidates[best]], "scores": table}
+        return results
+
+
+    def _draw(self, task: Any, items: list, batch_size: int | None, progress: bool,
+              errors: str) -> list[dict]:
+        """Text-to-image for each input in turn (its samples are the batch)."""
+        from .imagegen.imagine import imagine
+
+        if errors not in ("raise", "return"):
+            raise InputError(f"errors must be 'raise' or 'return', got {errors!r}")
+        vqgan, clip = self._vqgan(), self._clip(task.rerank)
+        results = []
+        for _, fields in items:
+            label = _label(None, fields)
+            try:
+                _check_text_fields(fields)
+                r = imagine(self.model, self.tokenizer, fields.get("text"), vqgan, clip,
+                            samples=task.samples, top=task.top, seed=task.seed,
+                            batch_size=batch_size, progress=progress)
+            except OFAError as e:
+                if errors == "raise":
+                    raise
+                results.append({"input": label, "error": printable(str(e))})
+                continue
+            results.append({"input": label, "text": r.text, "images": r.images,
+                            "scores": r.scores, "ranked_by": r.ranked_by,
+                            "samples": r.indices, "codes": r.codes})
         return results
 
 

@@ -33,10 +33,24 @@ def _common(p: argparse.ArgumentParser, spec: Task) -> None:
                    help="tokenizer folder for checkpoints that ship none")
     if spec.preprocess is not None:
         _add_max_pixels(g)
+    for part in spec.parts:
+        g.add_argument(_flag(part), type=Path, default=None, help=part.help)
     o = p.add_argument_group("output")
-    o.add_argument("--batch-size", type=int, default=8, help="inputs per batch (default: 8)")
-    o.add_argument("--json", action="store_true",
-                   help="one JSON object per line: input, result, tokens, score")
+    if spec.kind == "draw":
+        o.add_argument("--batch-size", type=int, default=None,
+                       help="samples decoded together (default: all; fewer bounds memory, "
+                            "and the draws depend on it)")
+        o.add_argument("--out", type=Path, default=None,
+                       help="folder for the images (N.png, best first) and scores.json; one "
+                            "subfolder per text when there are several")
+        o.add_argument("--no-progress", action="store_true", help="no progress bar")
+        o.add_argument("--json", action="store_true",
+                       help="one JSON object per line, images as base64 PNG")
+    else:
+        o.add_argument("--batch-size", type=int, default=8,
+                       help="inputs per batch (default: 8)")
+        o.add_argument("--json", action="store_true",
+                       help="one JSON object per line: input, result, tokens, score")
     if spec.kind == "generate":
         d = p.add_argument_group("decoding (defaults: the official settings of the task)")
         d.add_argument("--beam", type=int, help="beam size")
@@ -220,86 +234,56 @@ def _run_task(args: argparse.Namespace) -> int:
 
     spec = TASKS[args.command]
     _check_text_options(args, spec)
+    drawing = spec.kind == "draw"
+    if drawing and args.out is None and not args.json:
+        raise InputError("give --out DIR for the images (or --json to print them)")
+    if drawing and args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise InputError(f"--out {args.out} is a file, not a folder")
     ofa = load(args.model or _default_model(spec.name), device=args.device, dtype=args.dtype,
                vocab=args.vocab, max_pixels=_max_pixels(args))
+    ofa.attach(**{part.name: getattr(args, part.name) for part in spec.parts})
     images, inputs = _task_inputs(args, spec)
     decoding = _decoding(args) if spec.kind == "generate" else {}
     count = len(images or getattr(args, "texts", None) or [])
+    progress = not args.no_progress if drawing else count > 1
     results = ofa.run(spec.name, images, batch_size=args.batch_size, errors="return",
-                      progress=count > 1, **inputs, **decoding)
+                      progress=progress, **inputs, **decoding)
     results = results if isinstance(results, list) else [results]
     failed = 0
-    for r in results:
+    for k, r in enumerate(results):
         if "error" in r:
             failed += 1
             _print_error(f"{r['input']}: {r['error']}")
-        elif args.json:
-            print(json.dumps(r, ensure_ascii=False))
+            continue
+        if drawing and args.out is not None:
+            folder = args.out if len(results) == 1 else args.out / str(k)
+            _write_drawings(folder, r, inputs)
+        if args.json:
+            print(json.dumps(spec.to_json(r), ensure_ascii=False))
         else:
             print(f"{r['input']}\t{spec.one_line(r)}")
         sys.stdout.flush()
     return 1 if failed else 0
 
 
-
-def _add_imagine(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "imagine", help="generate images from a caption (text-to-image)",
-        description="Text-to-image as OFA's official evaluation runs it: sample SAMPLES images "
-                    "of 1024 VQGAN codes each (top-k 256), decode them, rank them by CLIP "
-                    "similarity with TEXT and write the TOP best to --out as PNG files, with "
-                    "scores.json.")
-    p.add_argument("text", help="the caption, e.g. 'a dog running on the beach'")
-    p.add_argument("--model", required=True, help="an image-generation checkpoint")
-    p.add_argument("--vqgan", type=Path, default=None,
-                   help="VQGAN image tokenizer: a taming folder or last.ckpt, OFA's vqgan/ "
-                        "folder or ModelScope's files (default: vqgan/ beside the model)")
-    p.add_argument("--clip", type=Path, default=None,
-                   help="CLIP ViT-B/16 weights for reranking: OpenAI's ViT-B-16.pt or a state "
-                        "dict (default: clip/ beside the model, if there)")
-    p.add_argument("--no-rerank", action="store_true",
-                   help="rank by the samples' log-probability instead of CLIP")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--samples", type=int, default=24,
-                   help="images sampled (default: 24, the official evaluation)")
-    p.add_argument("--top", type=int, default=4, help="best images written (default: 4)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="samples decoded together (default: all; fewer bounds memory)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
-                   help="the OFA model's dtype (default: float32; VQGAN and CLIP stay float32)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_run_imagine)
-
-
-def _run_imagine(args: argparse.Namespace) -> int:
+def _write_drawings(folder: Path, result: dict, options: dict) -> None:
+    """A drawing task's images as ``N.png`` (best first) and ``scores.json``."""
     import json
 
-    from .api import load
     from .files import write_atomic
-    from .tokenizer import require_utf8
 
-    require_utf8(args.text, "TEXT")
-    if args.out.exists() and not args.out.is_dir():
-        raise InputError(f"--out {args.out} is a file, not a folder")
-    ofa = load(args.model, device=args.device, dtype=args.dtype)
-    result = ofa.imagine(args.text, vqgan=args.vqgan, clip=False if args.no_rerank else args.clip,
-                         samples=args.samples, top=args.top, seed=args.seed,
-                         batch_size=args.batch_size, progress=not args.no_progress)
-    args.out.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     files = []
-    for rank, (image, score) in enumerate(zip(result.images, result.scores, strict=True)):
-        path = args.out / f"{rank}.png"
-        image.save(path)
-        files.append({"file": path.name, "score": score,
-                      "sample": result.indices[rank]})
-        print(f"{path}\t{score:.4f}")
-    write_atomic(args.out / "scores.json", json.dumps(
-        {"text": result.text, "ranked_by": result.ranked_by, "seed": args.seed,
-         "samples": args.samples, "images": files}, indent=2) + "\n")
-    print(f"wrote {args.out / 'scores.json'} (ranked by {result.ranked_by})")
-    return 0
+    for rank, (image, score, sample) in enumerate(zip(
+            result["images"], result["scores"], result["samples"], strict=True)):
+        image.save(folder / f"{rank}.png")
+        files.append({"file": f"{rank}.png", "score": score, "sample": sample})
+    settings = {k: options[k] for k in ("samples", "seed") if options.get(k) is not None}
+    write_atomic(folder / "scores.json", json.dumps(
+        {"text": result["text"], "ranked_by": result["ranked_by"], **settings,
+         "images": files}, indent=2) + "\n")
+    print(f"ofa: wrote {len(files)} images and scores.json to {folder}", file=sys.stderr)
+
 
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:
@@ -592,9 +576,10 @@ def _eval_records(args: argparse.Namespace) -> tuple[Sequence[dict], list[str] |
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve", help="HTTP API with dynamic batching, metrics and a web page",
-        description="Serve a model over HTTP: POST /v1/caption, /v1/vqa, /v1/ground, "
-                    "/v1/entail, /v1/classify, /v1/summarize, /v1/generate (JSON with a base64 "
-                    "image, or multipart upload); GET /healthz, /v1/models, /metrics "
+        description="Serve a model over HTTP: POST /v1/<task> for every task ("
+                    + ", ".join(TASKS) + "; JSON with a base64 image, or multipart upload; "
+                    "/v1/imagine answers base64 PNGs); GET /healthz, /v1/models, /v1/tasks, "
+                    "/metrics "
                     "(Prometheus), /openapi.json; the web page at /. Concurrent requests for "
                     "a task are batched. Binds to 127.0.0.1 unless told otherwise; any other "
                     "address needs an API key (or --allow-no-auth).")
@@ -632,6 +617,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                         "before 422; a candidate costs 65 + its tokens (+ the question's, for "
                         "VQA) (default: 2000, a few seconds of the base model on 2 CPU cores; "
                         "raise it on a GPU)")
+    b.add_argument("--max-samples", type=int, default=24,
+                   help="most images one /v1/imagine request may sample (default: 24, the "
+                        "official evaluation; each decodes the whole code grid)")
     b.add_argument("--read-timeout", type=float, default=20.0,
                    help="seconds a request may take to arrive whole (headers and body) "
                         "before 408 and the connection is closed (default: 20)")
@@ -645,10 +633,17 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="weights and activations dtype (default: float32)")
     g.add_argument("--vocab", type=Path, default=None,
                    help="tokenizer folder for checkpoints that ship none")
+    for part in _parts():
+        g.add_argument(_flag(part), type=Path, default=None, help=part.help)
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"],
                    help="server log level (default: info)")
     p.set_defaults(func=_run_serve)
+
+
+def _parts() -> list[TaskField]:
+    """The files tasks need besides the model (the VQGAN, CLIP), each once."""
+    return list({part.name: part for spec in TASKS.values() for part in spec.parts}.values())
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -673,10 +668,12 @@ def _run_serve(args: argparse.Namespace) -> int:
                              api_key=api_key, vqa_answers=answers,
                              max_score_tokens=args.max_score_tokens,
                              read_timeout_s=args.read_timeout, keep_alive_s=args.keep_alive,
-                             max_connections=args.max_connections)
+                             max_connections=args.max_connections,
+                             max_samples=args.max_samples)
     sock = bind(args.host, args.port)
     try:
         ofa = load(args.model, device=args.device, dtype=args.dtype, vocab=args.vocab)
+        ofa.attach(**{part.name: getattr(args, part.name) for part in _parts()})
         app = create_app(ofa, settings)
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
@@ -756,7 +753,6 @@ def build_parser() -> argparse.ArgumentParser:
                                 "grounding, entailment, classification and more.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_tasks(sub)
-    _add_imagine(sub)
     _add_convert(sub)
     _add_train(sub)
     _add_data(sub)

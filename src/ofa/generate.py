@@ -71,9 +71,18 @@ _hooks = threading.local()
 
 @contextmanager
 def on_checkpoint(hook: Callable[[], None]) -> Iterator[None]:
-    """Call ``hook()`` between decoding steps and candidate chunks in this thread."""
+    """Call ``hook()`` between decoding steps and candidate chunks in this thread, after
+    any hook installed around this one (a progress bar inside a server call keeps the
+    server's cancellation)."""
     previous = getattr(_hooks, "hook", None)
-    _hooks.hook = hook
+    if previous is None:
+        _hooks.hook = hook
+    else:
+        def both() -> None:
+            previous()
+            hook()
+
+        _hooks.hook = both
     try:
         yield
     finally:
@@ -332,7 +341,7 @@ class _Search:
         # per-item limits: fairseq's int(a * src_len + b), kept inside the decoder positions
         src_len = input_ids.ne(PAD_ID).sum(1)
         max_len = (cfg.max_len_a * src_len.double() + cfg.max_len_b).long()
-        max_len = max_len.clamp(max=model.config.max_target_positions - 1)
+        max_len = max_len.clamp(max=model.decoder.max_positions(cfg.gen_code) - 1)
         if bool((max_len < cfg.min_len).any()):
             raise InputError(f"min_len={cfg.min_len} exceeds max_len={int(max_len.min())} "
                              "(max_len_a * source length + max_len_b, capped by the decoder)")
@@ -515,29 +524,35 @@ class _Search:
         draw from the top-k / top-p restricted distribution, score with the full log-prob."""
         cfg, k = self.cfg, self.cfg.beam_size
         n = lprobs.shape[0] // r
-        keep = torch.isfinite(lprobs)
+        order = None  # the candidate ids of each row, when the draw is among a few
         if cfg.top_k or cfg.top_p:
             if cfg.top_k:  # a partial sort is enough (image generation: 1024 steps)
                 sorted_lp, order = lprobs.topk(min(cfg.top_k, lprobs.shape[1]), dim=1)
             else:
                 sorted_lp, order = lprobs.sort(dim=1, descending=True)
-            keep_sorted = torch.isfinite(sorted_lp)
+            keep = torch.isfinite(sorted_lp)
+            weights = sorted_lp.exp()
             if cfg.top_p:
                 # smallest prefix reaching top_p: keep a token while the mass before it < p
-                before = sorted_lp.exp().cumsum(1) - sorted_lp.exp()
-                keep_sorted &= before.lt(cfg.top_p)
-            keep = torch.zeros_like(keep).scatter_(1, order, keep_sorted)
-        probs = lprobs.exp().masked_fill(~keep, 0.0)
+                keep &= (weights.cumsum(1) - weights).lt(cfg.top_p)
+            # drawn among the k candidates, not the whole vocabulary: the same distribution
+            # (fairseq's Sampling draws from the top-k too), a fraction of the work
+            probs = weights.masked_fill(~keep, 0.0)
+        else:
+            probs = lprobs.exp().masked_fill(~torch.isfinite(lprobs), 0.0)
         empty = probs.sum(1).le(0)  # e.g. finished slots: any draw will do, it is ignored
         if bool(empty.any()):
-            probs[empty, EOS_ID] = 1.0
-        if r == 1 and k > 1:
-            idx = torch.multinomial(probs, k, replacement=True, generator=self.generator)
+            probs[empty, 0] = 1.0
+        draws = k if r == 1 and k > 1 else 1
+        idx = torch.multinomial(probs, draws, replacement=True, generator=self.generator)
+        if order is not None:
+            idx = order.gather(1, idx)
+        idx = idx.masked_fill(empty.view(-1, 1), EOS_ID)
+        if draws > 1:
             beams = torch.zeros(n, k, dtype=torch.long, device=lprobs.device)
             chosen = lprobs.gather(1, idx)
         else:
-            idx = torch.multinomial(probs, 1, replacement=True,
-                                    generator=self.generator).view(n, k)
+            idx = idx.view(n, k)
             beams = torch.arange(k, device=lprobs.device).expand(n, k)
             chosen = lprobs.gather(1, idx.view(-1, 1)).view(n, k)
         if scores.shape[1]:

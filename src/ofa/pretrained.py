@@ -23,10 +23,10 @@ Naming scheme (canonical names, all lower case):
 ``task`` is the name of the task table (:data:`ofa.tasks.TASKS`) a checkpoint was fine-tuned
 for: ``ground`` for the RefCOCO/RefCOCO+/RefCOCOg finetunes, ``entail`` for SNLI-VE,
 ``classify`` for ImageNet-1K, ``summarize`` for Gigaword (the dataset shows in the description).
-Three values are not table tasks: ``pretrained`` (the pre-trained multi-task checkpoints, prompted
-zero-shot), ``multitask`` (fine-tuned on several table tasks at once: the demo model) and
-``image_gen`` (text-to-image, which no task here runs). Native folders converted by earlier
-versions store the dataset names (``refcoco``, ``snli_ve``, ...); :func:`canonical_task` maps them.
+Two values are not table tasks: ``pretrained`` (the pre-trained multi-task checkpoints, prompted
+zero-shot) and ``multitask`` (fine-tuned on several table tasks at once: the demo model). Native
+folders converted by earlier versions store the dataset names (``refcoco``, ``snli_ve``, ...,
+``image_gen`` for text-to-image); :func:`canonical_task` maps them.
 
 Aliases: the official file name with and without its extension (``caption_base_best.pt``,
 ``caption_base_best``), mmpretrain's model name and file name
@@ -110,10 +110,11 @@ SIZES = ("tiny", "medium", "base", "large", "huge")
 #: an entry's ``task``: the task table's names (ofa.tasks.TASKS; "generate" has no finetune of
 #: its own) plus three that are no table task (module doc)
 TASKS = ("pretrained", "multitask", "caption", "vqa", "ground", "entail", "classify",
-         "summarize", "image_gen")
+         "summarize", "imagine")
 #: the dataset names earlier versions used as tasks -> the task table's name
 LEGACY_TASKS = {"refcoco": "ground", "refcocoplus": "ground", "refcocog": "ground",
-                "snli_ve": "entail", "imagenet": "classify", "gigaword": "summarize"}
+                "snli_ve": "entail", "imagenet": "classify", "gigaword": "summarize",
+                "image_gen": "imagine"}
 FORMATS = ("fairseq", "hf", "mmpretrain", "native")
 VOCABS = ("bpe", "bundled")
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -347,7 +348,7 @@ _ENTRIES: list[PretrainedModel] = [
               "OFA-Large finetuned on ImageNet-1K"),
     _official("ofa-large-gigaword", "gigaword_large_best.pt", "large", "summarize",
               "OFA-Large finetuned on Gigaword (text summarisation)"),
-    _official(_LARGE_IMAGE_GEN, "image_gen_large_best.zip", "large", "image_gen",
+    _official(_LARGE_IMAGE_GEN, "image_gen_large_best.zip", "large", "imagine",
               "OFA-Large finetuned on COCO text-to-image, with the VQGAN decoder and the CLIP "
               "ViT-B/16 reranker of the official evaluation (bundle of "
               "image_gen_large_best.pt, vqgan/, clip/)",
@@ -368,7 +369,7 @@ _ENTRIES: list[PretrainedModel] = [
               "OFA-Base finetuned on VQAv2", ema=None),
     _official("ofa-base-snli-ve", "snli_ve_base_best.pt", "base", "entail",
               "OFA-Base finetuned on SNLI-VE (visual entailment)"),
-    _official("ofa-base-image-gen", "image_gen_base_best.pt", "base", "image_gen",
+    _official("ofa-base-image-gen", "image_gen_base_best.pt", "base", "imagine",
               "OFA-Base finetuned on COCO text-to-image, with the CLIP ViT-B/16 reranker; the "
               f"VQGAN decoder is not part of it: reused from {_LARGE_IMAGE_GEN} once fetched, "
               "else pass --vqgan",
@@ -520,9 +521,9 @@ def canonical_task(name: str | None) -> str | None:
 
     Dataset names of earlier versions map to their task (``refcoco``, ``refcocoplus``,
     ``refcocog`` -> ``ground``; ``snli_ve`` -> ``entail``; ``imagenet`` -> ``classify``;
-    ``gigaword`` -> ``summarize``). ``multitask`` (fine-tuned for several tasks, none
-    preferred) gives None, as a model with no recorded task does: every task then uses its
-    fine-tuned defaults. Any other name is returned as it is.
+    ``gigaword`` -> ``summarize``; ``image_gen`` -> ``imagine``). ``multitask`` (fine-tuned
+    for several tasks, none preferred) gives None, as a model with no recorded task does:
+    every task then uses its fine-tuned defaults. Any other name is returned as it is.
     """
     if name is None or name == "multitask":
         return None

@@ -33,8 +33,8 @@ import torch
 
 from .errors import CheckpointError
 
-__all__ = ["BoundedConverter", "BoundedUnpickler", "ConfigRecord", "load_pickled_checkpoint",
-           "to_plain"]
+__all__ = ["BoundedConverter", "BoundedUnpickler", "CheckpointUnpickler", "ConfigRecord",
+           "describe_error", "load_pickled_checkpoint", "to_plain"]
 
 # A dictionary key or set item whose hash would visit more values than this is refused:
 # real keys are strings, numbers or short tuples, while a tuple holding the same tuple twice,
@@ -442,7 +442,12 @@ def _call_checks() -> dict[Any, Any]:
     return calls
 
 
-class _RestrictedUnpickler(BoundedUnpickler):
+class CheckpointUnpickler(BoundedUnpickler):
+    """What a model checkpoint may hold: tensors, containers, scalars and inert records of
+    other classes; no code runs. Readers of other pickle-based formats (TorchScript
+    archives) subclass it and widen ``find_class`` / ``persistent_load`` for their own
+    names only."""
+
     mappings = (dict, ConfigRecord)
     sequences = (list, ConfigRecord)
     _calls: ClassVar[dict[Any, Any] | None] = None  # built on first use (numpy is imported)
@@ -516,12 +521,12 @@ class _RestrictedUnpickler(BoundedUnpickler):
 class _RestrictedPickleModule:
     """Passed as ``torch.load(pickle_module=...)``: torch adds its storage handling on top."""
 
-    Unpickler = _RestrictedUnpickler
-    load = staticmethod(lambda f, **kw: _RestrictedUnpickler(f, **kw).load())
+    Unpickler = CheckpointUnpickler
+    load = staticmethod(lambda f, **kw: CheckpointUnpickler(f, **kw).load())
     __name__ = "ofa_restricted_pickle"
 
 
-def _describe(e: BaseException) -> str:
+def describe_error(e: BaseException) -> str:
     """``Type: first line of the message`` (just the type when there is no message)."""
     text = str(e).strip()
     return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
@@ -537,7 +542,7 @@ def _check_zip_entries(path: str | Path) -> None:
         with zipfile.ZipFile(path) as z:
             infos = z.infolist()
     except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read {path}: damaged zip archive ({_describe(e)})"
+        raise CheckpointError(f"cannot read {path}: damaged zip archive ({describe_error(e)})"
                               ) from None
     if any(i.filename.rsplit("/", 1)[-1] == "constants.pkl" for i in infos):
         raise CheckpointError(f"cannot read {path}: it is a TorchScript archive, whose code "
@@ -571,7 +576,7 @@ def load_pickled_checkpoint(path: str | Path) -> Any:
         raise CheckpointError(f"{path}: {e}") from None
     except Exception as e:  # noqa: BLE001  any other failure here means a damaged file
         raise CheckpointError(f"cannot read {path}: damaged or not a PyTorch checkpoint "
-                              f"({_describe(e)})") from None
+                              f"({describe_error(e)})") from None
 
 
 class _ConfigConverter(BoundedConverter):

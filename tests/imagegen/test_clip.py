@@ -147,7 +147,8 @@ def test_rerank_keeps_input_order_on_ties(monkeypatch) -> None:
 def test_tokens_match_openai_with_real_vocab(case) -> None:
     vocab = find_vocab()
     if vocab is None:
-        pytest.skip("CLIP's bpe_simple_vocab_16e6.txt.gz not found (set OFA_CLIP_VOCAB)")
+        pytest.skip("CLIP's bpe_simple_vocab_16e6.txt.gz not found: `make install` installs "
+                    "open_clip_torch (no deps) for it, or set OFA_CLIP_VOCAB")
     tensors, meta = case
     tok = CLIPTokenizer(vocab)
     assert [tok.encode(c) for c in meta["inputs"]["captions"]] == meta["inputs"]["bpe_ids"]

@@ -22,10 +22,14 @@ from ofa.serve import ServeSettings, bind, create_app, uvicorn_config
 
 
 @pytest.fixture(scope="session")
-def demo_model():
+def demo_model(tmp_path_factory):
+    """The demo model with a tiny VQGAN attached, so that /v1/imagine draws too."""
     import ofa
 
-    return ofa.load("shapes-demo", device="cpu")
+    from tiny_imagegen import write_vqgan
+
+    vqgan = write_vqgan(tmp_path_factory.mktemp("parts") / "vqgan")
+    return ofa.load("shapes-demo", device="cpu").attach(vqgan=vqgan)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-TASKS = ("caption", "vqa", "ground", "entail", "classify", "summarize", "generate")
+from ofa.tasks import TASKS
 
 
 def test_metrics_in_prometheus_text_format(serve, png_b64):

@@ -127,6 +127,21 @@ def test_page_caption_vqa_grounding(browser, shared_server, demo_model, demo_ans
     expect(page.locator("#ranking li")).to_have_count(2)
     expect(page.locator("#ranking li").first).to_contain_text(ranked[0]["label"])
 
+    # a drawing: the images the server sent, shown with their scores
+    drawn = demo_model.run("imagine", None, text="a red circle", samples=2, top=2)
+    page.select_option("#task", "imagine")
+    page.fill("#imagine-text", "a red circle")
+    page.click("summary:visible")
+    page.fill("#imagine-samples", "2")
+    page.fill("#imagine-top", "2")
+    page.click("#run")
+    expect(page.locator("#result")).to_have_text("2 images, ranked by logprob")
+    expect(page.locator("#gallery img")).to_have_count(2)
+    expect(page.locator("#gallery figcaption").first).to_contain_text(
+        f"{drawn['scores'][0]:.4f}")
+    widths = page.eval_on_selector_all("#gallery img", "els => els.map(e => e.naturalWidth)")
+    assert widths == [im.width for im in drawn["images"]]
+
     # a mistake shows the server's reason, not a blank page
     page.select_option("#task", "vqa")
     page.fill("#vqa-question", "")

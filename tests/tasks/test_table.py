@@ -41,10 +41,10 @@ def _subcommands() -> set[str]:
 
 def test_names_are_one_per_task_and_every_entry_is_complete():
     assert list(TASKS) == ["caption", "vqa", "ground", "entail", "classify", "summarize",
-                           "generate"]
+                           "generate", "imagine"]
     for name, task in TASKS.items():
         assert isinstance(task, Task) and task.name == name
-        assert task.summary and task.result_key and task.kind in ("generate", "score")
+        assert task.summary and task.result_key and task.kind in ("generate", "score", "draw")
         assert resolve(task.default_model).name == task.default_model
         if task.preprocess is not None:
             assert ImageTransform.from_cfg(task.preprocess).size == task.image_size

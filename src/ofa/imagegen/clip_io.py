@@ -38,9 +38,9 @@ from ..checkpoints import read_weights_file
 from ..errors import CheckpointError
 from ..safe_unpickle import (
     BoundedConverter,
+    CheckpointUnpickler,
     ConfigRecord,
-    _describe,
-    _RestrictedUnpickler,
+    describe_error,
 )
 
 __all__ = ["VOCAB_ENV", "VOCAB_NAME", "VOCAB_SHA256", "find_vocab", "is_torchscript_archive",
@@ -72,7 +72,7 @@ class _StorageType:
     dtype: torch.dtype
 
 
-class _ArchiveUnpickler(_RestrictedUnpickler):
+class _ArchiveUnpickler(CheckpointUnpickler):
     """The checkpoint unpickler plus what a TorchScript ``data.pkl`` names: ``__torch__.*``
     module classes (inert records: their attributes are kept as data, their code never loads)
     and storages in the archive's ``data/`` folder."""
@@ -173,8 +173,8 @@ def _read_archive(path: Path, prefix: str) -> dict[str, torch.Tensor]:
         raise CheckpointError(message if message.startswith(str(path)) else f"{path}: {message}"
                               ) from None
     except Exception as e:  # noqa: BLE001  anything else: a damaged file
-        raise CheckpointError(f"cannot read {path}: damaged TorchScript archive ({_describe(e)})"
-                              ) from None
+        raise CheckpointError(f"cannot read {path}: damaged TorchScript archive "
+                              f"({describe_error(e)})") from None
     if not isinstance(root, ConfigRecord):
         raise CheckpointError(f"{path}: the archive's data.pkl holds a {type(root).__name__}, "
                               "not a module")

@@ -42,13 +42,15 @@ TOP_K = 256
 DECODE_BATCH = 8  # images per VQGAN call: its activations at 256 px dominate memory
 
 
-def generation_config(samples: int, seed: int | None, grid: int = 32) -> GenerationConfig:
+def generation_config(samples: int, seed: int | None, grid: int = 32,
+                      num_codes: int = NUM_CODES) -> GenerationConfig:
     """``samples`` independent draws of exactly ``grid**2`` codes (the official 32 x 32 =
-    1024), top-k 256 at temperature 1."""
+    1024), top-k 256 at temperature 1, among the first ``num_codes`` code tokens (the
+    VQGAN's codebook: all 8192 for the official one)."""
     n = grid * grid
     return GenerationConfig(beam_size=samples, nbest=samples, sampling=True, top_k=TOP_K,
                             temperature=1.0, min_len=n, max_len_a=0, max_len_b=n,
-                            constraint_range=(CODE_TOKEN_OFFSET, CODE_TOKEN_OFFSET + NUM_CODES),
+                            constraint_range=(CODE_TOKEN_OFFSET, CODE_TOKEN_OFFSET + num_codes),
                             gen_code=True, seed=seed)
 
 
@@ -145,8 +147,8 @@ def imagine(model: OFAModel, tokenizer: OFATokenizer, text: str, vqgan: VQGAN,
         with torch.inference_mode(), on_checkpoint(tick):
             for start in range(0, samples, batch):
                 n = min(batch, samples - start)
-                [hyps] = generate(model, ids, None, None, generation_config(n, None, grid),
-                                  generator=random)
+                config = generation_config(n, None, grid, vqgan.config.n_embed)
+                [hyps] = generate(model, ids, None, None, config, generator=random)
                 tokens += [h.tokens for h in hyps]
                 logprobs += [float(h.score) for h in hyps]
     finally:

@@ -141,6 +141,12 @@ class OFADecoder(nn.Module):
         return decoder_image_position_ids(cfg.code_image_size, cfg.image_bucket_size,
                                           cfg.max_target_positions)
 
+    def max_positions(self, code: bool = False) -> int:
+        """The longest decoder input (BOS included): the text position table, or for
+        image-code samples the code position ids (BOS, the grid, then filler: OFA's generator
+        decodes the full 1024-code grid and its EOS past max_target_positions)."""
+        return self.image_position_idx.numel() if code else self.cfg.max_target_positions
+
     def text_positions(self, rows: torch.Tensor) -> torch.Tensor:
         """LayerNormed absolute text positions [T, D] of decoder positions ``rows``."""
         return self.pos_ln(self.embed_positions.weight[rows])
@@ -202,14 +208,14 @@ class OFADecoder(nn.Module):
         b, t = tokens.shape
         past = cache.length if cache is not None else 0
         total = past + t
-        if total > cfg.max_target_positions:
-            raise InputError(f"decoder length {total} exceeds {cfg.max_target_positions}")
+        any_code = code_mask is not None and bool(code_mask.any())
+        all_code = any_code and bool(code_mask.all())
+        if total > self.max_positions(all_code):
+            raise InputError(f"decoder length {total} exceeds {self.max_positions(all_code)}")
         device = tokens.device
         rows = torch.arange(past, total, device=device)
         cols = torch.arange(total, device=device)
 
-        any_code = code_mask is not None and bool(code_mask.any())
-        all_code = any_code and bool(code_mask.all())
         x = self.embed(tokens, rows, code_mask if any_code else None)
 
         if cache is not None and cache.cross_pos_k is not None:

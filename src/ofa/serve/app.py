@@ -152,6 +152,9 @@ def _task_endpoint(spec: Endpoint, batcher: DynamicBatcher, budget: ScoringBudge
         fields = req.inputs()
         if budget.applies(spec.name, options):  # before decoding: refusals should be cheap
             await run_in_threadpool(budget.check, spec.name, options, fields)
+        if spec.task.kind == "draw" and options.get("samples", 0) > settings.max_samples:
+            raise ApiError(422, f"samples: {options['samples']} is above the server's limit of "
+                                f"{settings.max_samples} per request (--max-samples)")
         image = None
         if parsed.image is not None:
             try:

@@ -71,7 +71,8 @@ class Endpoint:
 
     def body(self, result: dict) -> dict:
         """The task's answer fields of an API result, ready for JSON."""
-        return {name: json_safe(result.get(name)) for name in self.task.outputs}
+        data = self.task.to_json(result)
+        return {name: json_safe(data.get(name)) for name in self.task.outputs}
 
     def info(self):
         return task_info(self.task, self.path)

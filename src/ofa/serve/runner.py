@@ -78,6 +78,8 @@ class ModelRunner:
                 values = [[] if v is None else list(v) for v in values]
             columns[f.name] = values
         options = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
-        results = self.ofa.run(task, images, batch_size=len(payloads), errors="return",
-                               **columns, **options, **decoding)
+        # a drawing task runs its inputs one by one: its batch is the samples of each
+        batch = {} if spec.kind == "draw" else {"batch_size": len(payloads)}
+        results = self.ofa.run(task, images, errors="return", **batch, **columns, **options,
+                               **decoding)
         return [results] if isinstance(results, dict) else results

@@ -42,6 +42,8 @@ class ServeSettings:
     base model on two CPU cores; raise it on a GPU. ``read_timeout_s`` is how long a request
     may take to arrive whole (slow or stalled uploads are cut), ``keep_alive_s`` how long an
     idle connection stays open, and ``max_connections`` how many may be open at once.
+    ``max_samples`` bounds the images one drawing request (``/v1/imagine``) samples: each
+    is a full decode of the code grid.
     """
 
     max_batch_size: int = 8
@@ -56,6 +58,7 @@ class ServeSettings:
     read_timeout_s: float = 20.0
     keep_alive_s: float = 5.0
     max_connections: int = 512
+    max_samples: int = 24
 
     def __post_init__(self) -> None:
         _positive_int(self.max_batch_size, "max batch size")
@@ -63,6 +66,7 @@ class ServeSettings:
         _positive_int(self.max_pixels, "max pixels")
         _positive_int(self.max_score_tokens, "max score tokens")
         _positive_int(self.max_connections, "max connections")
+        _positive_int(self.max_samples, "max samples")
         _number(self.max_wait_ms, "max wait (ms)", allow_zero=True)
         _number(self.timeout_s, "timeout (s)")
         _number(self.max_body_mb, "max body size (MB)")

@@ -9,6 +9,7 @@ from .caption import CaptionTask
 from .classification import ClassificationTask
 from .entailment import EntailmentTask
 from .grounding import GroundingTask
+from .imagine import ImagineTask
 from .instruction import InstructionTask
 from .summarization import SummarizationTask
 from .text import pre_caption, pre_question, strip_punctuation
@@ -18,7 +19,7 @@ from .vqa import VQATask
 # VQATask(zero_shot=True), are built anew where those are given).
 TASKS: dict[str, Task] = {task.name: task for task in (
     CaptionTask(), VQATask(), GroundingTask(), EntailmentTask(), ClassificationTask(),
-    SummarizationTask(), InstructionTask())}
+    SummarizationTask(), InstructionTask(), ImagineTask())}
 
 
 def get_task(name: str) -> Task:
@@ -31,4 +32,4 @@ def get_task(name: str) -> Task:
 
 __all__ = ["TASKS", "get_task", "Example", "PreprocessCfg", "Task", "TaskField", "CaptionTask",
            "VQATask", "GroundingTask", "EntailmentTask", "ClassificationTask", "SummarizationTask",
-           "InstructionTask", "pre_caption", "pre_question", "strip_punctuation"]
+           "InstructionTask", "ImagineTask", "pre_caption", "pre_question", "strip_punctuation"]

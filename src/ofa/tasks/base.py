@@ -75,10 +75,14 @@ class Task:
 
     name: str = ""  # the one name of the task: API method, CLI command, route, record "task"
     summary: str = ""  # one line, for help texts and the server's endpoint list
-    kind: str = "generate"  # "generate" (decode text) or "score" (rank fixed candidates)
+    # "generate" (decode text), "score" (rank fixed candidates) or "draw" (sample images)
+    kind: str = "generate"
     image: str = "required"  # "required", "optional" or "none" (set "none" for text-only)
     preprocess: PreprocessCfg | None = None  # None: a text-only task
     fields: tuple[TaskField, ...] = ()  # the inputs it takes, besides the image
+    # files the task needs besides the model (a VQGAN): attached to a loaded model once
+    # (``OFA.attach``), given as flags to the CLI commands and to ``ofa serve``
+    parts: tuple[TaskField, ...] = ()
     # result fields besides input/tokens/score: name -> (type, description)
     outputs: dict[str, tuple[Any, str]] = {}
     primary_metric: str | None = None  # the figure the task is published by (eval, keep-best)
@@ -132,6 +136,11 @@ class Task:
     def one_line(self, result: dict) -> str:
         """The answer of ``result`` as one line of text (the CLI's plain output)."""
         return str(result[self.result_key])
+
+    def to_json(self, result: dict) -> dict:
+        """``result`` with what JSON cannot hold (images) in a form it can (the CLI's
+        ``--json`` and the server's bodies)."""
+        return result
 
     # ------------------------------------------------------------------ data records
     def check_record(self, record: dict) -> None:

@@ -1,5 +1,6 @@
 // The OFA page: pick or drop an image, choose a task, send it to its endpoint as multipart,
-// show the answer, the latency and, for a result with a box, the box on the image.
+// show the answer, the latency and, for a result with a box, the box on the image; drawn
+// images (text-to-image) are shown with their scores.
 // The tasks and their fields come from GET /v1/tasks, so a task the server gains needs no
 // edit here. Plain JavaScript with no dependencies, so the page works offline and needs no
 // build step.
@@ -158,6 +159,8 @@ function clearOutput() {
   for (const id of ["result", "latency", "error"]) $(id).textContent = "";
   $("ranking").hidden = true;
   $("ranking").replaceChildren();
+  $("gallery").hidden = true;
+  $("gallery").replaceChildren();
 }
 
 function showError(message) {
@@ -170,6 +173,7 @@ function answerText(info, r) {
   if ("box" in r) {
     return r.box ? `box [${r.box.map((v) => Math.round(v)).join(", ")}]` : "no region found";
   }
+  if (Array.isArray(r.images)) return `${r.images.length} images, ranked by ${r.ranked_by}`;
   const value = r[info.result_key];
   let text = typeof value === "string" ? value : JSON.stringify(value ?? "");
   if (info.result_key !== "answer" && typeof r.answer === "string") text += ` (${r.answer})`;
@@ -186,6 +190,22 @@ function show(info, r, roundTrip) {
       return item;
     }));
     list.hidden = false;
+  }
+  if (Array.isArray(r.images)) {
+    // base64 PNGs from the server: shown as data: URLs, which the page's policy allows
+    const gallery = $("gallery");
+    gallery.replaceChildren(...r.images.map((png, i) => {
+      const figure = document.createElement("figure");
+      const img = document.createElement("img");
+      img.src = `data:image/png;base64,${png}`;
+      img.alt = `image ${i + 1} of ${r.images.length}`;
+      const caption = document.createElement("figcaption");
+      const score = r.scores[i];
+      caption.textContent = `${i + 1}. ${score === null ? "–" : score.toFixed(4)}`;
+      figure.append(img, caption);
+      return figure;
+    }));
+    gallery.hidden = false;
   }
   $("result").textContent = answerText(info, r) || "(empty)";
   $("latency").textContent =
