@@ -8,11 +8,15 @@ does not depend on the values) with the official sampling settings
 (:func:`ofa.imagegen.imagine.generation_config`: top-k 256, only code tokens, exactly
 ``--steps`` codes). It reports seconds per sample, generated tokens per second, the peak
 resident memory, and, per step, the fraction of the weight-streaming floor reached: the bytes
-a step must read (every decoder weight, the output table, and the self-attention cache of the
-steps so far) divided by the read bandwidth measured in the same process (a sum over 200 MB,
-as ``benchmarks/gemv.py`` measures it), over the measured step time. It also times the VQGAN
-(taming's f8-8192 architecture, random weights) decoding ``--vqgan-images`` images in fp32,
-and gives its share of the whole.
+a step must read (every decoder weight, the output-table rows of the ids a step may emit,
+and the self-attention cache of the steps so far) divided by the read bandwidth measured in
+the same process (a sum over 200 MB, as ``benchmarks/gemv.py`` measures it), over the
+measured step time. With 24 rows per weight a step is also bound by arithmetic, so it
+reports the roofline fraction too: the larger of that floor and the step's multiply-adds
+over the matmul peak measured in the same process (2048^3 in the run's dtype), over the step
+time. It also times the VQGAN (taming's f8-8192 architecture, random weights) decoding
+``--vqgan-images`` images in fp32, with its FLOPs and the fraction of the fp32 peak they
+reach, and gives its share of the whole.
 """
 
 from __future__ import annotations
@@ -35,20 +39,36 @@ def read_bandwidth() -> float:
     return x.numel() * 4 / best
 
 
+def matmul_peak(dtype: torch.dtype) -> float:
+    """FLOP per second of a 2048^3 matmul in ``dtype`` (the best of five)."""
+    a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+    a @ b
+    return 2 * 2048**3 / min(_timed(lambda: a @ b) for _ in range(5))
+
+
 def _timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
 
 
-def step_bytes(model, rows: int, past: int, itemsize: int) -> int:
-    """What one decoding step reads: decoder weights, the output table, the KV cache."""
+def step_bytes(model, rows: int, past: int, itemsize: int, vocab: int) -> int:
+    """What one decoding step reads: decoder weights, the ``vocab`` output-table rows it
+    computes, the KV cache."""
     dec = model.decoder
     weights = sum(p.numel() for p in dec.layers.parameters())
-    table = model.embed_tokens.weight.numel()
     cfg = model.config
     cache = 2 * cfg.decoder_layers * rows * past * cfg.d_model
-    return (weights + table + cache) * itemsize
+    return (weights + vocab * cfg.d_model + cache) * itemsize
+
+
+def step_flops(model, rows: int, past: int, vocab: int) -> int:
+    """Multiply-adds x 2 of one step: every matrix weight and output row once per row, and
+    the attention over ``past`` cached positions."""
+    dec, cfg = model.decoder, model.config
+    matrices = sum(p.numel() for p in dec.layers.parameters() if p.dim() == 2)
+    attention = 2 * cfg.decoder_layers * past * cfg.d_model  # scores and weighted sum
+    return 2 * rows * (matrices + vocab * cfg.d_model + attention)
 
 
 def run_one(dtype_name: str, samples: int, steps: int) -> dict:
@@ -60,9 +80,12 @@ def run_one(dtype_name: str, samples: int, steps: int) -> dict:
     torch.manual_seed(0)
     model = OFAModel(OFAConfig.preset("base", code_image_size=256)).eval().to(dtype)
     bandwidth = read_bandwidth()
+    peak = matmul_peak(dtype)
     ids = torch.tensor([[0, *range(100, 120), 2]])
     grid = int(steps ** 0.5)
     cfg = generation_config(samples, 0, grid)
+    start_id, end_id = cfg.constraint_range
+    vocab = 4 + end_id - start_id  # the ids a fine-tuned model may emit: their logits only
     stamps: list[float] = []
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
@@ -72,29 +95,40 @@ def run_one(dtype_name: str, samples: int, steps: int) -> dict:
     assert len(hyps) == samples and all(len(h.tokens) == steps + 1 for h in hyps)
     step_times = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
     itemsize = torch.finfo(dtype).bits // 8
-    fractions = [step_bytes(model, samples, t + 1, itemsize) / bandwidth / dt
-                 for t, dt in enumerate(step_times, start=1)]
-    fractions.sort()
+    fractions = sorted(step_bytes(model, samples, t + 1, itemsize, vocab) / bandwidth / dt
+                       for t, dt in enumerate(step_times, start=1))
+    roofline = sorted(max(step_bytes(model, samples, t + 1, itemsize, vocab) / bandwidth,
+                          step_flops(model, samples, t + 1, vocab) / peak) / dt
+                      for t, dt in enumerate(step_times, start=1))
     return {"dtype": dtype_name, "samples": samples, "steps": steps, "seconds": total,
             "s_per_sample": total / samples, "tokens_per_s": samples * steps / total,
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
             "rss_before_gb": rss_before / 2**20, "bandwidth_gbs": bandwidth / 1e9,
             "floor_fraction_median": fractions[len(fractions) // 2],
-            "floor_fraction_p10": fractions[len(fractions) // 10]}
+            "floor_fraction_p10": fractions[len(fractions) // 10],
+            "peak_gflops": peak / 1e9, "roofline_median": roofline[len(roofline) // 2]}
 
 
 def run_vqgan(images: int) -> dict:
+    from torch.utils.flop_counter import FlopCounterMode
+
     from ofa.imagegen.vqgan import VQGAN
     from ofa.imagegen.vqgan_io import to_uint8
 
     torch.manual_seed(0)
     vq = VQGAN().eval()
     codes = torch.randint(0, 8192, (images, 32, 32))
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        vq.decode_codes(codes[:1])
+    peak = matmul_peak(torch.float32)
     start = time.perf_counter()
     with torch.inference_mode():
         for chunk in codes.split(8):
             to_uint8(vq.decode_codes(chunk))
-    return {"images": images, "seconds": time.perf_counter() - start}
+    seconds = time.perf_counter() - start
+    flops = counter.get_total_flops()
+    return {"images": images, "seconds": seconds, "gflop_per_image": flops / 1e9,
+            "peak_fraction": flops * images / seconds / peak, "peak_gflops": peak / 1e9}
 
 
 def main() -> None:
@@ -123,15 +157,19 @@ def main() -> None:
              if f in open("/proc/cpuinfo").read().split()]
     print(f"CPU flags: {', '.join(flags)}; threads {args.threads}")
     print("| dtype | samples x codes | total s | s/sample | tokens/s | peak RSS GB | "
-          "read GB/s | floor fraction (median, p10) |")
-    print("|---|---|---|---|---|---|---|---|")
+          "read GB/s | matmul peak GFLOP/s | floor fraction (median, p10) | roofline "
+          "fraction (median) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in ("float32", "bfloat16"):
         r = results[name]
         print(f"| {name} | {r['samples']} x {r['steps']} | {r['seconds']:.1f} | "
               f"{r['s_per_sample']:.2f} | {r['tokens_per_s']:.1f} | {r['peak_rss_gb']:.2f} | "
-              f"{r['bandwidth_gbs']:.1f} | {r['floor_fraction_median']:.0%}, "
-              f"{r['floor_fraction_p10']:.0%} |")
+              f"{r['bandwidth_gbs']:.1f} | {r['peak_gflops']:.0f} | "
+              f"{r['floor_fraction_median']:.0%}, {r['floor_fraction_p10']:.0%} | "
+              f"{r['roofline_median']:.0%} |")
     vq = results["vqgan"]
+    print(f"VQGAN: {vq['gflop_per_image']:.0f} GFLOP per 256 px image; {vq['peak_fraction']:.0%} "
+          f"of the fp32 matmul peak ({vq['peak_gflops']:.0f} GFLOP/s)")
     for name in ("float32", "bfloat16"):
         share = vq["seconds"] / (vq["seconds"] + results[name]["seconds"])
         print(f"VQGAN decode of {vq['images']} images (fp32): {vq['seconds']:.1f} s = "

@@ -264,34 +264,29 @@ class OFA:
         self.parts.update({k: v for k, v in parts.items() if v is not None})
         return self
 
-    def _vqgan(self):
-        """The attached VQGAN, loaded once, or the one beside the checkpoint."""
-        from .imagegen.imagine import resolve_vqgan
+    def drawing_parts(self, rerank: bool | None = None) -> tuple[Any, Any]:
+        """The VQGAN and the CLIP reranker text-to-image uses: attached (loaded once and
+        kept), else the ``vqgan/`` and ``clip/`` folders beside the checkpoint. No VQGAN is
+        an InputError saying how to get one; CLIP is None when ``rerank`` is False, or when
+        there is none and ``rerank`` is None (True requires it)."""
+        from .imagegen.imagine import resolve_clip, resolve_vqgan
         from .pretrained import lookup
 
+        folder = None if self.path is None or not self.path.is_dir() else self.path
         try:  # a registry entry may say how to get its VQGAN
             entry = lookup(self.name) if self.name else None
         except InputError:
             entry = None
         component = None if entry is None else entry.component("vqgan")
-        vqgan = resolve_vqgan(self.parts.get("vqgan"), self._folder(), self.device,
+        vqgan = resolve_vqgan(self.parts.get("vqgan"), folder, self.device,
                               "" if component is None else component.hint)
         self.parts["vqgan"] = vqgan
-        return vqgan
-
-    def _clip(self, rerank: bool | None):
-        """The CLIP reranker (attached, or beside the checkpoint), None without reranking."""
-        from .imagegen.imagine import resolve_clip
-
-        if rerank is False:
-            return None
-        clip = resolve_clip(self.parts.get("clip", rerank), self._folder(), self.device)
-        if clip is not None:
-            self.parts["clip"] = clip
-        return clip
-
-    def _folder(self) -> Path | None:
-        return None if self.path is None or not self.path.is_dir() else self.path
+        clip = None
+        if rerank is not False:
+            clip = resolve_clip(self.parts.get("clip", rerank), folder, self.device)
+            if clip is not None:
+                self.parts["clip"] = clip
+        return vqgan, clip
 
     # ------------------------------------------------------------------ plumbing
     def _require_images(self, what: str) -> None:
@@ -423,7 +418,7 @@ class OFA:
 
         if errors not in ("raise", "return"):
             raise InputError(f"errors must be 'raise' or 'return', got {errors!r}")
-        vqgan, clip = self._vqgan(), self._clip(task.rerank)
+        vqgan, clip = self.drawing_parts(task.rerank)
         results = []
         for _, fields in items:
             label = _label(None, fields)

@@ -421,7 +421,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-EVAL_TASKS = ("caption", "vqa", "ground", "entail", "classify", "summarize")
+EVAL_TASKS = ("caption", "vqa", "ground", "entail", "classify", "summarize", "imagine")
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
@@ -447,11 +447,13 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                     "  entail     SNLI-VE JSONL, official TSV\n"
                     "  classify   ImageNet-style class folder, official TSV\n"
                     "  summarize  Gigaword text files (src + tgt), official TSV\n"
+                    "  imagine    official coco_vqgan_*.tsv (or a folder of them), captions\n"
+                    "             .txt or .jsonl: CLIP score; FID and IS with --inception\n"
                     "  (no task)  JSONL records in the training format, any tasks")
     p.add_argument("task", nargs="?", default=None, metavar="TASK",
                    help=f"one of {', '.join(EVAL_TASKS)} or a benchmark name (coco, vqav2, "
-                        "refcoco, refcoco+, refcocog, snli_ve, imagenet, gigaword); omit for "
-                        "JSONL records")
+                        "refcoco, refcoco+, refcocog, snli_ve, imagenet, gigaword, image_gen); "
+                        "omit for JSONL records")
     p.add_argument("--model", required=True, help="registry name, checkpoint or shapes-demo")
     p.add_argument("--data", type=Path, required=True,
                    help="annotation file or folder (see the formats above)")
@@ -483,8 +485,33 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     _add_max_pixels(p)
-    p.add_argument("--batch-size", type=int, default=32, help="inputs per batch (default: 32)")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="inputs per batch (default: 32; imagine: samples decoded together)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group(
+        "text-to-image (imagine)", "the official evaluation: SAMPLES draws per caption ranked "
+        "by CLIP; the best image per caption in OUT/top1/. FID and IS need an Inception-v3 "
+        "weights file: the FID network (torch-fidelity's or pytorch-fid's "
+        "*inception-2015-12-05*.pth, the standard figures) or torchvision's ImageNet "
+        "inception_v3 (OFA's own protocol, with its gt_stat.npz as --fid-stats)")
+    g.add_argument("--samples", type=int, default=24, help="draws per caption (default: 24)")
+    g.add_argument("--top", type=int, default=1, help="best images kept per caption (default: 1)")
+    g.add_argument("--seed", type=int, default=0,
+                   help="run seed; each caption's own seed derives from it and its id")
+    g.add_argument("--vqgan", type=Path, default=None,
+                   help="VQGAN image tokenizer (default: vqgan/ beside the model)")
+    g.add_argument("--clip", type=Path, default=None,
+                   help="CLIP ViT-B/16 weights (default: clip/ beside the model)")
+    g.add_argument("--inception", type=Path, default=None,
+                   help="Inception-v3 weights for FID and IS (none: CLIP score only)")
+    g.add_argument("--fid-stats", type=Path, default=None,
+                   help="reference statistics for FID (.npz with mu and sigma, e.g. OFA's "
+                        "gt_stat.npz) instead of --images")
+    g.add_argument("--is-splits", type=int, default=None,
+                   help="Inception Score splits (default: 10 for the FID network, 1 for "
+                        "torchvision's, as OFA's script)")
+    g.add_argument("--all-captions", action="store_true",
+                   help="FID/IS over every record's image, not one per distinct caption")
     p.set_defaults(func=_run_eval)
 
 
@@ -508,6 +535,10 @@ def _run_eval(args: argparse.Namespace) -> int:
         raise InputError(f"--batch-size must be a positive integer, got {args.batch_size}")
     if args.vqa_mode == "all" and args.vqa_answers is None:
         raise InputError("--vqa-mode all scores candidate answers: give them with --vqa-answers")
+    from .data.benchmarks import IMAGINE_TASKS
+
+    if args.task is not None and args.task.strip().lower() in IMAGINE_TASKS:
+        return _run_eval_imagine(args)
     max_pixels = _max_pixels(args)
     records, class_names, described = _eval_records(args)
     if args.limit is not None:
@@ -545,6 +576,36 @@ def _run_eval(args: argparse.Namespace) -> int:
         print(f"{k}\t{v:.4f}")
     if not result.metrics:
         print("no references: predictions only")
+    for what, path in result.files.items():
+        print(f"wrote {what}: {path}")
+    return 0
+
+
+def _run_eval_imagine(args: argparse.Namespace) -> int:
+    from .api import load
+    from .data.benchmarks import read_eval_data
+    from .imagegen.evaluate import run_imagegen_evaluation
+
+    data = read_eval_data(args.task, args.data, split=args.split, images=args.images,
+                          annotations=args.annotations, class_names=args.class_names)
+    records = data.records[:args.limit] if args.limit is not None else data.records
+    out = args.out or _default_eval_dir(args)
+    ofa = load(args.model, device=args.device, dtype=args.dtype)
+    result = run_imagegen_evaluation(
+        ofa, records, out, samples=args.samples, top=args.top, seed=args.seed,
+        vqgan=args.vqgan, clip=args.clip, inception=args.inception,
+        reference_images=data.meta.get("reference_images"), reference_stats=args.fid_stats,
+        is_splits=args.is_splits, distinct_captions=not args.all_captions,
+        batch_size=args.batch_size, resume=not args.no_resume,
+        progress=not args.no_progress, title=f"{args.model} on {args.data}")
+    print(f"{args.data} ({data.format}): {len(records)} captions; {result.computed} drawn now")
+    if result.failed:
+        print(f"failed: {result.failed} of {len(records)} captions (errors in "
+              "predictions.jsonl; the next run retries them)")
+    for k, v in result.metrics.items():
+        print(f"{k}\t{v:.4f}")
+    for k, v in result.notes.items():
+        print(f"note: {k}: {v}")
     for what, path in result.files.items():
         print(f"wrote {what}: {path}")
     return 0

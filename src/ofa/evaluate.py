@@ -168,7 +168,7 @@ def read_predictions(path: Path) -> dict[str, dict]:
     return done
 
 
-def _append(path: Path, predictions: Iterable[dict]) -> None:
+def append_predictions(path: Path, predictions: Iterable[dict]) -> None:
     with path.open("a", encoding="utf-8") as f:
         for p in predictions:
             f.write(json.dumps(p) + "\n")
@@ -264,7 +264,7 @@ def _refuse_resume(out: Path, why: str) -> InputError:
                       "discard its predictions and start again, or choose another --out")
 
 
-def _check_resumable(out: Path, identity: dict, found: dict[str, dict],
+def check_resumable(out: Path, identity: dict, found: dict[str, dict],
                      digests: dict[str, str]) -> None:
     """Refuse to resume from predictions another model, other settings or other records
     made: reusing them would report their figures under this run's name."""
@@ -332,7 +332,7 @@ def run_evaluation(ofa: OFA, records: Sequence[dict], out_dir: str | os.PathLike
     for path in stale:
         found.update(read_predictions(path))
     if resume:
-        _check_resumable(out, identity, found, digests)
+        check_resumable(out, identity, found, digests)
     _barrier(world_size)  # every rank has read the files before rank 0 changes them
     if rank == 0:
         if not resume:
@@ -352,7 +352,7 @@ def run_evaluation(ofa: OFA, records: Sequence[dict], out_dir: str | os.PathLike
         part = [records[i] for i in todo[start:start + chunk]]
         preds = predict_records(ofa, part, vqa_answers=vqa_answers, vqa_mode=vqa_mode,
                                 class_names=class_names, batch_size=batch_size)
-        _append(own_path, preds)
+        append_predictions(own_path, preds)
         mine.extend(preds)
         bar.update(len(part))
     bar.close()

@@ -104,7 +104,9 @@ def resolve_clip(clip: str | os.PathLike[str] | CLIPReranker | None | bool,
         bundled = None if model_dir is None else model_dir / "clip"
         if bundled is None or not bundled.is_dir():
             if clip is True:
-                raise InputError("reranking needs CLIP weights: pass clip=PATH (--clip)")
+                raise InputError("ranking by CLIP (the official ranking and CLIP score) "
+                                 "needs CLIP weights: pass clip=PATH (--clip), e.g. OFA's "
+                                 "clip/ViT-B-16.pt")
             return None
         weights = next((p for p in sorted(bundled.iterdir())
                         if p.suffix in (".pt", ".pth", ".bin", ".safetensors")), None)

@@ -81,6 +81,8 @@ class MultiheadAttention(nn.Module):
         [B / r, H, Tk, d_h] shared by r consecutive query rows (the beams of one sentence
         attending to its encoder states: no per-beam copies of the keys and values)."""
         q = self.split_heads(self.q_proj(query))
+        if key.dtype != q.dtype:  # a cache kept in another precision (LayerCache.append)
+            q = q.to(key.dtype)
         b, h, tq, d = q.shape
         r = b // key.shape[0]
         if bias is not None:
@@ -100,4 +102,4 @@ class MultiheadAttention(nn.Module):
         if r > 1:
             out = out.view(-1, h, r, tq, d).transpose(1, 2).reshape(b, h, tq, d)
         out = out * self.c_attn.view(1, -1, 1, 1).to(out.dtype)
-        return self.out_proj(out.transpose(1, 2).reshape(b, tq, h * d))
+        return self.out_proj(out.transpose(1, 2).reshape(b, tq, h * d).to(query.dtype))

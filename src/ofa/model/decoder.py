@@ -33,6 +33,37 @@ class LayerCache:
     self_v: torch.Tensor | None = None
     cross_k: torch.Tensor | None = None  # [B, H, S, d_h], computed once per source
     cross_v: torch.Tensor | None = None
+    # positions to reserve: new keys/values are then written into buffers of that length
+    # (self_k/self_v are views of them) instead of concatenated, which would copy the whole
+    # cache at every step (1024 steps for an image)
+    capacity: int = 0
+    _buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys and values so far with ``k``/``v`` [B, H, T_new, d_h] added."""
+        past = 0 if self.self_k is None else self.self_k.shape[2]
+        total = past + k.shape[2]
+        if total > self.capacity:
+            if self.self_k is not None:
+                k, v = torch.cat([self.self_k, k], dim=2), torch.cat([self.self_v, v], dim=2)
+            self.self_k, self.self_v, self._buffers = k, v, None
+            return k, v
+        buffers = self._buffers
+        if buffers is None or buffers[0].shape[0] != k.shape[0]:
+            shape = (*k.shape[:2], self.capacity, k.shape[3])
+            # bf16 on CPU: the cache is kept (and attended over) in fp32, whose attention
+            # kernels run twice as fast there on strided views (benchmarks/imagine_speed.py)
+            dtype = (torch.float32 if k.device.type == "cpu" and k.dtype == torch.bfloat16
+                     else k.dtype)
+            buffers = (k.new_empty(shape, dtype=dtype), v.new_empty(shape, dtype=dtype))
+            if past:
+                buffers[0][:, :, :past] = self.self_k
+                buffers[1][:, :, :past] = self.self_v
+            self._buffers = buffers
+        buffers[0][:, :, past:total] = k
+        buffers[1][:, :, past:total] = v
+        self.self_k, self.self_v = buffers[0][:, :, :total], buffers[1][:, :, :total]
+        return self.self_k, self.self_v
 
 
 @dataclass
@@ -42,6 +73,7 @@ class DecoderCache:
 
     layers: list[LayerCache] = field(default_factory=list)
     length: int = 0  # decoder positions already processed
+    capacity: int = 0  # decoder positions to reserve room for (LayerCache.capacity)
     padding: torch.Tensor | None = None  # [B, T_past] key padding of past decoder tokens
     cross_pos_k: torch.Tensor | None = None  # [H, S, d_h] projected encoder positions
     # projected self-attention key positions [H, T_past, d_h], per mode (False text, True code):
@@ -58,6 +90,7 @@ class DecoderCache:
         for c in self.layers:
             c.self_k = c.self_k.index_select(0, index) if c.self_k is not None else None
             c.self_v = c.self_v.index_select(0, index) if c.self_v is not None else None
+            c._buffers = None  # the next append reserves room again
             if sources is not None and c.cross_k is not None:
                 c.cross_k = c.cross_k.index_select(0, sources)
                 c.cross_v = c.cross_v.index_select(0, sources)
@@ -84,10 +117,7 @@ class DecoderLayer(FeedForwardLayer):
         h = self.self_attn_layer_norm(x)
         k, v = self.self_attn.project_kv(h)
         if cache is not None:
-            if cache.self_k is not None:
-                k = torch.cat([cache.self_k, k], dim=2)
-                v = torch.cat([cache.self_v, v], dim=2)
-            cache.self_k, cache.self_v = k, v
+            k, v = cache.append(k, v)
         x = self.residual(x, self.self_attn_ln(self.self_attn(h, k, v, self_bias)))
 
         if cache is not None and cache.cross_k is not None:
@@ -243,7 +273,7 @@ class OFADecoder(nn.Module):
         cross_bias = cross_attention_bias(cross_bias, encoder_out.padding_mask, b, x.dtype)
 
         if cache is not None and not cache.layers:
-            cache.layers = [LayerCache() for _ in self.layers]
+            cache.layers = [LayerCache(capacity=cache.capacity) for _ in self.layers]
         for i, layer in enumerate(self.layers):
             x = layer(x, encoder_out.hidden, self_biases[i] + mask, cross_bias,
                       cache.layers[i] if cache is not None else None)

@@ -69,11 +69,13 @@ class OFAModel(nn.Module):
         return self.encoder(input_ids, images, image_mask)
 
     def decode(self, tokens: torch.Tensor, encoder_out: EncoderOutput,
-               cache: DecoderCache | None = None,
-               code_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits [B, T, V] for decoder tokens (only the new ones when a cache is given)."""
+               cache: DecoderCache | None = None, code_mask: torch.Tensor | None = None,
+               vocab: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [B, T, V] for decoder tokens (only the new ones when a cache is given);
+        with ``vocab`` (output-table rows, e.g. ``embed_tokens.weight[ids]``) only those ids'
+        logits [B, T, len(ids)]."""
         hidden = self.decoder(tokens, encoder_out, cache, code_mask)
-        return vocab_logits(hidden, self.embed_tokens.weight)
+        return vocab_logits(hidden, self.embed_tokens.weight if vocab is None else vocab)
 
     def forward(self, input_ids: torch.Tensor, decoder_input_ids: torch.Tensor,
                 images: torch.Tensor | None = None, image_mask: torch.Tensor | None = None,

@@ -25,7 +25,8 @@ def png_base64(image: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _count(value: Any, what: str, low: int, high: int) -> int:
+def check_count(value: Any, what: str, low: int, high: int) -> int:
+    """``value`` if it is an integer in [low, high]; an InputError naming ``what`` else."""
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise InputError(f"{what} must be an integer from {low} to {high}, got {value!r}")
     return value
@@ -73,9 +74,10 @@ class ImagineTask(Task):
     def configure(self, model_task: str | None = None, *, samples: int | None = None,
                   top: int | None = None, seed: int | None = None,
                   rerank: bool | None = None) -> ImagineTask:
-        samples = _count(SAMPLES if samples is None else samples, "samples", 1, MAX_SAMPLES)
-        top = _count(TOP if top is None else top, "top", 1, MAX_SAMPLES)
-        seed = _count(0 if seed is None else seed, "seed", 0, MAX_SEED)
+        samples = check_count(SAMPLES if samples is None else samples, "samples", 1,
+                              MAX_SAMPLES)
+        top = check_count(TOP if top is None else top, "top", 1, MAX_SAMPLES)
+        seed = check_count(0 if seed is None else seed, "seed", 0, MAX_SEED)
         if rerank is not None and not isinstance(rerank, bool):
             raise InputError(f"rerank must be true or false, got {rerank!r}")
         return ImagineTask(samples, min(top, samples), seed, rerank)
