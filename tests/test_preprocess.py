@@ -329,7 +329,7 @@ def test_preprocess_images_and_tasks() -> None:
     # ImageNet fine-tune
     assert {name: t.image_size for name, t in TASKS.items()} == {
         "caption": 480, "vqa": 480, "ground": 512, "entail": 480, "classify": 480,
-        "summarize": None, "generate": 480}
+        "summarize": None, "generate": 480, "imagine": None}
     t = ImageTransform.from_cfg(get_task("ground").preprocess)
     assert (t.size, t.mean, t.std) == (512, OFA_MEAN, OFA_STD)
     t = ImageTransform.from_cfg(get_task("classify").preprocess)
