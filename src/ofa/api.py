@@ -229,23 +229,23 @@ class OFA:
                         progress=progress, errors=errors, **decoding)
 
     def imagine(self, text, *, samples: int = 24, top: int = 4, seed: int = 0,
-                rerank: bool | None = None, vqgan: Any = None, clip: Any = None,
+                rank: str | None = None, vqgan: Any = None, clip: Any = None,
                 batch_size: int | None = None, progress: bool = False):
         """Text-to-image as the official evaluation runs it: ``samples`` draws of 1024 image
-        codes (top-k 256), decoded by the VQGAN and ranked by CLIP (``rerank``; default:
-        when CLIP weights are attached, else by log-probability). Returns an
+        codes (top-k 256), decoded by the VQGAN and ranked (``rank``): by CLIP, the official
+        ranking (default when CLIP weights are there), by the model's own log p(caption |
+        image) (``"caption"``; default for a model that also captions), or by the samples'
+        log-probability (``"logprob"``; default for a text-to-image fine-tune). Returns an
         :class:`ofa.imagegen.imagine.Imagined` (a list of them for a list of texts) with the
         ``top`` best PIL images and their scores. ``vqgan`` / ``clip``: a path or a loaded
-        model, attached for later calls (see :meth:`attach`; ``clip=False``: no CLIP).
+        model, attached for later calls (see :meth:`attach`).
         ``batch_size``: samples decoded together (default: all; fewer bounds memory, and the
         draws depend on it)."""
         from .imagegen.imagine import Imagined
 
-        if clip is False:
-            rerank, clip = False, None
         self.attach(vqgan=vqgan, clip=clip)
         out = self.run("imagine", None, text=text, samples=samples, top=top, seed=seed,
-                       rerank=rerank, batch_size=batch_size, progress=progress)
+                       rank=rank, batch_size=batch_size, progress=progress)
         results = out if isinstance(out, list) else [out]
         drawn = [Imagined(r["text"], r["images"], r["scores"], r["codes"], r["ranked_by"],
                           r["samples"]) for r in results]
@@ -264,12 +264,15 @@ class OFA:
         self.parts.update({k: v for k, v in parts.items() if v is not None})
         return self
 
-    def drawing_parts(self, rerank: bool | None = None) -> tuple[Any, Any]:
-        """The VQGAN and the CLIP reranker text-to-image uses: attached (loaded once and
-        kept), else the ``vqgan/`` and ``clip/`` folders beside the checkpoint. No VQGAN is
-        an InputError saying how to get one; CLIP is None when ``rerank`` is False, or when
-        there is none and ``rerank`` is None (True requires it)."""
+    def drawing_parts(self, rank: str | None = None) -> tuple[Any, Any]:
+        """The VQGAN and the ranker text-to-image uses. The VQGAN and CLIP are attached
+        (loaded once and kept), else the ``vqgan/`` and ``clip/`` folders beside the
+        checkpoint; no VQGAN is an InputError saying how to get one, nor is CLIP for
+        ``rank="clip"``. ``rank`` None picks CLIP when there is one, else the model's own
+        caption likelihood unless it was fine-tuned for text-to-image only, else None (the
+        samples' log-probability)."""
         from .imagegen.imagine import resolve_clip, resolve_vqgan
+        from .imagegen.rank import CaptionRanker
         from .pretrained import lookup
 
         folder = None if self.path is None or not self.path.is_dir() else self.path
@@ -281,12 +284,15 @@ class OFA:
         vqgan = resolve_vqgan(self.parts.get("vqgan"), folder, self.device,
                               "" if component is None else component.hint)
         self.parts["vqgan"] = vqgan
-        clip = None
-        if rerank is not False:
-            clip = resolve_clip(self.parts.get("clip", rerank), folder, self.device)
+        if rank in (None, "clip"):
+            wanted = self.parts.get("clip", True if rank == "clip" else None)
+            clip = resolve_clip(wanted, folder, self.device)
             if clip is not None:
                 self.parts["clip"] = clip
-        return vqgan, clip
+                return vqgan, clip
+        if rank == "caption" or (rank is None and self.task != "imagine"):
+            return vqgan, CaptionRanker(self.model, self.tokenizer, self.image_size)
+        return vqgan, None
 
     # ------------------------------------------------------------------ plumbing
     def _require_images(self, what: str) -> None:
@@ -418,13 +424,13 @@ class OFA:
 
         if errors not in ("raise", "return"):
             raise InputError(f"errors must be 'raise' or 'return', got {errors!r}")
-        vqgan, clip = self.drawing_parts(task.rerank)
+        vqgan, ranker = self.drawing_parts(task.rank)
         results = []
         for _, fields in items:
             label = _label(None, fields)
             try:
                 _check_text_fields(fields)
-                r = imagine(self.model, self.tokenizer, fields.get("text"), vqgan, clip,
+                r = imagine(self.model, self.tokenizer, fields.get("text"), vqgan, ranker,
                             samples=task.samples, top=task.top, seed=task.seed,
                             batch_size=batch_size, progress=progress)
             except OFAError as e:

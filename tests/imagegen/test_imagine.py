@@ -66,7 +66,8 @@ def test_imagine_ranks_by_clip_and_is_reproducible(model, files):
     again = model.imagine("a dog", vqgan=files["vqgan"], clip=files["clip"], samples=4,
                           top=2, seed=3)
     assert torch.equal(r.codes, again.codes) and r.scores == again.scores
-    other = model.imagine("a dog", vqgan=files["vqgan"], clip=False, samples=4, top=4, seed=4)
+    other = model.imagine("a dog", vqgan=files["vqgan"], rank="logprob", samples=4, top=4,
+                          seed=4)
     assert other.ranked_by == "logprob" and other.scores == sorted(other.scores, reverse=True)
     assert not torch.equal(other.codes[:2], r.codes)
 
@@ -85,11 +86,11 @@ def test_cli_writes_pngs_and_scores(files, tmp_path, capsys):
 
 def test_bad_inputs_give_one_line(model, files, tmp_path, capsys):
     with pytest.raises(InputError, match="empty"):
-        model.imagine("   ", vqgan=files["vqgan"], clip=False)
+        model.imagine("   ", vqgan=files["vqgan"], rank="logprob")
     with pytest.raises(InputError, match="VQGAN"):  # none attached, none beside the model
         ofa.load(files["model"], device="cpu").imagine("a dog")
     with pytest.raises(InputError, match="samples"):
-        model.imagine("a dog", vqgan=files["vqgan"], clip=False, samples=0)
+        model.imagine("a dog", vqgan=files["vqgan"], rank="logprob", samples=0)
     wrong = tmp_path / "wrong"
     (wrong / "configs").mkdir(parents=True)
     (wrong / "configs" / "model.yaml").write_text((files["vqgan"] / "configs" /
@@ -100,7 +101,7 @@ def test_bad_inputs_give_one_line(model, files, tmp_path, capsys):
     torch.save({"state_dict": state}, wrong / "checkpoints" / "last.ckpt")
     code = cli.main(["imagine", "a dog", "--model", str(files["model"]), "--vqgan", str(wrong),
                      "--out", str(tmp_path / "o"), "--device", "cpu", "--no-progress",
-                     "--no-rerank"])
+                     "--rank", "logprob"])
     err = capsys.readouterr().err
     assert code == 1 and "post_quant_conv.weight" in err and err.count("\n") == 1
     code = cli.main(["imagine", "a dog", "--model", str(files["model"]), "--vqgan",

@@ -17,7 +17,7 @@ def test_imagine_answers_pngs_the_api_would_draw(shared_server, demo_model):
     r = httpx.post(f"{shared_server.url}/v1/imagine", json=body, timeout=60)
     assert r.status_code == 200, r.text
     out = r.json()
-    assert out["ranked_by"] == "logprob" and len(out["images"]) == len(out["scores"]) == 2
+    assert out["ranked_by"] == "caption" and len(out["images"]) == len(out["scores"]) == 2
     assert out["scores"][0] >= out["scores"][1] and len(set(out["samples"])) == 2
     drawn = demo_model.run("imagine", None, text="a small red circle", samples=3, top=2,
                            seed=5)

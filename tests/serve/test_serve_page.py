@@ -135,7 +135,7 @@ def test_page_caption_vqa_grounding(browser, shared_server, demo_model, demo_ans
     page.fill("#imagine-samples", "2")
     page.fill("#imagine-top", "2")
     page.click("#run")
-    expect(page.locator("#result")).to_have_text("2 images, ranked by logprob")
+    expect(page.locator("#result")).to_have_text("2 images, ranked by caption")
     expect(page.locator("#gallery img")).to_have_count(2)
     expect(page.locator("#gallery figcaption").first).to_contain_text(
         f"{drawn['scores'][0]:.4f}")

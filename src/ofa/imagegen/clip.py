@@ -349,6 +349,8 @@ class CLIPTokenizer:
 class CLIPReranker:
     """Scores images against a caption the way OFA picks its best samples."""
 
+    name = "clip"  # how imagine() reports the ranking
+
     def __init__(self, model: CLIP, tokenizer: CLIPTokenizer | None = None,
                  batch_size: int = 16) -> None:
         self.model = model.eval()

@@ -128,7 +128,7 @@ def _save_png(image: Image.Image, path: Path) -> None:
 def _parts(ofa: OFA, vqgan: Any, clip: Any) -> tuple[Any, Any]:
     """The VQGAN and CLIP reranker, loaded once up front: given, attached to ``ofa``, or
     beside its checkpoint. No CLIP is an error: the official score ranks by it."""
-    return ofa.attach(vqgan=vqgan, clip=clip).drawing_parts(rerank=True)
+    return ofa.attach(vqgan=vqgan, clip=clip).drawing_parts(rank="clip")
 
 
 def _load_inception(inception: Any, device: torch.device) -> InceptionV3:
@@ -150,8 +150,8 @@ def _draw(ofa: OFA, record: dict, digest: str, out: Path, vq: Any, reranker: Any
         text = record.get("text")
         if not isinstance(text, str) or not text.strip():
             raise InputError("the record has no caption ('text')")
-        r = ofa.imagine(text, vqgan=vq, clip=reranker, samples=samples, top=top,
-                        seed=pred["seed"], batch_size=batch_size)
+        r = ofa.imagine(text, vqgan=vq, clip=reranker, rank="clip", samples=samples,
+                        top=top, seed=pred["seed"], batch_size=batch_size)
     except OFAError as e:  # this record fails (a caption too long for CLIP), not the run
         return {**pred, "text": record.get("text"), "error": str(e)}
     if r.ranked_by != "clip":

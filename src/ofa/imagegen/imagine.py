@@ -24,7 +24,8 @@ from tqdm import tqdm
 from ..errors import InputError
 from ..generate import GenerationConfig, generate, on_checkpoint
 from ..tasks.text import require_text
-from .vqgan_io import CODE_TOKEN_OFFSET, load_vqgan, to_uint8, tokens_to_codes
+from ..tokenizer import CODE_OFFSET, NUM_CODES
+from .vqgan_io import load_vqgan, to_uint8, tokens_to_codes
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -32,11 +33,13 @@ if TYPE_CHECKING:
     from ..model import OFAModel
     from ..tokenizer import OFATokenizer
     from .clip import CLIPReranker
+    from .rank import CaptionRanker
     from .vqgan import VQGAN
+
+    Ranker = CLIPReranker | CaptionRanker  # anything with .name and .scores(pixels, caption)
 
 PROMPT = " what is the complete image? caption: {}"
 MAX_CAPTION_WORDS = 64  # the image_gen scripts' --max-src-length
-NUM_CODES = 8192
 SAMPLES = 24  # evaluate_image_gen.sh --beam=24 with sampling
 TOP_K = 256
 DECODE_BATCH = 8  # images per VQGAN call: its activations at 256 px dominate memory
@@ -50,7 +53,7 @@ def generation_config(samples: int, seed: int | None, grid: int = 32,
     n = grid * grid
     return GenerationConfig(beam_size=samples, nbest=samples, sampling=True, top_k=TOP_K,
                             temperature=1.0, min_len=n, max_len_a=0, max_len_b=n,
-                            constraint_range=(CODE_TOKEN_OFFSET, CODE_TOKEN_OFFSET + num_codes),
+                            constraint_range=(CODE_OFFSET, CODE_OFFSET + num_codes),
                             gen_code=True, seed=seed)
 
 
@@ -62,7 +65,7 @@ class Imagined:
     images: list[Image.Image]
     scores: list[float]  # CLIP cosine with the caption (or the sample's log-prob: no CLIP)
     codes: torch.Tensor  # [top, grid, grid] VQGAN codes
-    ranked_by: str  # "clip" or "logprob"
+    ranked_by: str  # "clip", "caption" or "logprob"
     indices: list[int] = field(default_factory=list)  # sample number of each kept image
 
 
@@ -117,7 +120,7 @@ def resolve_clip(clip: str | os.PathLike[str] | CLIPReranker | None | bool,
 
 
 def imagine(model: OFAModel, tokenizer: OFATokenizer, text: str, vqgan: VQGAN,
-            clip: CLIPReranker | None = None, *,
+            ranker: Ranker | None = None, *,
             samples: int = SAMPLES, top: int = 4, seed: int | None = 0,
             batch_size: int | None = None, progress: bool = False) -> Imagined:
     """Sample ``samples`` images of ``text`` and keep the ``top`` best (module docstring).
@@ -161,12 +164,10 @@ def imagine(model: OFAModel, tokenizer: OFATokenizer, text: str, vqgan: VQGAN,
         pixels = torch.cat([to_uint8(vqgan.decode_codes(chunk.to(vq_device)).float().cpu())
                             for chunk in codes.split(DECODE_BATCH)])
     images = [PILImage.fromarray(a) for a in pixels.numpy()]  # [H, W, 3] uint8: RGB
-    if clip is not None:
-        ranked = clip.rerank(pixels, caption, top)
-        how = "clip"
-    else:  # no CLIP: the samples' own log-probabilities, best first
-        order = sorted(range(samples), key=lambda i: -logprobs[i])[:top]
-        ranked, how = [(i, logprobs[i]) for i in order], "logprob"
-    keep = [i for i, _ in ranked]
-    return Imagined(caption, [images[i] for i in keep], [s for _, s in ranked], codes[keep],
-                    how, keep)
+    if ranker is not None:
+        scores, how = ranker.scores(pixels, caption).float(), ranker.name
+    else:  # the samples' own log-probabilities
+        scores, how = torch.tensor(logprobs), "logprob"
+    keep = torch.sort(scores, descending=True, stable=True).indices[:top].tolist()
+    return Imagined(caption, [images[i] for i in keep], [float(scores[i]) for i in keep],
+                    codes[keep], how, keep)

@@ -33,12 +33,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..boxes import code_from_token_id
 from ..checkpoints import read_weights_file
 from ..errors import CheckpointError, InputError
 from ..preprocess import ImageInput, load_image
 from .vqgan import VQGAN, VQGANConfig
 
-__all__ = ["CODE_TOKEN_OFFSET", "MODEL_PREFIXES", "find_vqgan_files", "infer_vqgan_config",
+__all__ = ["MODEL_PREFIXES", "find_vqgan_files", "infer_vqgan_config",
            "load_vqgan", "load_vqgan_weights", "preprocess", "read_vqgan_config",
            "read_vqgan_state_dict", "to_pil", "to_uint8", "tokens_to_codes"]
 
@@ -262,16 +263,14 @@ def load_vqgan(path: str | os.PathLike[str], *,
     return model.eval().to(device=device)
 
 
-# OFA's decoder vocabulary: 59457 entries = BPE (50265) + 8192 codes + 1000 location bins, so
-# code i is token 50265 + i (OFA-Sys/OFA tasks/mm_tasks/image_gen.py::inference_image adds
-# -len(src_dict) + code_dict_size + num_bins = -50265).
-CODE_TOKEN_OFFSET = 50265
 _EOS = 2
 
 
 # ----------------------------------------------------------------------------- pixels
 def tokens_to_codes(tokens: Any, grid_size: int = 32) -> torch.Tensor:
-    """OFA generator output -> codes [B, grid, grid]: drops a trailing EOS, subtracts 50265."""
+    """OFA generator output -> codes [B, grid, grid]: drops a trailing EOS, and code token
+    50265 + i is code i (OFA-Sys/OFA tasks/mm_tasks/image_gen.py::inference_image adds
+    -len(src_dict) + code_dict_size + num_bins = -50265)."""
     tokens = torch.as_tensor(tokens)
     if tokens.dim() == 1:
         tokens = tokens[None]
@@ -281,11 +280,7 @@ def tokens_to_codes(tokens: Any, grid_size: int = 32) -> torch.Tensor:
     if tokens.dim() != 2 or tokens.shape[1] != n:
         raise InputError(f"expected {n} image-code tokens per sample (+ EOS), got shape "
                          f"{list(tokens.shape)}")
-    codes = tokens.long() - CODE_TOKEN_OFFSET
-    if bool(((codes < 0) | (codes >= 8192)).any()):
-        raise InputError(f"image-code tokens must lie in [{CODE_TOKEN_OFFSET}, "
-                         f"{CODE_TOKEN_OFFSET + 8192})")
-    return codes.view(-1, grid_size, grid_size)
+    return code_from_token_id(tokens.long()).view(-1, grid_size, grid_size)
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ from ..errors import InputError
 from .base import Task, TaskField
 
 SAMPLES = 24  # OFA-Sys/OFA run_scripts/image_gen/evaluate_image_gen.sh: --beam=24, sampling
+RANKS = ("clip", "caption", "logprob")
 TOP = 4
 MAX_SAMPLES = 64
 MAX_SEED = 2**31 - 1
@@ -47,9 +48,11 @@ class ImagineTask(Task):
                   default=TOP, bounds=(1, MAX_SAMPLES)),
         TaskField("seed", "random seed of the sampling (default: 0)", kind="int",
                   per_input=False, default=0, bounds=(0, MAX_SEED)),
-        TaskField("rerank", "rank by CLIP similarity with the caption (default: when CLIP "
-                            "weights are attached; otherwise by the samples' log-probability)",
-                  kind="flag", per_input=False, off="no-rerank"),
+        TaskField("rank", "how the samples are ranked: clip (similarity with the caption, the "
+                          "official ranking), caption (the model's own log p(caption | image)) "
+                          "or logprob (the sample's log-probability); default: clip when CLIP "
+                          "weights are there, else caption for a model that also captions, "
+                          "else logprob", kind="choice", per_input=False, choices=RANKS),
     )
     parts = (
         TaskField("vqgan", "VQGAN image tokenizer: a taming folder or last.ckpt, OFA's vqgan/ "
@@ -62,25 +65,25 @@ class ImagineTask(Task):
     outputs = {"images": (list[str], "the best images, best first, as base64 PNG"),
                "scores": (list[float], "each image's CLIP cosine with the caption (ranked by "
                                        "clip) or its sample's log-probability"),
-               "ranked_by": (str, "clip or logprob"),
+               "ranked_by": (str, "clip, caption or logprob"),
                "samples": (list[int], "the sample number of each image")}
     result_key = "images"
     default_model = "ofa-large-image-gen"
 
     def __init__(self, samples: int = SAMPLES, top: int = TOP, seed: int = 0,
-                 rerank: bool | None = None) -> None:
-        self.samples, self.top, self.seed, self.rerank = samples, top, seed, rerank
+                 rank: str | None = None) -> None:
+        self.samples, self.top, self.seed, self.rank = samples, top, seed, rank
 
     def configure(self, model_task: str | None = None, *, samples: int | None = None,
                   top: int | None = None, seed: int | None = None,
-                  rerank: bool | None = None) -> ImagineTask:
+                  rank: str | None = None) -> ImagineTask:
         samples = check_count(SAMPLES if samples is None else samples, "samples", 1,
                               MAX_SAMPLES)
         top = check_count(TOP if top is None else top, "top", 1, MAX_SAMPLES)
         seed = check_count(0 if seed is None else seed, "seed", 0, MAX_SEED)
-        if rerank is not None and not isinstance(rerank, bool):
-            raise InputError(f"rerank must be true or false, got {rerank!r}")
-        return ImagineTask(samples, min(top, samples), seed, rerank)
+        if rank is not None and rank not in RANKS:
+            raise InputError(f"rank must be one of {', '.join(RANKS)}, got {rank!r}")
+        return ImagineTask(samples, min(top, samples), seed, rank)
 
     def one_line(self, result: dict) -> str:
         scores = ", ".join(f"{s:.4f}" for s in result["scores"])
