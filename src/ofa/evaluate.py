@@ -76,7 +76,9 @@ def predict_records(ofa: OFA, records: Sequence[dict], *,
         outs = ofa.run(task, images, **spec.inputs_from_records(recs),
                        **spec.eval_options(recs, given.get(task, {})), **opts)
         for i, r, o in zip(idx, recs, outs, strict=True):
-            pred = {"id": r.get("id"), "task": task, "prediction": o.get(spec.result_key)}
+            # as JSON carries it (drawn images: base64 PNG)
+            pred = {"id": r.get("id"), "task": task,
+                    "prediction": spec.to_json(o).get(spec.result_key)}
             if "error" in o:
                 pred["error"] = o["error"]
             pred.update({k: r[k] for k in _KEPT_IDS if k in r})

@@ -19,7 +19,7 @@ from ofa.evaluate import score_predictions
 from ofa.tasks import TASKS, Task, TaskField
 from ofa.train.featurize import build_sample
 
-TEXT = "the red square"
+TEXT = "a small red square"  # a ShapesWorld caption: the drawing task scores those
 CANDIDATES = ["red", "blue", "square"]
 
 
@@ -97,7 +97,8 @@ def test_every_task_through_every_layer(name, demo, parts, client, tmp_path, cap
     result = out[0] if isinstance(out, list) else out
     required = {k for k, (kind, _) in spec.outputs.items() if type(None) not in get_args(kind)}
     assert "error" not in result and required <= set(result)
-    answer = spec.to_json(result)[spec.result_key]  # as JSON carries it (images: base64)
+    as_json = spec.to_json(result)  # images as base64 PNG
+    answer = as_json[spec.result_key]
 
     # the CLI, one JSON object per input
     part_flags = [a for p in spec.parts if p.name in parts
@@ -125,7 +126,7 @@ def test_every_task_through_every_layer(name, demo, parts, client, tmp_path, cap
     record = {"task": name, "id": "r0", **({"image": str(DEMO_IMAGE)} if images else {}),
               **{f.record_name: inputs[f.name] for f in spec.input_fields
                  if f.record_name and f.name in inputs},
-              spec.result_key: answer}
+              **spec.reference(as_json)}
     validate_record(record, "record 1")
     metrics = score_predictions([record], [{"prediction": answer}])
     assert f"{name}/{spec.primary_metric}" in metrics

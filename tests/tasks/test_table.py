@@ -7,12 +7,14 @@ import pytest
 
 from ofa import cli
 from ofa.data.records import REQUIRED_FIELDS, TASK_NAMES
+from ofa.data.shapes import ShapesWorld
 from ofa.errors import InputError
 from ofa.evaluate import score_predictions
 from ofa.preprocess import ImageTransform
 from ofa.pretrained import resolve
 from ofa.serve.endpoints import SPECS
 from ofa.tasks import TASKS, Task, get_task
+from ofa.tasks.imagine import png_base64
 from ofa.train.trainer import PRIMARY_METRICS
 
 # records of each task with data records, each with a prediction that is exactly right
@@ -30,6 +32,9 @@ PERFECT = {
     "classify": [({"image": "x.png", "label": "circle"}, "circle")],
     "summarize": [({"source": "police arrested five people", "summary": "five arrested"},
                    "five arrested")],
+    # a drawing: the scene its caption describes, as the best image (base64 PNG)
+    "imagine": [({"text": s.caption()}, [png_base64(s.render())])
+                for s in (ShapesWorld(seed=0).scene("test", i) for i in range(2))],
 }
 
 

@@ -128,3 +128,28 @@ def test_collate_pads_and_mixes_text_only(tokenizer, image):
     assert batch.source.shape[0] == 2 and batch.target.shape == batch.decoder_input.shape
     assert batch.ntokens == len(a.target) + len(b.target)
     assert batch.target[0, len(a.target):].eq(PAD).all()
+
+
+def test_imagine_sample_targets_the_codes_in_code_mode(tokenizer, image):
+    codes = [5, 0, 8191, 7]  # a 2 x 2 grid
+    s = build_sample({"task": "imagine", "id": "g", "text": "a red   circle", "codes": codes},
+                     tokenizer, max_target_length=2)
+    assert s.code and s.image is None
+    assert s.source == tokenizer.encode(" what is the complete image? caption: a red circle")
+    # the whole grid, never cut to max_target_length, then EOS
+    assert s.target == [50265 + c for c in codes] + [EOS]
+    caption = build_sample({"task": "caption", "id": "c", "image": image,
+                            "caption": "a red square"}, tokenizer, image_size=32)
+    batch = collate([caption, s])
+    assert batch.code_mask.tolist() == [False, True]
+    # every row of the drawing (4 codes + EOS) is held to the special ids and the code range
+    rows = batch.allowed_rows.tolist()
+    assert rows == list(range(len(caption.target), len(caption.target) + 5))
+    mask = batch.allowed_mask(len(tokenizer))
+    allowed = mask[0].nonzero().flatten().tolist()
+    assert allowed == [0, 1, 2, 3, *range(50265, 58457)] and bool(mask.all(1).logical_not().all())
+    for bad, why in (({"codes": [1, 2, 3]}, "square"), ({"codes": [8192] * 4}, "0-8191"),
+                     ({}, "needs 'codes'")):
+        rec = {"task": "imagine", "id": "b", "text": "a red circle", **bad}
+        with pytest.raises(InputError, match=why):
+            build_sample(rec, tokenizer)

@@ -574,3 +574,30 @@ def test_checkpoint_is_plain_data_and_version_1_still_resumes(shapes, bpe_dir, t
     state["version"], state["rng"]["numpy"] = 1, expected
     torch.save(state, path)
     assert same(resumed_numpy_state(), expected)
+
+
+def test_drawing_records_train_in_code_mode(shapes, bpe_dir, tmp_path):
+    """Text-to-image records (caption -> VQGAN codes) train beside the others: the decoder runs
+    those samples in code mode and their loss stays within the code ids."""
+    import json
+
+    rng = np.random.default_rng(0)
+    drawings = tmp_path / "drawings.jsonl"
+    with drawings.open("w") as f:
+        for i in range(8):  # a 4 x 4 grid: TINY_MODEL's code_image_size 32 would be 4 x 4
+            f.write(json.dumps({"task": "imagine", "id": f"d{i}", "text": f"a red circle {i}",
+                                "codes": rng.integers(0, 64, 16).tolist()}) + "\n")
+    model = {**TINY_MODEL, "code_image_size": 32}
+    cfg = tiny_config(shapes, bpe_dir, tmp_path / "run", **{"model.config": model})
+    cfg["data"]["train"].append({"path": str(drawings), "ratio": 1.0})
+    trainer = Trainer(build_config(cfg), progress=False,
+                      info=DistInfo(0, 1, 0, torch.device("cpu")))
+    batch = next(b for step in trainer.batches for b in step if "imagine" in b.tasks)
+    codes = batch.code_mask.nonzero().flatten().tolist()
+    assert codes and all(batch.tasks[i] == "imagine" for i in codes)
+    with torch.no_grad():
+        out = trainer._forward_loss(batch, 0.0)
+    # a drawing's tokens are scored among 8196 ids, not 59457: below uniform over the vocab
+    assert torch.isfinite(out.loss) and out.loss / out.ntokens < np.log(59457)
+    first = trainer.train_step(trainer.batches[0])["loss"]
+    assert np.isfinite(first)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from ..errors import InputError
 from ..generate import GenerationConfig, generate, on_checkpoint
-from ..tasks.text import require_text
+from ..tasks.imagine import ImagineTask, caption_words
 from ..tokenizer import CODE_OFFSET, NUM_CODES
 from .vqgan_io import load_vqgan, to_uint8, tokens_to_codes
 
@@ -38,8 +38,6 @@ if TYPE_CHECKING:
 
     Ranker = CLIPReranker | CaptionRanker  # anything with .name and .scores(pixels, caption)
 
-PROMPT = " what is the complete image? caption: {}"
-MAX_CAPTION_WORDS = 64  # the image_gen scripts' --max-src-length
 SAMPLES = 24  # evaluate_image_gen.sh --beam=24 with sampling
 TOP_K = 256
 DECODE_BATCH = 8  # images per VQGAN call: its activations at 256 px dominate memory
@@ -129,13 +127,13 @@ def imagine(model: OFAModel, tokenizer: OFATokenizer, text: str, vqgan: VQGAN,
     self-attention cache grows with samples x 1024 steps. The draws depend on ``seed`` and
     ``batch_size`` (one random stream runs through the batches in order).
     """
-    caption = " ".join(require_text(text, "text").strip().split()[:MAX_CAPTION_WORDS])
+    caption = caption_words(text)
     samples = _positive(samples, "samples")
     top = min(_positive(top, "top"), samples)
     batch = min(_positive(batch_size, "batch_size") if batch_size is not None else samples,
                 samples)
     device = model.embed_tokens.weight.device
-    ids = torch.tensor([tokenizer.encode(PROMPT.format(caption))], device=device)
+    ids = torch.tensor([ImagineTask().prepare(tokenizer, "", caption).source], device=device)
     # the decoder's code grid: code_image_size / 8 (the official 256 px: 32 x 32 codes)
     grid = model.config.code_image_size // 8
     random = torch.Generator(device=device)

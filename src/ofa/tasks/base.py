@@ -139,8 +139,13 @@ class Task:
 
     def to_json(self, result: dict) -> dict:
         """``result`` with what JSON cannot hold (images) in a form it can (the CLI's
-        ``--json`` and the server's bodies)."""
+        ``--json``, the server's bodies, evaluation's predictions)."""
         return result
+
+    def reference(self, result: dict) -> dict:
+        """The record fields that make a (JSON) result its own reference: a record built from
+        them scores the result as right and trains towards it."""
+        return {self.result_key: result[self.result_key]}
 
     # ------------------------------------------------------------------ data records
     def check_record(self, record: dict) -> None:

@@ -17,7 +17,8 @@ from ..errors import InputError
 from ..generate import Trie
 from ..preprocess import ImageTransform, image_pixels, load_image, resize_image
 from ..tasks import TASKS, get_task
-from ..tokenizer import BOS, EOS, PAD, OFATokenizer, pad_batch
+from ..tokenizer import BOS, CODE_OFFSET, EOS, NUM_CODES, PAD, OFATokenizer, pad_batch
+from .loss import range_mask
 
 
 @dataclass
@@ -34,6 +35,9 @@ class Sample:
     weight: float = 1.0
     image: torch.Tensor | None = None
     allowed: list[list[int] | None] | None = None
+    # the target is image codes: decoded in code mode, its loss over the code ids only (the
+    # official image_gen training's constraint_range 50265,58457)
+    code: bool = False
 
 
 # Tasks whose targets can be constrained to a candidate list in training (the official VQA,
@@ -144,14 +148,16 @@ def build_sample(record: dict, tokenizer: OFATokenizer, image_size: int | None =
     source = example.source
     if len(source) > max_source_length:
         source = source[:max_source_length - 1] + [EOS]
-    answer = answer[:max_target_length]
+    code = task.kind == "draw"
+    if not code:  # a code grid is whole or useless: never cut
+        answer = answer[:max_target_length]
     prefix = list(example.prefix)
     decoder_input = [BOS, *prefix, *answer]
     target = [PAD] * len(prefix) + [*answer, EOS]
     trie = (tries or {}).get(name)
     allowed = None if trie is None else [None] * len(prefix) + _allowed_by_trie(trie, answer,
                                                                                 record)
-    return Sample(name, source, decoder_input, target, weight, image, allowed)
+    return Sample(name, source, decoder_input, target, weight, image, allowed, code)
 
 
 @dataclass
@@ -166,8 +172,10 @@ class Batch:
     target: torch.Tensor
     weights: torch.Tensor
     # answer constraints: rows of target[target != PAD] (row-major) and the ids each allows
+    # (None: the image-code range)
     allowed_rows: torch.Tensor | None = None
-    allowed_ids: list[list[int]] | None = None
+    allowed_ids: list[list[int] | None] | None = None
+    code_mask: torch.Tensor | None = None  # [B] bool: samples whose target is image codes
 
     @property
     def ntokens(self) -> int:
@@ -180,7 +188,7 @@ class Batch:
             images = images.to(device, dtype if dtype is not None else images.dtype)
         return Batch(self.tasks, move(self.source), images, move(self.image_mask),
                      move(self.decoder_input), move(self.target), move(self.weights),
-                     move(self.allowed_rows), self.allowed_ids)
+                     move(self.allowed_rows), self.allowed_ids, move(self.code_mask))
 
     def allowed_mask(self, vocab_size: int) -> torch.Tensor | None:
         """[len(allowed_rows), V] bool mask of the constrained rows, or None."""
@@ -188,24 +196,32 @@ class Batch:
             return None
         device = self.target.device
         mask = torch.zeros(len(self.allowed_ids), vocab_size, dtype=torch.bool, device=device)
-        rows = [r for r, ids in enumerate(self.allowed_ids) for _ in ids]
-        cols = [i for ids in self.allowed_ids for i in ids]
-        mask[torch.tensor(rows, device=device), torch.tensor(cols, device=device)] = True
+        rows = [r for r, ids in enumerate(self.allowed_ids) if ids is not None for _ in ids]
+        cols = [i for ids in self.allowed_ids if ids is not None for i in ids]
+        if rows:
+            mask[torch.tensor(rows, device=device), torch.tensor(cols, device=device)] = True
+        code_rows = [r for r, ids in enumerate(self.allowed_ids) if ids is None]
+        if code_rows:
+            mask[torch.tensor(code_rows, device=device)] = range_mask(
+                vocab_size, CODE_OFFSET, CODE_OFFSET + NUM_CODES, device=device)
         return mask
 
 
 def _constrained_rows(samples: Sequence[Sample]) -> tuple[list[int], list[list[int]]]:
     """Rows of the flattened (non-PAD) targets that carry a constraint, and their allowed ids."""
     rows: list[int] = []
-    ids: list[list[int]] = []
-    if all(s.allowed is None for s in samples):  # the common case: nothing to walk
+    ids: list[list[int] | None] = []
+    if all(s.allowed is None and not s.code for s in samples):  # the common case
         return rows, ids
     row = 0
     for s in samples:
         for j, t in enumerate(s.target):
             if t == PAD:
                 continue
-            if s.allowed is not None and s.allowed[j] is not None:
+            if s.code:
+                rows.append(row)
+                ids.append(None)  # the code range
+            elif s.allowed is not None and s.allowed[j] is not None:
                 rows.append(row)
                 ids.append(s.allowed[j])
             row += 1
@@ -224,8 +240,9 @@ def collate(samples: Sequence[Sample]) -> Batch:
                               for s in samples])
         mask = None if all(with_image) else torch.tensor(with_image)
     rows, ids = _constrained_rows(samples)
+    code = torch.tensor([s.code for s in samples]) if any(s.code for s in samples) else None
     return Batch([s.task for s in samples], pad_batch([s.source for s in samples]), images,
                  mask, pad_batch([s.decoder_input for s in samples]),
                  pad_batch([s.target for s in samples]),
                  torch.tensor([s.weight for s in samples], dtype=torch.float32),
-                 torch.tensor(rows, dtype=torch.long) if rows else None, ids or None)
+                 torch.tensor(rows, dtype=torch.long) if rows else None, ids or None, code)

@@ -432,7 +432,7 @@ class Trainer:
                else contextlib.nullcontext())
         with ctx:
             logits = self.wrapped(b.source, b.decoder_input, b.images, b.image_mask,
-                                  output_mask=output_mask)
+                                  code_mask=b.code_mask, output_mask=output_mask)
         return label_smoothed_cross_entropy(logits, target, self.cfg.label_smoothing,
                                             weights=weights, drop_worst_ratio=drop_worst,
                                             allowed=b.allowed_mask(logits.shape[-1]),
