@@ -14,6 +14,7 @@ entail     ``image``, ``hypothesis``, ``label`` (entailment / contradiction / ne
            optional ``premise``
 classify   ``image``, ``label``
 summarize  ``source``, ``summary``
+imagine    ``text`` (the caption); ``codes`` (the image's VQGAN codes, row by row) to train on
 =========  ================================================================================
 
 ``image`` is a path, relative to the ``.jsonl`` file's folder or absolute (readers of the
