@@ -19,7 +19,7 @@ from ofa.imagegen.clip import CLIPReranker
 from ofa.imagegen.evaluate import record_seed, run_imagegen_evaluation
 from ofa.metrics.image_quality import FIDStats
 
-from tiny_imagegen import TinyInception, write_imagegen_files
+from tiny_imagegen import TinyInception, numpy_fid, write_imagegen_files
 
 RECORDS = [{"task": "imagine", "id": "1", "text": "a dog"},
            {"task": "imagine", "id": "2/b", "text": "a red dog"},
@@ -47,17 +47,6 @@ def _references() -> list[Image.Image]:
 
 def _chw(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.array(image)).permute(2, 0, 1)
-
-
-def _fid(a: torch.Tensor, b: torch.Tensor) -> float:
-    """FID by its formula, with numpy (symmetric square root)."""
-    a, b = a.numpy(), b.numpy()
-    m1, m2 = a.mean(0), b.mean(0)
-    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    w, v = np.linalg.eigh(s1)
-    root = v @ np.diag(np.sqrt(w.clip(0))) @ v.T
-    cross = np.sqrt(np.linalg.eigvalsh(root @ s2 @ root).clip(0)).sum()
-    return float(((m1 - m2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * cross)
 
 
 def test_record_seed_is_per_id_and_in_range():
@@ -101,7 +90,8 @@ def test_evaluation_writes_images_scores_and_resumes(model, files, tmp_path):
     inc = TinyInception()
     gen = inc.pool(torch.stack([_chw(Image.open(out / p["file"])) for p in good[:2]]))
     real = torch.cat([inc.pool(_chw(r)[None]) for r in refs])
-    assert m["imagine/fid"] == pytest.approx(_fid(gen, real), rel=1e-6, abs=1e-9)
+    assert m["imagine/fid"] == pytest.approx(numpy_fid(gen.numpy(), real.numpy()), rel=1e-6,
+                                             abs=1e-9)
     assert m["imagine/reference_images"] == 4
     assert m["imagine/inception_score"] >= 1.0 and "imagine/inception_score_std" in m
     assert json.loads((out / "metrics.json").read_text()) == pytest.approx(m)

@@ -12,36 +12,18 @@ import torch
 
 import ofa
 from ofa import cli
-from ofa.checkpoints import save_native
 from ofa.errors import InputError
 from ofa.imagegen.imagine import generation_config
 from ofa.imagegen.vqgan import VQGAN
-from ofa.model import OFAModel
-from ofa.tokenizer import OFATokenizer
 
-from conftest import tiny_config
-from tiny_imagegen import VQ, clip_vocab, clip_weights, vqgan_ckpt, vqgan_yaml
+from tiny_imagegen import VQ, write_imagegen_files
 
 # 8 x 8 codes (code_image_size 64), decoded by a VQGAN that doubles them: 16 px images
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, bpe_dir) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("imagine")
-    torch.manual_seed(0)
-    model_dir = root / "ofa-tiny-imagegen"
-    save_native(OFAModel(tiny_config(code_image_size=64)).eval(), model_dir,
-                OFATokenizer.from_dir(bpe_dir))
-    vq_dir = root / "vqgan"
-    (vq_dir / "configs").mkdir(parents=True)
-    (vq_dir / "checkpoints").mkdir()
-    (vq_dir / "configs" / "model.yaml").write_text(vqgan_yaml())
-    (vq_dir / "checkpoints" / "last.ckpt").write_bytes(vqgan_ckpt())
-    clip_dir = root / "clip"
-    clip_dir.mkdir()
-    (clip_dir / "ViT-tiny.pt").write_bytes(clip_weights())
-    (clip_dir / "bpe_simple_vocab_16e6.txt.gz").write_bytes(clip_vocab())
-    return {"model": model_dir, "vqgan": vq_dir, "clip": clip_dir / "ViT-tiny.pt"}
+    return write_imagegen_files(tmp_path_factory.mktemp("imagine"), bpe_dir)
 
 
 @pytest.fixture(scope="module")

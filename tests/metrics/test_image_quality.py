@@ -29,7 +29,7 @@ from ofa.metrics.inception import (
     resize_pil_bilinear,
 )
 
-from tiny_imagegen import TinyInception
+from tiny_imagegen import TinyInception, numpy_fid
 
 try:
     import torchmetrics  # noqa: F401
@@ -39,16 +39,6 @@ else:
     HAVE_TORCHMETRICS = True
 needs_torchmetrics = pytest.mark.skipif(not HAVE_TORCHMETRICS,
                                         reason="torchmetrics (the imagegen extra) missing")
-
-
-def _fid(a: np.ndarray, b: np.ndarray) -> float:
-    """FID by its formula (symmetric square root of the covariance product)."""
-    m1, m2 = a.mean(0), b.mean(0)
-    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    w, v = np.linalg.eigh(s1)
-    root = v @ np.diag(np.sqrt(w.clip(0))) @ v.T
-    cross = np.sqrt(np.linalg.eigvalsh(root @ s2 @ root).clip(0)).sum()
-    return float(((m1 - m2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * cross)
 
 
 def test_clip_score_is_mean_best_cosine_x100():
@@ -66,7 +56,7 @@ def test_fid_matches_its_formula_and_statistics(tmp_path):
     a = g.normal(size=(40, 8))
     b = g.normal(size=(30, 8)) * 1.5 + 0.3
     fid = frechet_distance(torch.from_numpy(a), torch.from_numpy(b))
-    assert fid == pytest.approx(_fid(a, b), rel=1e-9) and fid > 1
+    assert fid == pytest.approx(numpy_fid(a, b), rel=1e-9) and fid > 1
     assert abs(frechet_distance(torch.from_numpy(a), torch.from_numpy(a))) < 1e-9
     # statistics instead of features: same number, also after a round trip through a file
     stats = FIDStats.from_features(torch.from_numpy(b), "tf-fid")
