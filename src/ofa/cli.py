@@ -498,10 +498,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--top", type=int, default=1, help="best images kept per caption (default: 1)")
     g.add_argument("--seed", type=int, default=0,
                    help="run seed; each caption's own seed derives from it and its id")
-    g.add_argument("--vqgan", type=Path, default=None,
-                   help="VQGAN image tokenizer (default: vqgan/ beside the model)")
-    g.add_argument("--clip", type=Path, default=None,
-                   help="CLIP ViT-B/16 weights (default: clip/ beside the model)")
+    for part in TASKS["imagine"].parts:
+        g.add_argument(_flag(part), type=Path, default=None, help=part.help)
     g.add_argument("--inception", type=Path, default=None,
                    help="Inception-v3 weights for FID and IS (none: CLIP score only)")
     g.add_argument("--fid-stats", type=Path, default=None,
