@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install browser test lint slow clean demo demo-model
+.PHONY: install browser test lint slow clean demo demo-model shapes-vqgan
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,14 @@ demo-model: install
 	$(BIN)/ofa data shapes data/shapes --train 20000 --val 300 --test 1000
 	$(BIN)/ofa train configs/shapes-demo.yaml
 	$(BIN)/python -m ofa.demo runs/shapes-demo/best
+
+# Rebuild the demo model's image tokenizer from scratch (about 21 minutes on 2 CPU cores); the
+# codes it gives change, so run `make demo-model` after it.
+DEMO_VQGAN := src/ofa/assets/shapes-demo/vqgan
+
+shapes-vqgan: install
+	rm -rf $(DEMO_VQGAN)
+	$(BIN)/ofa train-vqgan configs/shapes-vqgan.yaml --out $(DEMO_VQGAN)
 
 slow: install
 	$(BIN)/python -m pytest -m slow

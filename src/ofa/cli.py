@@ -349,6 +349,33 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train_vqgan(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-vqgan", help="train a small VQGAN image tokenizer on ShapesWorld",
+        description="Train a VQGAN from scratch on ShapesWorld scenes as CONFIG "
+                    "describes (configs/shapes-vqgan.yaml), evaluate it on held-out scenes and "
+                    "write model.yaml + last.ckpt (taming's layout) + metrics.json.")
+    p.add_argument("config", type=Path, help="YAML VQGAN training config")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: the config's output_dir)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_train_vqgan)
+
+
+def _run_train_vqgan(args: argparse.Namespace) -> int:
+    from .imagegen.train_vqgan import load_vqgan_train_config, train_vqgan
+
+    overrides = {"output_dir": str(args.out)} if args.out is not None else None
+    cfg = load_vqgan_train_config(args.config, overrides)
+    m = train_vqgan(cfg, progress=not args.no_progress)
+    rec, orig = m["reconstructions"], m["originals"]
+    print(f"trained {m['steps']} steps in {m['train_seconds']:.0f} s -> {cfg.output_dir} "
+          f"(PSNR {m['psnr']:.2f} dB; checker colors/sizes/positions {rec['colors']:.3f}/"
+          f"{rec['sizes']:.3f}/{rec['positions']:.3f}, originals {orig['colors']:.3f}/"
+          f"{orig['sizes']:.3f}/{orig['positions']:.3f})")
+    return 0
+
+
 def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="build datasets")
     dsub = p.add_subparsers(dest="dataset", required=True, metavar="DATASET")
@@ -374,6 +401,10 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="processes rendering scenes; the files are the same for any number "
                         "(default: the CPU count, at most 4)")
+    s.add_argument("--vqgan", type=Path, default=None,
+                   help="a VQGAN (folder or checkpoint): also write SPLIT_imagine.jsonl, each "
+                        "caption with its image's codes, to train text-to-image (the demo "
+                        "model's is src/ofa/assets/shapes-demo/vqgan)")
     s.set_defaults(func=_run_data_shapes)
 
 
@@ -383,11 +414,22 @@ def _run_data_shapes(args: argparse.Namespace) -> int:
     counts = {"train": args.train, "val": args.val, "test": args.test}
     if any(n < 0 for n in counts.values()):
         raise InputError("scene counts must not be negative")
+    vqgan = None
+    if args.vqgan is not None:  # checked before minutes of rendering
+        from .imagegen.vqgan_io import load_vqgan
+
+        vqgan = load_vqgan(args.vqgan)
     world = ShapesWorld(seed=args.seed, image_size=args.image_size, max_shapes=args.max_shapes)
     files = world.write(args.out, {k: n for k, n in counts.items() if n > 0},
                         workers=args.workers)
+    sets = list(EXHAUSTIVE_SETS)
+    if vqgan is not None:
+        from .data.shapes_codes import write_imagine_records
+
+        write_imagine_records(args.out, files, vqgan)
+        sets.append("imagine")
     for split, path in files.items():
-        extra = ", ".join(f"{path.stem}_{name}.jsonl" for name in EXHAUSTIVE_SETS)
+        extra = ", ".join(f"{path.stem}_{name}.jsonl" for name in sets)
         print(f"{split}: {counts[split]} scenes -> {path} (+ {extra})")
     return 0
 
@@ -814,6 +856,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tasks(sub)
     _add_convert(sub)
     _add_train(sub)
+    _add_train_vqgan(sub)
     _add_data(sub)
     _add_eval(sub)
     _add_demo(sub)

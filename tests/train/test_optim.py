@@ -89,6 +89,19 @@ def test_warm_restart_values():
     assert restarted_lr(9, 1.0, 0, 12, restarts=two) == pytest.approx(0.5 * 3 / 4)
 
 
+def test_a_restart_with_its_own_decay_end_lets_a_run_train_on():
+    """A run lengthened from 12 to 20 updates with one more restart: the first 12 updates keep
+    their lrs when the first decay and the earlier restart's end where they did (12)."""
+    short = [restarted_lr(u, 1.0, 2, 12, restarts=[Restart(8, 0.5, 2)]) for u in range(12)]
+    longer = [Restart(8, 0.5, 2, decay_updates=12), Restart(12, 0.25, 0)]
+    lrs = [restarted_lr(u, 1.0, 2, 20, restarts=longer, decay_updates=12) for u in range(20)]
+    assert lrs[:12] == pytest.approx(short)
+    assert lrs[12:] == pytest.approx([0.25 * (20 - u) / 8 for u in range(12, 20)])
+    # without it the earlier restart would decay to the new end instead
+    drifted = restarted_lr(11, 1.0, 2, 20, restarts=[Restart(8, 0.5, 2)], decay_updates=12)
+    assert drifted != pytest.approx(short[11])
+
+
 def test_scheduler_restart_comes_from_config_on_resume():
     opt = torch.optim.AdamW([nn.Parameter(torch.zeros(2))], lr=1e-3)
     plain = polynomial_decay_schedule(opt, 2, 12)

@@ -240,6 +240,10 @@ def test_config_errors(shapes, bpe_dir, tmp_path):
                               ([{"update": 1, "peak": 1e-3}], "unknown setting.*peak"),
                               ([{"update": 1, "lr": 1e-3, "reset_optimizer": "yes"}],
                                "reset_optimizer must be"),
+                              ([{"update": 1, "lr": 1e-3, "decay_updates": last + 1}],
+                               r"decay_updates must be an integer above 1 \(update"),
+                              ([{"update": 1, "lr": 1e-3, "warmup_updates": 1,
+                                 "decay_updates": 2}], "decay_updates must be an integer above 2"),
                               ({"update": 1}, "must be a list")):
         with pytest.raises(InputError, match=message):
             build_config({**good, "lr_restarts": restarts})
@@ -601,3 +605,7 @@ def test_drawing_records_train_in_code_mode(shapes, bpe_dir, tmp_path):
     assert torch.isfinite(out.loss) and out.loss / out.ntokens < np.log(59457)
     first = trainer.train_step(trainer.batches[0])["loss"]
     assert np.isfinite(first)
+    # validation does not draw: imagine records there are refused before any training
+    cfg["data"]["valid"] = [{"path": str(drawings)}]
+    with pytest.raises(InputError, match="data.valid holds imagine records"):
+        Trainer(build_config(cfg), progress=False, info=DistInfo(0, 1, 0, torch.device("cpu")))

@@ -65,6 +65,8 @@ class LRRestart:
     warmup_updates: int = 0
     # forget AdamW's moments there, as a fine-tune from the weights would start
     reset_optimizer: bool = False
+    # where this decay reaches end_lr (default max_updates): set it to train on past it
+    decay_updates: int | None = None
 
 
 @dataclass
@@ -186,6 +188,12 @@ def _check(cfg: TrainConfig) -> None:
                 0 <= r.warmup_updates < cfg.max_updates - r.update):
             raise InputError(f"{where}.warmup_updates must be an integer in [0, "
                              f"{cfg.max_updates - r.update}), got {r.warmup_updates!r}")
+        if r.decay_updates is not None and (
+                isinstance(r.decay_updates, bool) or not isinstance(r.decay_updates, int)
+                or not r.update + r.warmup_updates < r.decay_updates <= cfg.max_updates):
+            raise InputError(f"{where}.decay_updates must be an integer above "
+                             f"{r.update + r.warmup_updates} (update + warmup_updates) and at "
+                             f"most max_updates ({cfg.max_updates}), got {r.decay_updates!r}")
         if not isinstance(r.reset_optimizer, bool):
             raise InputError(f"{where}.reset_optimizer must be true or false, got "
                              f"{r.reset_optimizer!r}")

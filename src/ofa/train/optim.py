@@ -78,11 +78,13 @@ def polynomial_decay_lr(num_updates: int, peak_lr: float, warmup_updates: int,
 
 class Restart(NamedTuple):
     """A warm restart: from ``update`` the lr warms up again from 0 to ``scale`` x the peak lr
-    over ``warmup_updates`` and decays to ``end_lr`` at ``total_updates``."""
+    over ``warmup_updates`` and decays to ``end_lr`` at ``decay_updates`` (default
+    ``total_updates``)."""
 
     update: int
     scale: float
     warmup_updates: int
+    decay_updates: int | None = None
 
 
 def restarted_lr(num_updates: int, peak_lr: float, warmup_updates: int, total_updates: int,
@@ -92,7 +94,9 @@ def restarted_lr(num_updates: int, peak_lr: float, warmup_updates: int, total_up
 
     Before a restart the schedule is the one without it, so a run branched from an earlier
     checkpoint of the same schedule continues it exactly. The first decay ends at
-    ``decay_updates`` (default ``total_updates``), each restart's at ``total_updates``.
+    ``decay_updates`` (default ``total_updates``), each restart's at its own
+    ``decay_updates`` (default ``total_updates``): a run that trains on past its last restart
+    adds one more and leaves the earlier updates as they were.
     """
     begun = [r for r in restarts if r.update <= num_updates]
     if not begun:
@@ -100,7 +104,8 @@ def restarted_lr(num_updates: int, peak_lr: float, warmup_updates: int, total_up
                                    decay_updates or total_updates, end_lr, power)
     last = begun[-1]
     return polynomial_decay_lr(num_updates - last.update, peak_lr * last.scale,
-                               last.warmup_updates, total_updates - last.update, end_lr, power)
+                               last.warmup_updates,
+                               (last.decay_updates or total_updates) - last.update, end_lr, power)
 
 
 class PolynomialDecaySchedule(LRScheduler):

@@ -169,7 +169,7 @@ class Trainer:
                                          cfg.adam_eps)
         self.scheduler = polynomial_decay_schedule(
             self.optimizer, cfg.warmup, cfg.max_updates, cfg.end_lr, cfg.power,
-            restarts=[Restart(r.update, r.lr / cfg.lr, r.warmup_updates)
+            restarts=[Restart(r.update, r.lr / cfg.lr, r.warmup_updates, r.decay_updates)
                       for r in cfg.lr_restarts], decay_updates=cfg.decay_updates)
         self.scaler = (torch.amp.GradScaler(self.info.device.type)
                        if cfg.dtype == "fp16" else None)
@@ -186,6 +186,12 @@ class Trainer:
 
         self.train_records = [records(d) for d in cfg.data.train]
         self.valid_records = [r for d in cfg.data.valid for r in records(d)]
+        if any(r.get("task") == "imagine" for r in self.valid_records):
+            # drawing needs the VQGAN, which the trainer does not hold: fail now, not at the
+            # first validation
+            raise InputError("data.valid holds imagine records: validation does not draw; "
+                             "score a saved model with `ofa eval` or "
+                             "benchmarks/shapes_imagine.py (list the other tasks in tasks:)")
         self.vqa_answers = self._read_answers(cfg.data.vqa_answers)
         tries = [self._tries(spec, recs) for spec, recs in zip(cfg.data.train,
                                                                 self.train_records, strict=True)]

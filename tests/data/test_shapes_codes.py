@@ -1,0 +1,69 @@
+"""ShapesWorld text-to-image records (ofa.data.shapes_codes and `ofa data shapes --vqgan`):
+each caption with its image's VQGAN codes, readable as imagine training records."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ofa.cli import main
+from ofa.data.records import read_jsonl
+from ofa.data.shapes import ShapesWorld
+from ofa.data.shapes_codes import write_imagine_records
+from ofa.errors import InputError
+from ofa.imagegen.vqgan_io import load_vqgan, preprocess
+
+from tiny_imagegen import VQ, write_vqgan
+
+
+def _lines(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_records_hold_each_caption_and_its_codes(tmp_path):
+    vq_dir = write_vqgan(tmp_path / "vqgan")
+    world = ShapesWorld(seed=0)
+    world.write(tmp_path / "shapes", {"train": 3, "test": 2}, progress=False)
+    written = write_imagine_records(tmp_path / "shapes", ["train", "test"], vq_dir,
+                                    progress=False)
+    assert written == {s: tmp_path / "shapes" / f"{s}_imagine.jsonl" for s in ("train", "test")}
+    vqgan = load_vqgan(vq_dir)
+    grid = VQ.resolution // 2 ** (len(VQ.ch_mult) - 1)
+    for split, count in (("train", 3), ("test", 2)):
+        records = _lines(written[split])
+        assert [r["id"] for r in records] == [f"{split}-{i:06d}-imagine" for i in range(count)]
+        for i, r in enumerate(records):
+            assert r["task"] == "imagine" and r["text"] == world.scene(split, i).caption()
+            image = tmp_path / "shapes" / "images" / split / f"{i:06d}.png"
+            with torch.no_grad():
+                expected = vqgan.encode(preprocess(str(image), VQ.resolution))
+            assert r["codes"] == expected.flatten().tolist() and len(r["codes"]) == grid**2
+        # they are imagine training records as the reader checks them
+        assert [r["id"] for r in read_jsonl(written[split], ["imagine"])] == \
+            [r["id"] for r in records]
+    again = write_imagine_records(tmp_path / "shapes", ["test"], vqgan, progress=False)
+    assert _lines(again["test"]) == _lines(written["test"])  # deterministic (argmax codes)
+
+
+def test_a_folder_without_records_is_an_input_error(tmp_path):
+    vq_dir = write_vqgan(tmp_path / "vqgan")
+    with pytest.raises(InputError, match="no ShapesWorld records at"):
+        write_imagine_records(tmp_path, ["train"], vq_dir, progress=False)
+
+
+def test_cli_writes_imagine_records_with_vqgan(tmp_path, capsys):
+    vq_dir = write_vqgan(tmp_path / "vqgan")
+    out = tmp_path / "shapes"
+    assert main(["data", "shapes", str(out), "--train", "2", "--val", "0", "--test", "1",
+                 "--vqgan", str(vq_dir), "--workers", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "train_imagine.jsonl" in printed and "test_imagine.jsonl" in printed
+    assert len(_lines(out / "train_imagine.jsonl")) == 2
+    assert not (out / "val_imagine.jsonl").exists()
+    # a missing VQGAN is refused before any rendering
+    assert main(["data", "shapes", str(tmp_path / "other"), "--train", "1", "--vqgan",
+                 str(tmp_path / "nothing")]) == 1
+    assert "VQGAN checkpoint not found" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
