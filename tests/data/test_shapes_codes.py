@@ -49,7 +49,10 @@ def test_records_hold_each_caption_and_its_codes(tmp_path):
 
 def test_a_folder_without_records_is_an_input_error(tmp_path):
     vq_dir = write_vqgan(tmp_path / "vqgan")
-    with pytest.raises(InputError, match="no ShapesWorld records at"):
+    with pytest.raises(InputError, match="dataset file not found"):
+        write_imagine_records(tmp_path, ["train"], vq_dir, progress=False)
+    (tmp_path / "train.jsonl").write_text('{"task": "caption", "id": "x"\n')
+    with pytest.raises(InputError, match="train.jsonl"):  # a torn line names the file
         write_imagine_records(tmp_path, ["train"], vq_dir, progress=False)
 
 

@@ -23,29 +23,17 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from ..errors import InputError
 from ..files import write_atomic
+from .records import read_jsonl
 
 __all__ = ["imagine_records", "write_imagine_records"]
-
-
-def _caption_records(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise InputError(f"no ShapesWorld records at {path}")
-    out = []
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            record = json.loads(line)
-            if record.get("task") == "caption":
-                out.append(record)
-    return out
 
 
 @torch.no_grad()
 def imagine_records(records: list[dict], root: Path, vqgan: Any, batch_size: int = 250,
                     progress: bool = True, desc: str = "codes") -> Iterator[dict]:
-    """``imagine`` records for caption records whose ``image`` paths are relative to
-    ``root``, in the same order."""
+    """``imagine`` records for caption records, in the same order; relative ``image`` paths
+    are relative to ``root``."""
     from ..imagegen.vqgan_io import preprocess
 
     size = vqgan.config.resolution
@@ -74,7 +62,7 @@ def write_imagine_records(root: str | os.PathLike[str], splits: Iterable[str],
     base = Path(root)
     written = {}
     for split in splits:
-        records = _caption_records(base / f"{split}.jsonl")
+        records = read_jsonl(base / f"{split}.jsonl", ["caption"])  # checked, line by line
         lines = [json.dumps(r) for r in imagine_records(records, base, model, progress=progress,
                                                         desc=f"codes {split}")]
         path = base / f"{split}_imagine.jsonl"
