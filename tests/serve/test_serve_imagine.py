@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import base64
 import io
+import shutil
 
 import httpx
 from PIL import Image
 
 import ofa
+from ofa.demo import DEMO_DIR
 
 
 def test_imagine_answers_pngs_the_api_would_draw(shared_server, demo_model):
@@ -53,8 +55,11 @@ def test_imagine_samples_are_capped_by_the_server(serve):
         assert r.status_code == 200 and len(r.json()["images"]) == 2
 
 
-def test_imagine_without_a_vqgan_says_what_to_pass(serve):
-    with serve(model=ofa.load("shapes-demo", device="cpu")) as live:
+def test_imagine_without_a_vqgan_says_what_to_pass(serve, tmp_path):
+    # the demo model's files without the VQGAN that ships beside them
+    bare = tmp_path / "bare"
+    shutil.copytree(DEMO_DIR, bare, ignore=shutil.ignore_patterns("vqgan"))
+    with serve(model=ofa.load(bare, device="cpu")) as live:
         r = httpx.post(f"{live.url}/v1/imagine", json={"text": "a dog", "samples": 1},
                        timeout=30)
     assert r.status_code == 422 and "vqgan" in r.json()["detail"].lower()
