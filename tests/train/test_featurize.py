@@ -3,6 +3,8 @@ image cache, answer constraints) and padded batches."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -148,6 +150,16 @@ def test_imagine_sample_targets_the_codes_in_code_mode(tokenizer, image):
     mask = batch.allowed_mask(len(tokenizer))
     allowed = mask[0].nonzero().flatten().tolist()
     assert allowed == [0, 1, 2, 3, *range(50265, 58457)] and bool(mask.all(1).logical_not().all())
+    # the loss takes the code rows apart, with no [rows, V] mask for them
+    answer_rows, answer_mask, code_rows = batch.split_constraints(len(tokenizer))
+    assert answer_rows is None and answer_mask is None and code_rows.tolist() == rows
+    mixed = dataclasses.replace(batch, allowed_rows=torch.tensor([0, rows[0], rows[1]]),
+                                allowed_ids=[[5, 6], None, None])
+    answer_rows, answer_mask, code_rows = mixed.split_constraints(len(tokenizer))
+    assert answer_rows.tolist() == [0] and code_rows.tolist() == rows[:2]
+    assert answer_mask.shape == (1, len(tokenizer))
+    assert answer_mask[0].nonzero().flatten().tolist() == [5, 6]
+    assert collate([caption]).split_constraints(9) == (None, None, None)
     for bad, why in (({"codes": [1, 2, 3]}, "square"), ({"codes": [8192] * 4}, "0-8191"),
                      ({}, "needs 'codes'")):
         rec = {"task": "imagine", "id": "b", "text": "a red circle", **bad}

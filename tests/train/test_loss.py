@@ -229,6 +229,40 @@ def test_allowed_rows_constrain_only_those_rows(epsilon):
     assert by_rows.loss.item() == pytest.approx(free.item() + expected + hand3, rel=1e-5)
 
 
+@pytest.mark.parametrize(("epsilon", "drop"), [(0.1, 0.0), (0.0, 0.0), (0.1, 0.3)])
+def test_code_rows_equal_their_range_mask_on_the_full_vocabulary(epsilon, drop):
+    """Image-code rows computed on their columns only (the specials and the code range) give
+    the value and gradient of the same rows under a range mask over the whole vocabulary, in
+    a batch that also holds free rows and a trie-constrained row."""
+    torch.manual_seed(6)
+    vocab, start, end = 60, 20, 44
+    logits = torch.randn(7, vocab)
+    target = torch.tensor([5, 21, 43, 2, 9, 30, 11])  # rows 1, 2, 3, 5 are code rows
+    weights = torch.tensor([1.0, 1.0, 0.5, 1.0, 2.0, 1.0, 1.0])
+    code = torch.tensor([1, 2, 3, 5])
+    answer = torch.tensor([6])
+    answer_mask = torch.zeros(1, vocab, dtype=torch.bool)
+    answer_mask[0, [11, 12, 50]] = True
+    dense_rows = torch.tensor([1, 2, 3, 5, 6])
+    dense = torch.cat([range_mask(vocab, start, end).expand(4, vocab), answer_mask])
+    a = logits.clone().requires_grad_(True)
+    b = logits.clone().requires_grad_(True)
+    fast = label_smoothed_cross_entropy(a, target, epsilon, weights=weights, allowed=answer_mask,
+                                        allowed_rows=answer, code_rows=code,
+                                        code_range=(start, end), drop_worst_ratio=drop)
+    slow = label_smoothed_cross_entropy(b, target, epsilon, weights=weights, allowed=dense,
+                                        allowed_rows=dense_rows, drop_worst_ratio=drop)
+    torch.testing.assert_close(fast.loss, slow.loss)
+    torch.testing.assert_close(fast.nll, slow.nll)
+    assert (fast.ntokens, fast.correct) == (slow.ntokens, slow.correct)
+    fast.loss.backward()
+    slow.loss.backward()
+    torch.testing.assert_close(a.grad, b.grad)
+    assert torch.all(a.grad[1, 4:start] == 0) and torch.all(a.grad[1, end:] == 0)
+    with pytest.raises(ValueError, match="code_range"):
+        label_smoothed_cross_entropy(logits, target, 0.1, code_rows=code)
+
+
 def test_allowed_rows_needs_matching_mask():
     with pytest.raises(ValueError, match="allowed_rows"):
         label_smoothed_cross_entropy(torch.randn(3, 8), torch.tensor([1, 2, 3]), 0.1,

@@ -190,6 +190,29 @@ class Batch:
                      move(self.decoder_input), move(self.target), move(self.weights),
                      move(self.allowed_rows), self.allowed_ids, move(self.code_mask))
 
+    def split_constraints(self, vocab_size: int
+                          ) -> tuple[torch.Tensor | None, torch.Tensor | None,
+                                     torch.Tensor | None]:
+        """(answer rows, their [rows, V] allowed mask, image-code rows): the constrained rows of
+        ``allowed_rows`` in two kinds, each None when there is none. Code rows need no mask:
+        their constraint is the code range (and the specials), which the loss computes on
+        those columns only."""
+        if self.allowed_ids is None:
+            return None, None, None
+        code = [i for i, ids in enumerate(self.allowed_ids) if ids is None]
+        if not code:
+            return self.allowed_rows, self.allowed_mask(vocab_size), None
+        answers = [i for i, ids in enumerate(self.allowed_ids) if ids is not None]
+        device = self.allowed_rows.device
+        code_rows = self.allowed_rows[torch.tensor(code, device=device)]
+        if not answers:
+            return None, None, code_rows
+        only = Batch(self.tasks, self.source, self.images, self.image_mask, self.decoder_input,
+                     self.target, self.weights,
+                     self.allowed_rows[torch.tensor(answers, device=device)],
+                     [self.allowed_ids[i] for i in answers], self.code_mask)
+        return only.allowed_rows, only.allowed_mask(vocab_size), code_rows
+
     def allowed_mask(self, vocab_size: int) -> torch.Tensor | None:
         """[len(allowed_rows), V] bool mask of the constrained rows, or None."""
         if self.allowed_ids is None:

@@ -93,6 +93,8 @@ def label_smoothed_cross_entropy(
     allowed: torch.Tensor | None = None,
     allowed_rows: torch.Tensor | None = None,
     constraint_range: tuple[int, int] | None = None,
+    code_rows: torch.Tensor | None = None,
+    code_range: tuple[int, int] | None = None,
     drop_worst_ratio: float = 0.0,
 ) -> LossOutput:
     """Label-smoothed NLL over N target positions (pads already removed).
@@ -108,7 +110,24 @@ def label_smoothed_cross_entropy(
     ``drop_worst_ratio`` r keeps the ``int(N * (1 - r))`` lowest-loss tokens; pass 0 until the
     official ``drop_worst_after`` update count is exceeded. As officially, ``nll`` is
     weighted by ``weights`` too; ``correct`` counts kept tokens only.
+    ``code_rows`` [K] (disjoint from ``allowed_rows``) are constrained to ids 0..3 and
+    ``code_range`` [start, end), image codes: the same terms as that range mask gives, computed
+    on those columns only (a drawing's target is 1,024 codes, each allowed 8,196 ids of 59k).
     """
+    if code_rows is not None:
+        terms = _with_code_rows(logits, target, epsilon, weights, allowed, allowed_rows,
+                                constraint_range, code_rows, code_range)
+    else:
+        terms = _row_terms(logits, target, epsilon, weights, allowed, allowed_rows,
+                           constraint_range)
+    return _total(*terms, drop_worst_ratio)
+
+
+def _row_terms(logits: torch.Tensor, target: torch.Tensor, epsilon: float,
+               weights: torch.Tensor | None, allowed: torch.Tensor | None,
+               allowed_rows: torch.Tensor | None, constraint_range: tuple[int, int] | None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token (loss, weighted nll, argmax hit) without image-code rows."""
     n, vocab = logits.shape
     rmask = (range_mask(vocab, *constraint_range, device=logits.device)
              if constraint_range is not None else None)
@@ -132,12 +151,61 @@ def label_smoothed_cross_entropy(
         c_loss, c_nll, c_hit = _token_terms(logits[rows], target[rows], epsilon, w[rows], mask)
         loss, nll = loss.index_copy(0, rows, c_loss), nll.index_copy(0, rows, c_nll)
         hit = hit.index_copy(0, rows, c_hit)
+    return loss, nll, hit
+
+
+def _total(loss: torch.Tensor, nll: torch.Tensor, hit: torch.Tensor,
+           drop_worst_ratio: float) -> LossOutput:
+    """Per-token terms summed, after dropping the worst ``drop_worst_ratio`` of them."""
     if drop_worst_ratio > 0:
-        k = int(n * (1 - drop_worst_ratio))  # same float expression as the official code
+        k = int(loss.numel() * (1 - drop_worst_ratio))  # the official code's float expression
         loss, keep = torch.topk(loss, k=k, largest=False)
         nll, hit = nll[keep], hit[keep]
     correct = int(hit.sum().item())
     return LossOutput(loss=loss.sum(), nll=nll.sum(), ntokens=int(loss.numel()), correct=correct)
+
+
+def _with_code_rows(logits: torch.Tensor, target: torch.Tensor, epsilon: float,
+                    weights: torch.Tensor | None, allowed: torch.Tensor | None,
+                    allowed_rows: torch.Tensor | None,
+                    constraint_range: tuple[int, int] | None, code_rows: torch.Tensor,
+                    code_range: tuple[int, int] | None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token terms with image-code rows: the other rows as :func:`_row_terms` gives them,
+    the code rows on the columns they allow, all in row order."""
+    if code_range is None:
+        raise ValueError("code_rows needs code_range")
+    n = logits.shape[0]
+    device = logits.device
+    code_rows = code_rows.to(device)
+    w = (torch.ones(n, device=device) if weights is None
+         else weights.to(device=device, dtype=torch.float32))
+    is_code = torch.zeros(n, dtype=torch.bool, device=device)
+    is_code[code_rows] = True
+    other = (~is_code).nonzero().flatten()
+    loss = torch.zeros(n, device=device)
+    nll, hit = torch.zeros_like(loss), torch.zeros(n, dtype=torch.bool, device=device)
+    if other.numel():
+        # answer rows keep their places among the others: renumber them
+        position = torch.full((n,), -1, dtype=torch.long, device=device)
+        position[other] = torch.arange(other.numel(), device=device)
+        rows = None if allowed_rows is None else position[allowed_rows.to(device)]
+        o_loss, o_nll, o_hit = _row_terms(logits[other], target[other], epsilon, w[other],
+                                          allowed, rows, constraint_range)
+        loss, nll = loss.index_copy(0, other, o_loss), nll.index_copy(0, other, o_nll)
+        hit = hit.index_copy(0, other, o_hit)
+    start, end = code_range
+    # the specials and the codes, side by side: the target ids renumbered to these columns
+    columns = torch.cat([logits[code_rows, :NUM_SPECIAL_IDS], logits[code_rows, start:end]], 1)
+    t = target[code_rows]
+    local = torch.where(t < NUM_SPECIAL_IDS, t, t - start + NUM_SPECIAL_IDS)
+    eps_i = epsilon / (columns.shape[1] - 1 + 1e-6)  # as _masked_loss counts a range mask
+    wc = w[code_rows]
+    c_loss, c_nll, c_hit = _SmoothedNLL.apply(columns, local, (1.0 - epsilon - eps_i) * wc,
+                                              eps_i * wc)
+    loss, nll = loss.index_copy(0, code_rows, c_loss), nll.index_copy(0, code_rows, c_nll * wc)
+    hit = hit.index_copy(0, code_rows, c_hit)
+    return loss, nll, hit
 
 
 def _token_terms(logits: torch.Tensor, target: torch.Tensor, epsilon: float,

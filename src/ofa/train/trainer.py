@@ -36,7 +36,7 @@ from ..files import replacing
 from ..generate import Trie
 from ..model import OFAConfig, OFAModel
 from ..tasks import TASKS
-from ..tokenizer import BIN_OFFSET, NUM_BINS, PAD, OFATokenizer
+from ..tokenizer import BIN_OFFSET, CODE_OFFSET, NUM_BINS, NUM_CODES, PAD, OFATokenizer
 from .config import TrainConfig
 from .data import StepBatches
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
@@ -58,6 +58,7 @@ CHECKPOINT = "checkpoint_last.pt"
 # what keep-best averages by default: each task's published figure (the task table's)
 PRIMARY_METRICS = tuple(f"{t.name}/{t.primary_metric}" for t in TASKS.values()
                         if t.primary_metric)
+CODE_RANGE = (CODE_OFFSET, CODE_OFFSET + NUM_CODES)  # what an image-code target may be
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -439,10 +440,11 @@ class Trainer:
         with ctx:
             logits = self.wrapped(b.source, b.decoder_input, b.images, b.image_mask,
                                   code_mask=b.code_mask, output_mask=output_mask)
+        answer_rows, answer_mask, code_rows = b.split_constraints(logits.shape[-1])
         return label_smoothed_cross_entropy(logits, target, self.cfg.label_smoothing,
                                             weights=weights, drop_worst_ratio=drop_worst,
-                                            allowed=b.allowed_mask(logits.shape[-1]),
-                                            allowed_rows=b.allowed_rows)
+                                            allowed=answer_mask, allowed_rows=answer_rows,
+                                            code_rows=code_rows, code_range=CODE_RANGE)
 
     def train_step(self, micro_batches) -> dict[str, float]:
         """One update over this process's micro-batches; returns global statistics."""
