@@ -5,6 +5,7 @@ so a model is trained on exactly the inputs it is later asked with.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Sequence
@@ -207,10 +208,9 @@ class Batch:
         code_rows = self.allowed_rows[torch.tensor(code, device=device)]
         if not answers:
             return None, None, code_rows
-        only = Batch(self.tasks, self.source, self.images, self.image_mask, self.decoder_input,
-                     self.target, self.weights,
-                     self.allowed_rows[torch.tensor(answers, device=device)],
-                     [self.allowed_ids[i] for i in answers], self.code_mask)
+        only = dataclasses.replace(self, allowed_ids=[self.allowed_ids[i] for i in answers],
+                                   allowed_rows=self.allowed_rows[torch.tensor(answers,
+                                                                               device=device)])
         return only.allowed_rows, only.allowed_mask(vocab_size), code_rows
 
     def allowed_mask(self, vocab_size: int) -> torch.Tensor | None:
