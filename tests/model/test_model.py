@@ -115,6 +115,28 @@ def test_code_mode_changes_positions_and_mixed_batch(model):
     torch.testing.assert_close(mixed[1], code[1], atol=1e-5, rtol=1e-5)
 
 
+def test_code_rows_are_projected_on_their_columns_only(model):
+    """Training's split projection: the marked positions' logits, the code rows over the
+    given ids only and the other rows over the whole vocabulary, equal the full logits."""
+    ids = text_batch([6, 6])
+    dec = text_batch([5, 5], seed=4)
+    code_mask = torch.tensor([False, True])
+    output_mask = dec.ne(PAD)
+    output_mask[0, 0] = False
+    with torch.no_grad():
+        full = model(ids, dec, code_mask=code_mask)[output_mask]
+        code_rows = torch.tensor([4, 5, 6])
+        columns = torch.tensor([0, 1, 2, 3, 10, 11, 12])
+        other, code = model(ids, dec, code_mask=code_mask, output_mask=output_mask,
+                            code_rows=code_rows, code_columns=columns)
+    keep = torch.ones(full.shape[0], dtype=torch.bool)
+    keep[code_rows] = False
+    torch.testing.assert_close(other, full[keep], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(code, full[code_rows][:, columns], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="code_columns"):
+        model(ids, dec, output_mask=output_mask, code_rows=code_rows)
+
+
 def test_cache_reorder_follows_beams(model):
     ids = text_batch([6, 8])
     dec = text_batch([6, 6], seed=5)

@@ -259,8 +259,26 @@ def test_code_rows_equal_their_range_mask_on_the_full_vocabulary(epsilon, drop):
     slow.loss.backward()
     torch.testing.assert_close(a.grad, b.grad)
     assert torch.all(a.grad[1, 4:start] == 0) and torch.all(a.grad[1, end:] == 0)
+    # the code rows' columns given on their own (as the model projects them in training)
+    columns = torch.cat([torch.arange(4), torch.arange(start, end)])
+    other = torch.tensor([0, 4, 6])
+    o = logits[other].clone().requires_grad_(True)
+    c = logits[code][:, columns].clone().requires_grad_(True)
+    split = label_smoothed_cross_entropy(o, target, epsilon, weights=weights, allowed=answer_mask,
+                                         allowed_rows=answer, code_rows=code,
+                                         code_range=(start, end), code_logits=c,
+                                         drop_worst_ratio=drop)
+    torch.testing.assert_close(split.loss, slow.loss)
+    torch.testing.assert_close(split.nll, slow.nll)
+    assert (split.ntokens, split.correct) == (slow.ntokens, slow.correct)
+    split.loss.backward()
+    torch.testing.assert_close(o.grad, b.grad[other])
+    torch.testing.assert_close(c.grad, b.grad[code][:, columns])
     with pytest.raises(ValueError, match="code_range"):
         label_smoothed_cross_entropy(logits, target, 0.1, code_rows=code)
+    with pytest.raises(ValueError, match="code_logits"):
+        label_smoothed_cross_entropy(logits, target, 0.1, code_rows=code,
+                                     code_range=(start, end), code_logits=c)
 
 
 def test_allowed_rows_needs_matching_mask():

@@ -80,14 +80,28 @@ class OFAModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, decoder_input_ids: torch.Tensor,
                 images: torch.Tensor | None = None, image_mask: torch.Tensor | None = None,
                 code_mask: torch.Tensor | None = None,
-                output_mask: torch.Tensor | None = None) -> torch.Tensor:
+                output_mask: torch.Tensor | None = None,
+                code_rows: torch.Tensor | None = None,
+                code_columns: torch.Tensor | None = None
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced logits [B, T, V]; with ``output_mask`` [B, T] (bool) only the [N, V]
-        logits of the marked positions (training projects only the positions with a loss)."""
+        logits of the marked positions (training projects only the positions with a loss).
+        With ``code_rows`` [K] (indices into those N) and ``code_columns`` [C] (vocabulary ids)
+        it returns the other rows' logits [N - K, V] and the code rows' logits over those ids
+        only [K, C]: a drawing's targets are image codes, 8k of the 59k ids."""
         enc = self.encode(input_ids, images, image_mask)
         if output_mask is None:
             return self.decode(decoder_input_ids, enc, code_mask=code_mask)
-        hidden = self.decoder(decoder_input_ids, enc, None, code_mask)
-        return F.linear(hidden[output_mask], self.embed_tokens.weight)
+        hidden = self.decoder(decoder_input_ids, enc, None, code_mask)[output_mask]
+        weight = self.embed_tokens.weight
+        if code_rows is None:
+            return F.linear(hidden, weight)
+        if code_columns is None:
+            raise ValueError("code_rows needs code_columns")
+        is_code = torch.zeros(hidden.shape[0], dtype=torch.bool, device=hidden.device)
+        is_code[code_rows] = True
+        return (F.linear(hidden[~is_code], weight),
+                F.linear(hidden[code_rows], weight[code_columns.to(weight.device)]))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -95,6 +95,7 @@ def label_smoothed_cross_entropy(
     constraint_range: tuple[int, int] | None = None,
     code_rows: torch.Tensor | None = None,
     code_range: tuple[int, int] | None = None,
+    code_logits: torch.Tensor | None = None,
     drop_worst_ratio: float = 0.0,
 ) -> LossOutput:
     """Label-smoothed NLL over N target positions (pads already removed).
@@ -113,10 +114,12 @@ def label_smoothed_cross_entropy(
     ``code_rows`` [K] (disjoint from ``allowed_rows``) are constrained to ids 0..3 and
     ``code_range`` [start, end), image codes: the same terms as that range mask gives, computed
     on those columns only (a drawing's target is 1,024 codes, each allowed 8,196 ids of 59k).
+    ``code_logits`` [K, 4 + end - start] are those columns' logits, projected on their own
+    (``OFAModel.forward`` with ``code_rows``); then ``logits`` holds the other rows only.
     """
     if code_rows is not None:
         terms = _with_code_rows(logits, target, epsilon, weights, allowed, allowed_rows,
-                                constraint_range, code_rows, code_range)
+                                constraint_range, code_rows, code_range, code_logits)
     else:
         terms = _row_terms(logits, target, epsilon, weights, allowed, allowed_rows,
                            constraint_range)
@@ -169,13 +172,19 @@ def _with_code_rows(logits: torch.Tensor, target: torch.Tensor, epsilon: float,
                     weights: torch.Tensor | None, allowed: torch.Tensor | None,
                     allowed_rows: torch.Tensor | None,
                     constraint_range: tuple[int, int] | None, code_rows: torch.Tensor,
-                    code_range: tuple[int, int] | None
+                    code_range: tuple[int, int] | None, code_logits: torch.Tensor | None
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-token terms with image-code rows: the other rows as :func:`_row_terms` gives them,
     the code rows on the columns they allow, all in row order."""
     if code_range is None:
         raise ValueError("code_rows needs code_range")
-    n = logits.shape[0]
+    start, end = code_range
+    n = target.shape[0]
+    if code_logits is not None and (
+            code_logits.shape != (code_rows.numel(), NUM_SPECIAL_IDS + end - start)
+            or logits.shape[0] != n - code_rows.numel()):
+        raise ValueError("code_logits needs [len(code_rows), 4 + codes] and logits of the "
+                         "other rows")
     device = logits.device
     code_rows = code_rows.to(device)
     w = (torch.ones(n, device=device) if weights is None
@@ -190,13 +199,14 @@ def _with_code_rows(logits: torch.Tensor, target: torch.Tensor, epsilon: float,
         position = torch.full((n,), -1, dtype=torch.long, device=device)
         position[other] = torch.arange(other.numel(), device=device)
         rows = None if allowed_rows is None else position[allowed_rows.to(device)]
-        o_loss, o_nll, o_hit = _row_terms(logits[other], target[other], epsilon, w[other],
+        o_logits = logits if code_logits is not None else logits[other]
+        o_loss, o_nll, o_hit = _row_terms(o_logits, target[other], epsilon, w[other],
                                           allowed, rows, constraint_range)
         loss, nll = loss.index_copy(0, other, o_loss), nll.index_copy(0, other, o_nll)
         hit = hit.index_copy(0, other, o_hit)
-    start, end = code_range
     # the specials and the codes, side by side: the target ids renumbered to these columns
-    columns = torch.cat([logits[code_rows, :NUM_SPECIAL_IDS], logits[code_rows, start:end]], 1)
+    columns = code_logits if code_logits is not None else torch.cat(
+        [logits[code_rows, :NUM_SPECIAL_IDS], logits[code_rows, start:end]], 1)
     t = target[code_rows]
     local = torch.where(t < NUM_SPECIAL_IDS, t, t - start + NUM_SPECIAL_IDS)
     eps_i = epsilon / (columns.shape[1] - 1 + 1e-6)  # as _masked_loss counts a range mask

@@ -42,7 +42,7 @@ from .data import StepBatches
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from .ema import EMA
 from .featurize import CONSTRAINABLE_TASKS, candidate_tries
-from .loss import label_smoothed_cross_entropy
+from .loss import NUM_SPECIAL_IDS, label_smoothed_cross_entropy
 from .optim import (
     Restart,
     build_optimizer,
@@ -59,6 +59,8 @@ CHECKPOINT = "checkpoint_last.pt"
 PRIMARY_METRICS = tuple(f"{t.name}/{t.primary_metric}" for t in TASKS.values()
                         if t.primary_metric)
 CODE_RANGE = (CODE_OFFSET, CODE_OFFSET + NUM_CODES)  # what an image-code target may be
+# the ids an image-code target row is scored over: the specials, then the codes
+CODE_COLUMNS = torch.cat([torch.arange(NUM_SPECIAL_IDS), torch.arange(*CODE_RANGE)])
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -437,14 +439,20 @@ class Trainer:
         dtype = _AUTOCAST.get(self.cfg.dtype)
         ctx = (torch.autocast(self.info.device.type, dtype=dtype) if dtype is not None
                else contextlib.nullcontext())
+        answer_rows, answer_mask, code_rows = b.split_constraints(self.model.config.vocab_size)
         with ctx:
             logits = self.wrapped(b.source, b.decoder_input, b.images, b.image_mask,
-                                  code_mask=b.code_mask, output_mask=output_mask)
-        answer_rows, answer_mask, code_rows = b.split_constraints(logits.shape[-1])
+                                  code_mask=b.code_mask, output_mask=output_mask,
+                                  code_rows=code_rows,
+                                  code_columns=None if code_rows is None else CODE_COLUMNS)
+        code_logits = None
+        if code_rows is not None:
+            logits, code_logits = logits
         return label_smoothed_cross_entropy(logits, target, self.cfg.label_smoothing,
                                             weights=weights, drop_worst_ratio=drop_worst,
                                             allowed=answer_mask, allowed_rows=answer_rows,
-                                            code_rows=code_rows, code_range=CODE_RANGE)
+                                            code_rows=code_rows, code_range=CODE_RANGE,
+                                            code_logits=code_logits)
 
     def train_step(self, micro_batches) -> dict[str, float]:
         """One update over this process's micro-batches; returns global statistics."""
