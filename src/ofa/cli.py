@@ -403,8 +403,9 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
                         "(default: the CPU count, at most 4)")
     s.add_argument("--vqgan", type=Path, default=None,
                    help="a VQGAN (folder or checkpoint): also write SPLIT_imagine.jsonl, each "
-                        "caption with its image's codes, to train text-to-image (the demo "
-                        "model's is src/ofa/assets/shapes-demo/vqgan)")
+                        "caption with the codes of its scene drawn plain (flat background, "
+                        "palette colours), to train text-to-image (the demo model's is "
+                        "src/ofa/assets/shapes-demo/vqgan)")
     s.set_defaults(func=_run_data_shapes)
 
 
@@ -426,7 +427,7 @@ def _run_data_shapes(args: argparse.Namespace) -> int:
     if vqgan is not None:
         from .data.shapes_codes import write_imagine_records
 
-        write_imagine_records(args.out, files, vqgan)
+        write_imagine_records(args.out, files, vqgan, world=world)
         sets.append("imagine")
     for split, path in files.items():
         extra = ", ".join(f"{path.stem}_{name}.jsonl" for name in sets)

@@ -71,6 +71,24 @@ def test_scene_structure():
             assert lo * scene.width <= x1 - x0 <= hi * scene.width
 
 
+def test_plain_scene_drops_texture_and_jitter_only():
+    from ofa.data.shapes import BACKGROUND_RGB, COLOR_RGB
+
+    world = ShapesWorld(seed=0)
+    scenes = [world.scene("train", i) for i in range(40)]
+    assert {s.texture for s in scenes} == {"flat", "noise", "gradient"}
+    for scene in scenes:
+        plain = scene.plain()
+        assert plain.caption() == scene.caption() and plain.texture == "flat"
+        assert [s.box for s in plain.shapes] == [s.box for s in scene.shapes]
+        assert all(s.rgb == COLOR_RGB[s.color] for s in plain.shapes)
+        pixels = np.asarray(plain.render())
+        # the background is one colour, and every pixel is background or a palette colour
+        assert tuple(pixels[0, 0]) == BACKGROUND_RGB[scene.background]
+        palette = {BACKGROUND_RGB[scene.background], *(COLOR_RGB[s.color] for s in scene.shapes)}
+        assert {tuple(p) for p in pixels.reshape(-1, 3)} <= palette
+
+
 def test_boxes_match_drawn_pixels():
     for scene in SCENES[:60]:
         pixels = np.asarray(scene.render()).astype(int)

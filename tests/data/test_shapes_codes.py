@@ -47,6 +47,30 @@ def test_records_hold_each_caption_and_its_codes(tmp_path):
     assert _lines(again["test"]) == _lines(written["test"])  # deterministic (argmax codes)
 
 
+def test_with_its_world_the_records_hold_the_codes_of_plain_scenes(tmp_path):
+    from ofa.imagegen.train_vqgan import pixels_to_input, render_scenes
+
+    vqgan = load_vqgan(write_vqgan(tmp_path / "vqgan"))
+    world = ShapesWorld(seed=0)
+    world.write(tmp_path / "shapes", {"train": 5}, progress=False)
+    written = write_imagine_records(tmp_path / "shapes", ["train"], vqgan, progress=False,
+                                    world=world)
+    pixels, captions = render_scenes(world, "train", 5, VQ.resolution, plain=True)
+    with torch.no_grad():
+        expected = vqgan.encode(pixels_to_input(pixels)).flatten(1).tolist()
+    records = _lines(written["train"])
+    assert [r["codes"] for r in records] == expected
+    assert [r["text"] for r in records] == captions
+    # not the codes of the image files: some of those scenes have texture or jitter
+    files = _lines(write_imagine_records(tmp_path / "shapes", ["train"], vqgan,
+                                         progress=False)["train"])
+    assert [r["codes"] for r in files] != expected
+    # a world that did not write the folder is refused
+    with pytest.raises(InputError, match="is not this ShapesWorld's scene"):
+        write_imagine_records(tmp_path / "shapes", ["train"], vqgan, progress=False,
+                              world=ShapesWorld(seed=1))
+
+
 def test_a_folder_without_records_is_an_input_error(tmp_path):
     vq_dir = write_vqgan(tmp_path / "vqgan")
     with pytest.raises(InputError, match="dataset file not found"):

@@ -12,6 +12,7 @@ rendering and question/statement selection draw their own generators, so ``Scene
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -216,6 +217,13 @@ class Scene:
         return [(c, k) for c in COLORS for k in SHAPES if (c, k) not in present]
 
     # ---- rendering -----------------------------------------------------------------------------
+    def plain(self) -> Scene:
+        """The same scene without what no caption says: a flat background and every shape in
+        its palette colour (no texture, no colour jitter). Text-to-image learns to draw these:
+        the nuisance would otherwise be most of what a drawing's codes have to predict."""
+        shapes = tuple(dataclasses.replace(s, rgb=COLOR_RGB[s.color]) for s in self.shapes)
+        return dataclasses.replace(self, texture="flat", shapes=shapes)
+
     def render(self) -> Image.Image:
         """Draw the scene as an RGB PIL image (byte-identical across calls)."""
         rng = self._rng(0)

@@ -306,17 +306,17 @@ def load_vqgan_train_config(path: str | os.PathLike[str],
 
 
 # ----------------------------------------------------------------------------- data
-def render_scenes(world: Any, split: str, count: int, resolution: int, start: int = 0
-                  ) -> tuple[torch.Tensor, list[str]]:
+def render_scenes(world: Any, split: str, count: int, resolution: int, start: int = 0,
+                  plain: bool = False) -> tuple[torch.Tensor, list[str]]:
     """Scenes ``start .. start+count-1`` of ``split``: uint8 pixels [N, res, res, 3] and
     captions. Each render is resized with LANCZOS, as :func:`ofa.imagegen.vqgan_io.preprocess`
     does (OFA-Sys/OFA run_scripts/image_gen/generate_code.py), so these pixels are what the
-    VQGAN sees when OFA's training targets are encoded."""
+    VQGAN sees when OFA's training targets are encoded. ``plain``: :meth:`Scene.plain` renders."""
     pixels = np.empty((count, resolution, resolution, 3), dtype=np.uint8)
     captions = []
     for i in range(count):
         scene = world.scene(split, start + i)
-        image = scene.render()
+        image = (scene.plain() if plain else scene).render()
         if image.size != (resolution, resolution):
             image = image.resize((resolution, resolution), Image.LANCZOS)
         pixels[i] = np.asarray(image)
