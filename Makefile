@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install browser test lint slow clean demo demo-model shapes-vqgan
+.PHONY: install browser test lint slow clean demo demo-model shapes-vqgan draw-model
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,13 +46,23 @@ demo-model: install
 	$(BIN)/ofa train configs/shapes-demo.yaml
 	$(BIN)/python -m ofa.demo runs/shapes-demo/best
 
-# Rebuild the demo model's image tokenizer from scratch (about 21 minutes on 2 CPU cores); the
-# codes it gives change, so run `make demo-model` after it.
+# Rebuild the demo's image tokenizer from scratch (about 21 minutes on 2 CPU cores); the codes
+# it gives change, so run `make draw-model` after it.
 DEMO_VQGAN := src/ofa/assets/shapes-demo/vqgan
 
 shapes-vqgan: install
 	rm -rf $(DEMO_VQGAN)
 	$(BIN)/ofa train-vqgan configs/shapes-vqgan.yaml --out $(DEMO_VQGAN)
+
+# Rebuild the demo's drawing model from scratch (about 35 minutes on 2 CPU cores):
+# ShapesWorld with each caption's codes under the shipped VQGAN, training, export to
+# src/ofa/assets/shapes-demo/draw (fp16, only the embedding rows it uses). The whole of
+# text-to-image from nothing: make shapes-vqgan draw-model.
+draw-model: install
+	$(BIN)/ofa data shapes data/shapes --train 20000 --val 300 --test 1000 --vqgan $(DEMO_VQGAN)
+	rm -rf runs/shapes-draw
+	$(BIN)/ofa train configs/shapes-draw.yaml
+	$(BIN)/python -m ofa.demo --draw runs/shapes-draw/final
 
 slow: install
 	$(BIN)/python -m pytest -m slow

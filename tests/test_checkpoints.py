@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from ofa import checkpoints as C
 from ofa.cli import main as cli_main
-from ofa.errors import CheckpointError
+from ofa.errors import CheckpointError, InputError
 from ofa.model import OFAModel
 
 from conftest import tiny_config
@@ -380,3 +380,33 @@ def test_a_config_of_another_size_is_reported_before_allocating(small, tmp_path)
     bigger = OFAModel(tiny_config(ffn_dim=256))  # load_weights itself says the same
     with pytest.raises(CheckpointError, match=r"ffn_dim 128\) than the config says \(ffn_dim 256"):
         C.load_weights(bigger, C.to_official_keys(official_state(small))[0])
+
+
+def test_a_native_folder_may_store_only_some_embedding_rows(small, tmp_path):
+    """Format 2: the rows named are stored, the others load as zeros; the rest of the model and
+    its outputs over the kept ids are unchanged. A damaged row list is one clear error."""
+    keep = [0, 1, 2, 3, 5, 6, 7, 9, 10, 300]
+    out = C.save_native(small, tmp_path / "rows", embedding_rows=keep + [7])
+    assert json.loads((out / "config.json").read_text())["ofa_format"] == 2
+    whole = C.save_native(small, tmp_path / "whole")
+    assert json.loads((whole / "config.json").read_text())["ofa_format"] == 1
+    assert (out / "model.safetensors").stat().st_size < (whole / "model.safetensors").stat().st_size
+    loaded = C.load_model(out)
+    table, original = loaded.embed_tokens.weight, small.embed_tokens.weight
+    assert torch.equal(table[keep], original[keep])
+    others = torch.ones(table.shape[0], dtype=torch.bool)
+    others[keep] = False
+    assert not table[others].any()
+    # logits_of reads ids 0, 2, 5-7, 9, 10 only: the same over the kept columns
+    assert torch.allclose(logits_of(loaded)[..., keep], logits_of(small)[..., keep], atol=1e-6)
+
+    from safetensors.torch import load_file
+    state = load_file(str(out / "model.safetensors"))
+    for rows, message in ((torch.tensor([0, 1]), "does not name one id per row"),
+                          (torch.tensor(keep[:-1] + [10**6]), "distinct int64 ids below"),
+                          (torch.tensor(keep[:-1] + [9]), "distinct int64 ids below")):
+        save_file({**state, C.EMBEDDING_ROWS: rows}, str(out / "model.safetensors"))
+        with pytest.raises(CheckpointError, match=message):
+            C.load_model(out)
+    with pytest.raises(InputError, match="embedding_rows must name ids"):
+        C.save_native(small, tmp_path / "bad", embedding_rows=[10**6])

@@ -264,6 +264,16 @@ class OFA:
         self.parts.update({k: v for k, v in parts.items() if v is not None})
         return self
 
+    def drawing_model(self) -> OFAModel:
+        """The model that draws: the ``draw/`` model beside the checkpoint when there is one
+        (loaded once and kept; the embedded demo's), else this model."""
+        from .imagegen.imagine import resolve_drawer
+
+        if "drawer" not in self.parts:
+            folder = None if self.path is None or not self.path.is_dir() else self.path
+            self.parts["drawer"] = resolve_drawer(self.model, folder)
+        return self.parts["drawer"]
+
     def drawing_parts(self, rank: str | None = None) -> tuple[Any, Any]:
         """The VQGAN and the ranker text-to-image uses. The VQGAN and CLIP are attached
         (loaded once and kept), else the ``vqgan/`` and ``clip/`` folders beside the
@@ -430,8 +440,8 @@ class OFA:
             label = _label(None, fields)
             try:
                 _check_text_fields(fields)
-                r = imagine(self.model, self.tokenizer, fields.get("text"), vqgan, ranker,
-                            samples=task.samples, top=task.top, seed=task.seed,
+                r = imagine(self.drawing_model(), self.tokenizer, fields.get("text"), vqgan,
+                            ranker, samples=task.samples, top=task.top, seed=task.seed,
                             batch_size=batch_size, progress=progress)
             except OFAError as e:
                 if errors == "raise":

@@ -9,6 +9,9 @@ Layouts (detected automatically):
 * ``mmpretrain``: converted ``.pth`` files, keys ``model.encoder...`` (maybe under ``state_dict``).
 * ``native``: this project's folder: ``config.json``, ``model.safetensors``, tokenizer files
   and, for a model that answers from a closed list, ``answers.txt`` (one answer per line).
+  Format 2 may store only some rows of the token embedding (``encoder.embed_tokens.rows``
+  names them; the others load as zeros): a model that reads and writes few of the 59,457
+  tokens, such as a drawing model that only reads short captions and writes 512 image codes.
 
 Every layout is renamed to the official fairseq key names, which ``OFAModel`` uses. The size is
 inferred from tensor shapes. Derived buffers (relative-position buckets, the decoder's image
@@ -37,7 +40,7 @@ from .model import PRESETS, OFAConfig, OFAModel
 from .model.config import SHAPE_FIELDS
 from .safe_unpickle import load_pickled_checkpoint, to_plain
 
-NATIVE_FORMAT_VERSION = 1
+NATIVE_FORMAT_VERSION = 2  # 2: the token embedding may be stored by rows (EMBEDDING_ROWS)
 NATIVE_WEIGHTS = "model.safetensors"
 CONFIG_FILE = "config.json"
 ANSWERS_FILE = "answers.txt"  # a native folder's VQA answer list, when it has one
@@ -74,6 +77,7 @@ _LAYER_KEY = re.compile(r"^(encoder|decoder)\.layers\.(\d+)\.([^.]+)\.(.+)$")
 _DERIVED = re.compile(r"(^|\.)(token_rp_bucket|image_rp_bucket|image_position_idx|version)$")
 _TIED = ("decoder.embed_tokens.weight", "decoder.output_projection.weight")
 _CANONICAL_EMBED = "encoder.embed_tokens.weight"
+EMBEDDING_ROWS = "encoder.embed_tokens.rows"  # format 2: the ids of the stored embedding rows
 
 
 def _rename_layer(key: str, table: dict[str, dict[str, str]]) -> str | None:
@@ -425,8 +429,32 @@ def _read_native(folder: Path) -> tuple[OFAConfig, dict[str, torch.Tensor], dict
         raise CheckpointError(f"{cfg_file}: invalid model config: {e}") from None
     source = _checked_source(cfg_json.get("source", {}), cfg_file)
     weights = folder / NATIVE_WEIGHTS
-    check_fits(config, _safetensors_shapes(weights), str(weights))
-    return config, _load_safetensors(weights), source
+    shapes = _safetensors_shapes(weights)
+    rows = shapes.pop(EMBEDDING_ROWS, None)
+    if rows is not None:  # stored by rows: it must hold one row per id it names
+        if len(rows) != 1 or shapes.get(_CANONICAL_EMBED, (None,))[0] != rows[0]:
+            raise CheckpointError(f"{weights}: {EMBEDDING_ROWS} {rows} does not name one id "
+                                  f"per row of {_CANONICAL_EMBED} "
+                                  f"{shapes.get(_CANONICAL_EMBED)}")
+        shapes[_CANONICAL_EMBED] = (config.vocab_size, *shapes[_CANONICAL_EMBED][1:])
+    check_fits(config, shapes, str(weights))
+    state = _load_safetensors(weights)
+    if rows is not None:
+        state[_CANONICAL_EMBED] = _embedding_from_rows(state, config.vocab_size, weights)
+    return config, state, source
+
+
+def _embedding_from_rows(state: dict[str, torch.Tensor], vocab_size: int,
+                         where: Path) -> torch.Tensor:
+    """The full token embedding of a format-2 file: its stored rows, zeros elsewhere."""
+    ids, stored = state.pop(EMBEDDING_ROWS), state[_CANONICAL_EMBED]
+    if (ids.dtype != torch.int64 or ids.numel() != ids.unique().numel()
+            or (ids.numel() and not 0 <= int(ids.min()) <= int(ids.max()) < vocab_size)):
+        raise CheckpointError(f"{where}: {EMBEDDING_ROWS} must hold distinct int64 ids below "
+                              f"{vocab_size}")
+    full = stored.new_zeros(vocab_size, stored.shape[1])
+    full[ids] = stored
+    return full
 
 
 def _checked_source(source: Any, cfg_file: Path) -> dict:
@@ -582,9 +610,12 @@ def model_answers(folder: str | os.PathLike[str]) -> list[str] | None:
 
 
 def save_native(model: OFAModel, out_dir: str | os.PathLike[str], tokenizer=None,
-                source: dict | None = None, answers: list[str] | None = None) -> Path:
+                source: dict | None = None, answers: list[str] | None = None,
+                embedding_rows: list[int] | None = None) -> Path:
     """Write ``config.json`` + ``model.safetensors`` (+ tokenizer files, + ``answers.txt``
-    when ``answers`` is given) atomically."""
+    when ``answers`` is given) atomically. ``embedding_rows``: keep only these rows of the
+    token embedding (format 2; the others load as zeros), for a model that never reads or
+    writes the other tokens."""
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise CheckpointError(f"{out} exists and is not empty; choose a new folder")
@@ -600,8 +631,17 @@ def save_native(model: OFAModel, out_dir: str | os.PathLike[str], tokenizer=None
     try:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
                  if k not in _TIED and not k.endswith("num_batches_tracked")}
+        if embedding_rows is not None:
+            ids = torch.tensor(sorted(set(embedding_rows)), dtype=torch.int64)
+            if ids.numel() == 0 or ids[0] < 0 or ids[-1] >= model.config.vocab_size:
+                raise InputError(f"embedding_rows must name ids in [0, "
+                                 f"{model.config.vocab_size})")
+            state[_CANONICAL_EMBED] = state[_CANONICAL_EMBED][ids].contiguous()
+            state[EMBEDDING_ROWS] = ids
         save_file(state, str(tmp / NATIVE_WEIGHTS), metadata={"format": "pt"})
-        cfg = {"ofa_format": NATIVE_FORMAT_VERSION, "model": model.config.to_dict(),
+        # format 1 unless rows are dropped: a file older readers can read stays readable
+        cfg = {"ofa_format": 1 if embedding_rows is None else NATIVE_FORMAT_VERSION,
+               "model": model.config.to_dict(),
                "source": source or {}}
         (tmp / CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
         if tokenizer is not None:

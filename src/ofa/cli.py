@@ -439,12 +439,18 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo", help="caption, VQA and grounding with the embedded demo model",
         description="Run the embedded ShapesWorld model on the demo image (or yours): caption "
-                    "it, answer a question, ground an object and save the image with the box.")
+                    "it, answer a question, ground an object and save the image with the box; "
+                    "then draw a scene from text and say what the ShapesWorld checker sees in "
+                    "the drawing.")
     p.add_argument("--image", default=None, help="image (default: the demo image)")
     p.add_argument("--question", default=None, help="question (default: one about the image)")
     p.add_argument("--text", default=None, help="referring expression to ground")
     p.add_argument("--out", type=Path, default=Path("demo_out.png"),
                    help="where to write the image with the box (default: demo_out.png)")
+    p.add_argument("--draw", default=None,
+                   help="caption to draw (default: the demo image's caption)")
+    p.add_argument("--drawn", type=Path, default=Path("demo_imagine.png"),
+                   help="where to write the drawing, enlarged 4x (default: demo_imagine.png)")
     p.set_defaults(func=_run_demo)
 
 
@@ -454,13 +460,23 @@ def _run_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     start = time.perf_counter()
-    r = run_demo(args.out, image=args.image, question=args.question, text=args.text)
+    r = run_demo(args.out, image=args.image, question=args.question, text=args.text,
+                 draw=args.draw, drawn_image=args.drawn)
     box = "none" if r["box"] is None else "[" + ", ".join(f"{v:.1f}" for v in r["box"]) + "]"
     print(f"image:    {r['image']}")
     print(f"caption:  {r['caption']}")
     print(f"question: {r['question']} -> {r['answer']}")
     print(f"ground:   \"{r['text']}\" -> box {box}")
-    print(f"wrote {r['output_image']} ({time.perf_counter() - start:.1f} s)")
+    print(f"wrote {r['output_image']}")
+    print(f"draw:     \"{r['draw']}\" -> {r['drawn_image']}")
+    seen = r["checker"]
+    if seen is None:
+        print(f"checker:  cannot judge it: {r['checker_error']}")
+    else:
+        marks = ", ".join(f"{k} {'right' if seen[k] else 'wrong'}"
+                          for k in ("colors", "sizes", "positions"))
+        print(f"checker:  sees {seen['seen']} ({marks})")
+    print(f"done in {time.perf_counter() - start:.1f} s")
     return 0
 
 

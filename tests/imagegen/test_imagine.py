@@ -91,3 +91,34 @@ def test_bad_inputs_give_one_line(model, files, tmp_path, capsys):
                      "--out", str(tmp_path / "o"), "--device", "cpu", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 1 and "missing.pt" in err and err.count("\n") == 1
+
+
+def test_a_draw_folder_beside_the_model_draws(files, tmp_path, bpe_dir):
+    """A model that captions but does not draw may ship its drawing model in ``draw/``: that
+    one draws, the captioner ranks; a drawing model of another vocabulary is refused."""
+    import shutil
+
+    from ofa.checkpoints import save_native
+    from ofa.errors import CheckpointError
+    from ofa.imagegen.imagine import imagine
+    from ofa.model import OFAModel
+
+    from conftest import tiny_config
+
+    folder = tmp_path / "captioner"
+    shutil.copytree(files["model"], folder)
+    shutil.copytree(files["vqgan"], folder / "vqgan")
+    save_native(OFAModel(tiny_config(vocab_size=60000)), folder / "draw")
+    with pytest.raises(CheckpointError, match="share one tokenizer"):
+        ofa.load(folder, device="cpu").imagine("a dog", samples=2)
+    shutil.rmtree(folder / "draw")
+    torch.manual_seed(7)
+    drawer = OFAModel(tiny_config(code_image_size=64)).eval()
+    save_native(drawer, folder / "draw")
+    m = ofa.load(folder, device="cpu")
+    r = m.imagine("a dog", samples=3, top=3, seed=1, rank="caption")
+    assert m.drawing_model() is not m.model and r.ranked_by == "caption"
+    direct = imagine(drawer, m.tokenizer, "a dog", m.parts["vqgan"], None, samples=3, top=3,
+                     seed=1)
+    assert sorted(map(tuple, r.codes.flatten(1).tolist())) == sorted(
+        map(tuple, direct.codes.flatten(1).tolist()))

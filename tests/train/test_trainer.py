@@ -609,3 +609,33 @@ def test_drawing_records_train_in_code_mode(shapes, bpe_dir, tmp_path):
     cfg["data"]["valid"] = [{"path": str(drawings)}]
     with pytest.raises(InputError, match="data.valid holds imagine records"):
         Trainer(build_config(cfg), progress=False, info=DistInfo(0, 1, 0, torch.device("cpu")))
+
+
+def test_image_codes_narrow_the_columns_a_drawing_is_scored_over(shapes, bpe_dir, tmp_path):
+    """data.image_codes: a drawing's code rows are scored over the specials and the VQGAN's
+    codes only (a smaller codebook, a smaller softmax); a target beyond it is an error."""
+    import json
+
+    drawings = tmp_path / "drawings.jsonl"
+    with drawings.open("w") as f:
+        for i in range(8):
+            f.write(json.dumps({"task": "imagine", "id": f"d{i}", "text": "a red circle",
+                                "codes": [(5 * i + j) % 64 for j in range(16)]}) + "\n")
+    model = {**TINY_MODEL, "code_image_size": 32}
+
+    def loss_with(codes):
+        cfg = tiny_config(shapes, bpe_dir, tmp_path / f"run{codes}",
+                          **{"model.config": model, "data.image_codes": codes})
+        cfg["data"]["train"] = [{"path": str(drawings)}]
+        trainer = Trainer(build_config(cfg), progress=False,
+                          info=DistInfo(0, 1, 0, torch.device("cpu")))
+        with torch.no_grad():
+            out = trainer._forward_loss(trainer.batches[0][0], 0.0)
+        return float(out.loss / out.ntokens)
+
+    narrow, wide = loss_with(64), loss_with(8192)
+    assert narrow < np.log(80) < np.log(8000) < wide
+    with pytest.raises(InputError, match=r"beyond data.image_codes \(32\)"):
+        loss_with(32)
+    with pytest.raises(InputError, match="data.image_codes must be an integer"):
+        loss_with(0)

@@ -91,6 +91,28 @@ def resolve_vqgan(vqgan: str | os.PathLike[str] | VQGAN | None, model_dir: Path 
     return load_vqgan(vqgan, device=device)
 
 
+DRAWER_DIR = "draw"  # beside a model that captions but does not draw: the model that draws
+
+
+def resolve_drawer(model: OFAModel, model_dir: Path | None) -> OFAModel:
+    """The model that draws for ``model``: the text-to-image model in the ``draw/`` folder
+    beside it (the embedded demo ships its drawing model there, and ranks its drawings by its
+    own captioning), else ``model`` itself."""
+    from ..checkpoints import load_model
+    from ..errors import CheckpointError
+
+    folder = None if model_dir is None else model_dir / DRAWER_DIR
+    if folder is None or not folder.is_dir():
+        return model
+    weights = model.embed_tokens.weight
+    drawer = load_model(folder, device=weights.device, dtype=weights.dtype)
+    if drawer.config.vocab_size != model.config.vocab_size:
+        raise CheckpointError(f"{folder}: the drawing model's vocabulary "
+                              f"({drawer.config.vocab_size} ids) is not its captioner's "
+                              f"({model.config.vocab_size}): they share one tokenizer")
+    return drawer
+
+
 def resolve_clip(clip: str | os.PathLike[str] | CLIPReranker | None | bool,
                  model_dir: Path | None, device: torch.device) -> CLIPReranker | None:
     """The CLIP reranker given, or the ``clip/`` folder beside the model, or None (no

@@ -67,6 +67,7 @@ class ImagineTask(Task):
     name = "imagine"
     summary = "Draw images of a caption (text-to-image)"
     kind = "draw"
+    demo = True  # the embedded shapes-demo model draws ShapesWorld scenes
     image = "none"
     fields = (
         TaskField("text", "the caption to draw, e.g. 'a dog running on the beach'",

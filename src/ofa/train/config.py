@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..tokenizer import NUM_CODES
 from .featurize import CONSTRAINABLE_TASKS
 
 
@@ -80,6 +81,9 @@ class DataSettings:
     # keep every training image decoded and resized in memory (image_size^2 * 3 bytes each, per
     # process): for datasets that fit in RAM and read each image many times
     cache_images: bool = False
+    # codebook size of the VQGAN that made the image-code targets (imagine, infilling): code
+    # rows are scored over the specials and these codes only (the official VQGAN: 8192)
+    image_codes: int = NUM_CODES
 
 
 @dataclass
@@ -152,7 +156,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
         elif cls is TrainConfig and name == "lr_restarts":
             if not isinstance(value, list):
                 raise InputError(f"{where}.{name} must be a list of {{update, lr, "
-                                 "warmup_updates, reset_optimizer}")
+                                 "warmup_updates, reset_optimizer, decay_updates}")
             value = [_build(LRRestart, v, f"{where}.{name}[{i}]") for i, v in enumerate(value)]
         elif name == "betas":
             value = tuple(value)
@@ -204,6 +208,10 @@ def _check(cfg: TrainConfig) -> None:
         raise InputError(f"dtype must be fp32, bf16 or fp16, got {cfg.dtype!r}")
     if cfg.ema_decay is not None and not 0 < cfg.ema_decay < 1:
         raise InputError(f"ema_decay must lie in (0, 1), got {cfg.ema_decay!r}")
+    codes = cfg.data.image_codes
+    if type(codes) is not int or not 1 <= codes <= NUM_CODES:
+        raise InputError(f"data.image_codes must be an integer in [1, {NUM_CODES}] (the VQGAN's "
+                         f"codebook size), got {codes!r}")
     if not cfg.data.train:
         raise InputError("data.train lists no dataset")
     from ..data.records import TASK_NAMES

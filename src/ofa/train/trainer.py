@@ -58,9 +58,14 @@ CHECKPOINT = "checkpoint_last.pt"
 # what keep-best averages by default: each task's published figure (the task table's)
 PRIMARY_METRICS = tuple(f"{t.name}/{t.primary_metric}" for t in TASKS.values()
                         if t.primary_metric)
-CODE_RANGE = (CODE_OFFSET, CODE_OFFSET + NUM_CODES)  # what an image-code target may be
-# the ids an image-code target row is scored over: the specials, then the codes
-CODE_COLUMNS = torch.cat([torch.arange(NUM_SPECIAL_IDS), torch.arange(*CODE_RANGE)])
+
+
+def code_columns(image_codes: int = NUM_CODES) -> tuple[tuple[int, int], torch.Tensor]:
+    """What an image-code target may be (the ids of the VQGAN's ``image_codes`` codes) and
+    the ids its row is scored over: the specials, then those codes."""
+    start, end = CODE_OFFSET, CODE_OFFSET + image_codes
+    return (start, end), torch.cat([torch.arange(NUM_SPECIAL_IDS), torch.arange(start, end)])
+
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -146,6 +151,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
                  info: DistInfo | None = None) -> None:
         self.cfg = cfg
+        self.code_range, self.code_columns = code_columns(cfg.data.image_codes)
         self.info = info or init_distributed(cfg.device)
         self.out = Path(cfg.output_dir)
         self.progress = progress and self.info.is_main
@@ -440,18 +446,22 @@ class Trainer:
         ctx = (torch.autocast(self.info.device.type, dtype=dtype) if dtype is not None
                else contextlib.nullcontext())
         answer_rows, answer_mask, code_rows = b.split_constraints(self.model.config.vocab_size)
+        if code_rows is not None and bool(target[code_rows].ge(self.code_range[1]).any()):
+            raise InputError(f"an image-code target lies beyond data.image_codes "
+                             f"({self.cfg.data.image_codes}): set it to the codebook size of "
+                             "the VQGAN that encoded the images")
         with ctx:
             logits = self.wrapped(b.source, b.decoder_input, b.images, b.image_mask,
                                   code_mask=b.code_mask, output_mask=output_mask,
                                   code_rows=code_rows,
-                                  code_columns=None if code_rows is None else CODE_COLUMNS)
+                                  code_columns=None if code_rows is None else self.code_columns)
         code_logits = None
         if code_rows is not None:
             logits, code_logits = logits
         return label_smoothed_cross_entropy(logits, target, self.cfg.label_smoothing,
                                             weights=weights, drop_worst_ratio=drop_worst,
                                             allowed=answer_mask, allowed_rows=answer_rows,
-                                            code_rows=code_rows, code_range=CODE_RANGE,
+                                            code_rows=code_rows, code_range=self.code_range,
                                             code_logits=code_logits)
 
     def train_step(self, micro_batches) -> dict[str, float]:
