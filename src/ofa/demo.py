@@ -80,8 +80,8 @@ def export_demo(trained: str | os.PathLike[str], out_dir: str | os.PathLike[str]
                 world_seed: int = 0) -> Path:
     """Write a trained model folder as the embedded demo: fp16 weights, a tokenizer reduced
     to the ShapesWorld vocabulary, the VQA answer list, the demo image and its queries. The
-    VQGAN image tokenizer the model draws with (``vqgan/``, trained by ``make shapes-vqgan``)
-    stays in the folder."""
+    text-to-image parts already in the folder (``vqgan/`` and ``draw/``, built by ``make
+    shapes-vqgan`` and ``make draw-model``) stay."""
     from .convert import convert_checkpoint
     from .data.shapes import VQA_ANSWERS
 
@@ -113,7 +113,8 @@ def export_drawing(trained: str | os.PathLike[str],
     """Write a trained text-to-image model as the demo's drawing model (``draw/`` beside
     the demo model, which ranks its drawings): fp16 weights, and of the token embedding only
     the rows it reads or writes (the specials, the tokens of the ShapesWorld prompts, the
-    codes of the demo VQGAN), 2.2 MB instead of 15 MB. It uses the demo's tokenizer."""
+    codes of the demo VQGAN): 0.15 MB of embedding instead of 15 MB. It uses the demo's
+    tokenizer."""
     from .checkpoints import model_from_checkpoint, read_checkpoint, save_native
     from .convert import find_tokenizer
     from .data.shapes import ShapesWorld
