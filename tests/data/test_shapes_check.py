@@ -204,6 +204,62 @@ def test_wrongly_shaped_blobs_are_no_kind():
     assert result.describe().startswith("red blob (large) at (")
 
 
+def rounded_triangle(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], radius: float,
+                     fill: tuple[int, int, int]) -> None:
+    """An apex-up triangle filling ``box`` whose corners are rounded off by circles of
+    ``radius`` px: the triangle shrunk about its incentre, dilated by the disc."""
+    x0, y0, x1, y1 = box
+    corners = np.array([(x0, y1), ((x0 + x1) / 2, y0), (x1, y1)], dtype=float)
+    sides = np.array([np.hypot(*(corners[(i + 1) % 3] - corners[(i + 2) % 3])) for i in range(3)])
+    centre = (corners * sides[:, None]).sum(0) / sides.sum()
+    inradius = (x1 - x0) * (y1 - y0) / sides.sum()
+    inner = centre + (corners - centre) * (1 - radius / inradius)
+    draw.polygon([tuple(p) for p in inner], fill=fill)
+    for i in range(3):
+        a, b = inner[i], inner[(i + 1) % 3]
+        draw.line([tuple(a), tuple(b)], fill=fill, width=int(round(2 * radius)))
+        draw.ellipse([a[0] - radius, a[1] - radius, a[0] + radius, a[1] + radius], fill=fill)
+
+
+def test_rounded_corners_keep_their_kind():
+    # what a small image tokenizer makes of small squares and triangles: the corners come back
+    # rounded off (up to half the inradius) and the shapes are still squares and triangles
+    image, draw = canvas(96)
+    draw.rounded_rectangle([4, 8, 23, 27], radius=5, fill=COLOR_RGB["blue"])
+    rounded_triangle(draw, (30, 6, 52, 28), 3.0, COLOR_RGB["purple"])
+    draw.ellipse([60, 6, 80, 26], fill=COLOR_RGB["green"])
+    draw.rounded_rectangle([6, 50, 43, 87], radius=9, fill=COLOR_RGB["orange"])
+    draw.polygon([(76, 50), (93, 67), (76, 84), (59, 67)], fill=COLOR_RGB["red"])
+    seen = read_image(image)
+    assert [(s.color, s.kind) for s in seen] == [
+        ("blue", "square"), ("orange", "square"), ("purple", "triangle"), ("green", "circle"),
+        ("red", "diamond")]
+    result = check(image, "a small blue square, a large orange square, a small purple triangle"
+                          " and a small green circle")
+    assert result.colors and result.sizes and result.positions and result.extra == 1
+    result = check(image, "a small blue circle, a large orange square and a small purple "
+                          "triangle")
+    assert not result.colors  # a rounded square is not a circle
+
+
+def test_kind_templates_stay_apart():
+    # every pair of kinds, at every blur level and any of their corner roundings, differs by at
+    # least 0.1 in mean profile error: more than the fit ground truth reaches (99% under 0.075)
+    from ofa.data.shapes_check import TEMPLATE_BLURS, _resample, _templates
+
+    def apart(a, b):
+        return float(np.mean([np.abs(_resample(a[i], 60) - _resample(b[i], 60)).mean()
+                              for i in range(2)]))
+
+    templates = _templates()
+    for level in range(len(TEMPLATE_BLURS)):
+        for i, one in enumerate(SHAPES):
+            for other in SHAPES[i + 1:]:
+                gap = min(apart(p[level], q[level])
+                          for p in templates[one] for q in templates[other])
+                assert gap >= 0.1, (one, other, level, gap)
+
+
 def test_blank_image_shows_nothing():
     image, _ = canvas(64, "gray")
     result = check(image, "a small red circle")

@@ -65,6 +65,7 @@ __all__ = [
     "ORDER_TOLERANCE",
     "SIZE_SPLIT",
     "TEMPLATE_BLURS",
+    "TEMPLATE_ROUNDINGS",
     "UNKNOWN_KIND",
     "CheckResult",
     "Seen",
@@ -95,10 +96,10 @@ MASK_ALPHA = 0.4
 # of beige and a blue shape lies nearer the beige-purple one) and must not outvote the inside.
 CORE_ALPHA = 0.75
 # Largest mean absolute error of a mask's row or column profile against its nearest kind's
-# (_kind) for it to be that kind at all. Sharp templates are >= 0.215 apart this way (circle vs
-# square), blurred ones >= 0.1. Ground-truth renders of 600 test scenes at 64 px and up, blurred
-# with radius 1 or not, reach 0.114 (99% under 0.075). A ring (0.14), a pentagon (0.15), a star
-# (0.17) and a plus (0.18) are blobs.
+# (_kind) for it to be that kind at all. Sharp templates are >= 0.157 apart this way (circle vs
+# a square with rounded corners), blurred ones >= 0.1. Ground-truth renders of 600 test scenes at
+# 64 px and up, blurred with radius 1 or not, reach 0.114 (99% under 0.075). A ring (0.14), a
+# pentagon (0.15), a star (0.17) and a plus (0.18) are blobs.
 KIND_TOLERANCE = 0.13
 # Every ShapesWorld shape is drawn into a square frame and spans it both ways (Shape.box), so a
 # box much longer one way than the other is no kind either; renders stay within 1.1 at 64 px.
@@ -112,6 +113,12 @@ ORDER_TOLERANCE = 0.15
 # px) in a 64 px image blurred with radius 1 after a bilinear downscale is at about 0.085; a
 # sharp shape's template rounds off none of its corners.
 TEMPLATE_BLURS: tuple[float, ...] = (0.0, 0.03, 0.06, 0.09, 0.12)
+# Corner roundings of the kind templates: radius of the circle each corner is rounded off with,
+# as a fraction of the kind's inradius (1 would turn every kind into a circle), for the kinds in
+# ROUNDED_KINDS. Not the diamond: rounded, it is what a small circle looks like on a pixel grid
+# (a 15 px disc fits a diamond rounded by 0.5 better than a circle), and a circle has no corners.
+TEMPLATE_ROUNDINGS: tuple[float, ...] = (0.0, 0.25, 0.5)
+ROUNDED_KINDS: tuple[str, ...] = ("square", "triangle")
 
 _TEMPLATE_SIDE = 240  # px of the frame the templates are drawn into
 # Edge-width estimate: alpha is read with a dead zone of 0.1 at both ends (ignoring texture noise
@@ -354,25 +361,71 @@ def _label(classes: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 # ---- kinds -------------------------------------------------------------------------------------
+def _polygon(kind: str, n: int, pad: int) -> np.ndarray:
+    """The vertices shapes._draw_shape gives ``kind`` (not a circle) in a frame of side ``n``
+    at offset ``pad``, as a float array [k, 2] of (x, y)."""
+    x0, y0, r, b = pad, pad, pad + n - 1, pad + n - 1
+    cx, cy = (x0 + r) / 2, (y0 + b) / 2
+    corners = {"square": [(x0, y0), (r, y0), (r, b), (x0, b)],
+               "triangle": [(x0, b), (cx, y0), (r, b)],
+               "diamond": [(cx, y0), (r, cy), (cx, b), (x0, cy)]}[kind]
+    return np.array(corners, dtype=np.float64)
+
+
+def _rounded(vertices: np.ndarray, rounding: float, side: int) -> np.ndarray:
+    """Bool [side, side] mask of a convex polygon whose corners are rounded off by circles of
+    radius ``rounding`` times its inradius (a morphological opening by that disc). Square,
+    triangle and diamond each have an incircle, so the polygon the disc's centre sweeps is the
+    polygon shrunk about the incentre by (1 - rounding)."""
+    edges = np.roll(vertices, -1, axis=0) - vertices
+    normals = np.stack([edges[:, 1], -edges[:, 0]], 1)
+    normals /= np.hypot(edges[:, 0], edges[:, 1])[:, None]
+    if (((vertices - vertices.mean(0)) * normals).sum(1) < 0).any():  # point them outwards
+        normals = -normals
+    # incentre c and inradius r: n_i . (v_i - c) = r for every edge i
+    system = np.concatenate([normals, np.ones((len(normals), 1))], 1)
+    solution = np.linalg.lstsq(system, (normals * vertices).sum(1), rcond=None)[0]
+    centre, inradius = solution[:2], float(solution[2])
+    radius = rounding * inradius
+    inner = centre + (vertices - centre) * (1.0 - rounding)
+    ys, xs = np.mgrid[0:side, 0:side].astype(np.float64)
+    points = np.stack([xs, ys], -1)[..., None, :]  # [side, side, 1, 2]
+    starts, spans = inner, np.roll(inner, -1, axis=0) - inner
+    t = ((points - starts) * spans).sum(-1) / (spans * spans).sum(-1)
+    nearest = starts + np.clip(t, 0.0, 1.0)[..., None] * spans
+    distance = np.sqrt(((points - nearest) ** 2).sum(-1)).min(-1)
+    inside = (((points - inner) * normals).sum(-1) <= 0).all(-1)
+    return inside | (distance <= radius)
+
+
 @functools.cache
-def _templates() -> dict[str, tuple[tuple[np.ndarray, np.ndarray], ...]]:
-    """Per kind, per TEMPLATE_BLURS level: the share of the bounding box filled per row (top to
-    bottom) and per column (left to right) of the kind as shapes._draw_shape draws it (the
-    triangle's apex at the top centre), blurred, then cut at MASK_ALPHA as _classes cuts."""
+def _templates() -> dict[str, tuple[tuple[tuple[np.ndarray, np.ndarray], ...], ...]]:
+    """Per kind, per TEMPLATE_ROUNDINGS level, per TEMPLATE_BLURS level: the share of the
+    bounding box filled per row (top to bottom) and per column (left to right) of the kind as
+    shapes._draw_shape draws it (the triangle's apex at the top centre), its corners rounded,
+    blurred, then cut at MASK_ALPHA as _classes cuts."""
     n, pad = _TEMPLATE_SIDE, _TEMPLATE_SIDE // 2
     out = {}
     for kind in SHAPES:
         drawn = Image.new("L", (n + 2 * pad, n + 2 * pad), 0)
         _draw_shape(ImageDraw.Draw(drawn), kind, (pad, pad, pad + n, pad + n), 255)
-        profiles = []
-        for blur in TEMPLATE_BLURS:  # PIL's GaussianBlur radius is the standard deviation
-            image = drawn.filter(ImageFilter.GaussianBlur(blur * n)) if blur else drawn
-            mask = np.asarray(image) >= MASK_ALPHA * 255
-            ys = np.flatnonzero(mask.any(axis=1))
-            xs = np.flatnonzero(mask.any(axis=0))
-            crop = mask[ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1]
-            profiles.append((crop.mean(axis=1), crop.mean(axis=0)))
-        out[kind] = tuple(profiles)
+        per_rounding = []
+        for rounding in TEMPLATE_ROUNDINGS:
+            if rounding and kind in ROUNDED_KINDS:
+                mask = _rounded(_polygon(kind, n, pad), rounding, n + 2 * pad)
+                shape = Image.fromarray(mask.astype(np.uint8) * 255)
+            else:
+                shape = drawn
+            profiles = []
+            for blur in TEMPLATE_BLURS:  # PIL's GaussianBlur radius is the standard deviation
+                image = shape.filter(ImageFilter.GaussianBlur(blur * n)) if blur else shape
+                mask = np.asarray(image) >= MASK_ALPHA * 255
+                ys = np.flatnonzero(mask.any(axis=1))
+                xs = np.flatnonzero(mask.any(axis=0))
+                crop = mask[ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1]
+                profiles.append((crop.mean(axis=1), crop.mean(axis=0)))
+            per_rounding.append(tuple(profiles))
+        out[kind] = tuple(per_rounding)
     return out
 
 
@@ -384,14 +437,18 @@ def _resample(profile: np.ndarray, n: int) -> np.ndarray:
 
 def _kind_errors(mask: np.ndarray, level: int) -> dict[str, tuple[float, float]]:
     """Per kind: the mean absolute errors of a cropped mask's row profile and column profile
-    against the kind's at blur level ``level`` (an index into TEMPLATE_BLURS)."""
+    against the kind's at blur level ``level`` (an index into TEMPLATE_BLURS), at the corner
+    rounding (TEMPLATE_ROUNDINGS) that fits best."""
     bh, bw = mask.shape
     rows, cols = mask.mean(axis=1), mask.mean(axis=0)
     out = {}
-    for kind, profiles in _templates().items():
-        tr, tc = profiles[level]
-        out[kind] = (float(np.abs(rows - _resample(tr, bh)).mean()),
-                     float(np.abs(cols - _resample(tc, bw)).mean()))
+    for kind, per_rounding in _templates().items():
+        fits = []
+        for profiles in per_rounding:
+            tr, tc = profiles[level]
+            fits.append((float(np.abs(rows - _resample(tr, bh)).mean()),
+                         float(np.abs(cols - _resample(tc, bw)).mean())))
+        out[kind] = min(fits, key=sum)
     return out
 
 
