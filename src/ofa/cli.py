@@ -376,6 +376,29 @@ def _run_train_vqgan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_plot(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plot", help="render a training run's curves to a PNG",
+        description="Plot train_log.jsonl (loss, nll, token accuracy, lr, grad norm: each "
+                    "update faint, with a moving average) and valid_log.jsonl (every "
+                    "validation metric) of a training run folder to one PNG, with matplotlib "
+                    "(pip install 'ofa-vl[watch]'). TensorBoard users: tensorboard: true in "
+                    "the training config writes RUN_DIR/tensorboard instead.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run's output_dir")
+    p.add_argument("--out", type=Path, default=None,
+                   help="PNG to write (default: RUN_DIR/curves.png)")
+    p.add_argument("--smooth", type=int, default=50,
+                   help="updates in the moving average of the train curves (default 50)")
+    p.set_defaults(func=_run_plot)
+
+
+def _run_plot(args: argparse.Namespace) -> int:
+    from .train.watch import plot_run
+
+    print(plot_run(args.run_dir, args.out, smooth=args.smooth))
+    return 0
+
+
 def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="build datasets")
     dsub = p.add_subparsers(dest="dataset", required=True, metavar="DATASET")
@@ -407,6 +430,38 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
                         "palette colours), to train text-to-image (the demo model's is "
                         "src/ofa/assets/shapes-demo/vqgan)")
     s.set_defaults(func=_run_data_shapes)
+    c = dsub.add_parser(
+        "cider-df", help="count CIDEr-D document frequencies for SCST's reward",
+        description="Count, over the caption references of training records (JSONL, or an "
+                    "official caption TSV), in how many images each 1-4-gram occurs, and "
+                    "write them as gzipped JSON: the fixed document frequencies of SCST's "
+                    "CIDEr-D reward (what OFA's cached coco-train-words file holds). "
+                    "References of one image are gathered by its path or bytes; a "
+                    "'&&'-joined TSV caption is one image's set.")
+    c.add_argument("records", type=Path, nargs="+", help=".jsonl or .tsv files")
+    c.add_argument("--out", type=Path, required=True, help="file to write (e.g. df.json.gz)")
+    c.add_argument("--selected-cols", default=None,
+                   help="TSV columns id,image,caption (default: the official layout)")
+    c.set_defaults(func=_run_data_cider_df)
+
+
+def _run_data_cider_df(args: argparse.Namespace) -> int:
+    from .data.records import read_jsonl
+    from .data.tsv import read_tsv
+    from .metrics.cider_d import DocumentFrequency, reference_sets
+
+    records: list[dict] = []
+    for path in args.records:
+        if path.suffix == ".tsv":
+            records += read_tsv(path, "caption", args.selected_cols, decode_images=False)
+        else:
+            records += read_jsonl(path, tasks=["caption"])
+    sets = reference_sets(records)
+    df = DocumentFrequency.from_references(sets)
+    out = df.save(args.out)
+    print(f"{sum(len(s) for s in sets)} references of {df.images} images, "
+          f"{len(df.counts)} n-grams -> {out}")
+    return 0
 
 
 def _run_data_shapes(args: argparse.Namespace) -> int:
@@ -874,6 +929,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert(sub)
     _add_train(sub)
     _add_train_vqgan(sub)
+    _add_plot(sub)
     _add_data(sub)
     _add_eval(sub)
     _add_demo(sub)

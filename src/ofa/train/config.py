@@ -71,6 +71,23 @@ class LRRestart:
 
 
 @dataclass
+class ScstSettings:
+    """Self-critical sequence training (caption stage 2, OFA-Sys/OFA criterions/scst_loss.py):
+    the model captions each training image, every caption is rewarded by its CIDEr-D against
+    the image's references minus the mean of the image's other captions, and the loss is
+    -reward x log p(caption). Official: the 5 beams of beam search (beam 5, at most 16
+    tokens, no repeated 3-gram) in eval mode."""
+
+    df: str = ""  # document frequencies of the reward (`ofa data cider-df`): required
+    samples: int = 5  # captions per image (beam size, or independent samples)
+    search: str = "beam"  # "beam" (official) or "sampling"
+    max_len_b: int = 16
+    no_repeat_ngram_size: int = 3
+    top_k: int = 0  # sampling: keep the k most likely tokens (0 = all)
+    temperature: float = 1.0  # sampling
+
+
+@dataclass
 class DataSettings:
     train: list[DatasetSpec] = field(default_factory=list)
     valid: list[DatasetSpec] = field(default_factory=list)
@@ -124,6 +141,11 @@ class TrainConfig:
     # task's published metric (ofa.tasks.TASKS: CIDEr for captions, on its 0-10 scale)
     keep_best: str | None = None
     valid_batch_size: int = 32
+    # also write the scalars to OUTPUT_DIR/tensorboard (the `watch` extra), with this many
+    # sample predictions per task and validation (ofa.train.watch)
+    tensorboard: bool = False
+    tensorboard_samples: int = 4
+    scst: ScstSettings | None = None  # CIDEr optimisation instead of cross-entropy
     threads: int | None = None  # CPU threads per process (default: torch's choice)
 
     @property
@@ -146,8 +168,8 @@ def _build(cls: type, data: Any, where: str) -> Any:
                          f"known: {', '.join(fields)}")
     kwargs = {}
     for name, value in data.items():
-        nested = {"model": ModelSettings, "data": DataSettings}.get(name)
-        if cls is TrainConfig and nested is not None:
+        nested = {"model": ModelSettings, "data": DataSettings, "scst": ScstSettings}.get(name)
+        if cls is TrainConfig and nested is not None and not (name == "scst" and value is None):
             value = _build(nested, value, f"{where}.{name}")
         elif cls is DataSettings and name in ("train", "valid"):
             if not isinstance(value, list):
@@ -177,6 +199,11 @@ def _check(cfg: TrainConfig) -> None:
     for name, value in positive.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{name} must be a positive integer, got {value!r}")
+    if not isinstance(cfg.tensorboard, bool):
+        raise InputError(f"tensorboard must be true or false, got {cfg.tensorboard!r}")
+    samples = cfg.tensorboard_samples
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+        raise InputError(f"tensorboard_samples must be a non-negative integer, got {samples!r}")
     if not (isinstance(cfg.lr, int | float) and cfg.lr > 0):
         raise InputError(f"lr must be a positive number, got {cfg.lr!r}")
     previous = 0
@@ -259,6 +286,34 @@ def _check(cfg: TrainConfig) -> None:
     if cfg.model.init is None and cfg.tokenizer is None:
         raise InputError("a model trained from scratch needs tokenizer: a folder with "
                          "encoder.json + vocab.bpe + dict.txt")
+    if cfg.scst is not None:
+        _check_scst(cfg)
+
+
+def _check_scst(cfg: TrainConfig) -> None:
+    s = cfg.scst
+    if not isinstance(s.df, str) or not s.df:
+        raise InputError("scst.df must name a document-frequency file (ofa data cider-df)")
+    if s.search not in ("beam", "sampling"):
+        raise InputError(f"scst.search must be beam or sampling, got {s.search!r}")
+    for name in ("samples", "max_len_b"):
+        value = getattr(s, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"scst.{name} must be a positive integer, got {value!r}")
+    if s.samples < 2:
+        raise InputError("scst.samples must be at least 2: each caption's baseline is the "
+                         "mean reward of the image's other captions")
+    for name in ("no_repeat_ngram_size", "top_k"):
+        value = getattr(s, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InputError(f"scst.{name} must be a non-negative integer, got {value!r}")
+    if isinstance(s.temperature, bool) or not isinstance(s.temperature, int | float) or \
+            s.temperature <= 0:
+        raise InputError(f"scst.temperature must be a positive number, got {s.temperature!r}")
+    tasks = {t for spec in cfg.data.train for t in (spec.tasks or ["caption"])}
+    if tasks != {"caption"}:
+        raise InputError("scst trains captions only: give every data.train dataset "
+                         "tasks: [caption]")
 
 
 def _set_dotted(data: dict, key: str, value: Any) -> None:

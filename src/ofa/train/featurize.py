@@ -18,6 +18,7 @@ from ..errors import InputError
 from ..generate import Trie
 from ..preprocess import ImageTransform, image_pixels, load_image, resize_image
 from ..tasks import TASKS, get_task
+from ..tasks.caption import references as caption_references
 from ..tokenizer import BOS, CODE_OFFSET, EOS, NUM_CODES, PAD, OFATokenizer, pad_batch
 from .loss import range_mask
 
@@ -39,6 +40,7 @@ class Sample:
     # the target is image codes: decoded in code mode, its loss over the code ids only (the
     # official image_gen training's constraint_range 50265,58457)
     code: bool = False
+    references: list[str] | None = None  # a caption's references (SCST's reward reads them)
 
 
 # Tasks whose targets can be constrained to a candidate list in training (the official VQA,
@@ -158,7 +160,8 @@ def build_sample(record: dict, tokenizer: OFATokenizer, image_size: int | None =
     trie = (tries or {}).get(name)
     allowed = None if trie is None else [None] * len(prefix) + _allowed_by_trie(trie, answer,
                                                                                 record)
-    return Sample(name, source, decoder_input, target, weight, image, allowed, code)
+    refs = caption_references(record) if name == "caption" else None
+    return Sample(name, source, decoder_input, target, weight, image, allowed, code, refs)
 
 
 @dataclass
@@ -177,6 +180,7 @@ class Batch:
     allowed_rows: torch.Tensor | None = None
     allowed_ids: list[list[int] | None] | None = None
     code_mask: torch.Tensor | None = None  # [B] bool: samples whose target is image codes
+    references: list[list[str] | None] | None = None  # per sample: Sample.references
 
     @property
     def ntokens(self) -> int:
@@ -189,7 +193,8 @@ class Batch:
             images = images.to(device, dtype if dtype is not None else images.dtype)
         return Batch(self.tasks, move(self.source), images, move(self.image_mask),
                      move(self.decoder_input), move(self.target), move(self.weights),
-                     move(self.allowed_rows), self.allowed_ids, move(self.code_mask))
+                     move(self.allowed_rows), self.allowed_ids, move(self.code_mask),
+                     self.references)
 
     def split_constraints(self, vocab_size: int
                           ) -> tuple[torch.Tensor | None, torch.Tensor | None,
@@ -264,8 +269,10 @@ def collate(samples: Sequence[Sample]) -> Batch:
         mask = None if all(with_image) else torch.tensor(with_image)
     rows, ids = _constrained_rows(samples)
     code = torch.tensor([s.code for s in samples]) if any(s.code for s in samples) else None
+    refs = ([s.references for s in samples] if any(s.references for s in samples) else None)
     return Batch([s.task for s in samples], pad_batch([s.source for s in samples]), images,
                  mask, pad_batch([s.decoder_input for s in samples]),
                  pad_batch([s.target for s in samples]),
                  torch.tensor([s.weight for s in samples], dtype=torch.float32),
-                 torch.tensor(rows, dtype=torch.long) if rows else None, ids or None, code)
+                 torch.tensor(rows, dtype=torch.long) if rows else None, ids or None, code,
+                 refs)

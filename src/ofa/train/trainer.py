@@ -1,10 +1,12 @@
-"""The training loop: DDP (or FSDP) over ``torch.distributed``, label-smoothed cross-entropy,
-AdamW with warmup + polynomial decay, accumulation, clipping, autocast, EMA, validation with
-each task's metric, atomic checkpoints and exact resume.
+"""The training loop: DDP (or FSDP) over ``torch.distributed``, label-smoothed cross-entropy
+(or SCST's CIDEr-D reward with an ``scst:`` section, ``scst.py``), AdamW with warmup +
+polynomial decay, accumulation, clipping, autocast, EMA, validation with each task's metric,
+atomic checkpoints and exact resume.
 
 Files in ``output_dir``: ``checkpoint_last.pt`` (everything needed to resume, as tensors and
 plain data: see ``state.py``), ``best/`` and ``final/`` (model folders ``ofa.load`` reads),
-``train_log.jsonl`` (one line per update) and ``valid_log.jsonl`` (one line per validation).
+``train_log.jsonl`` (one line per update) and ``valid_log.jsonl`` (one line per validation),
+and with ``tensorboard: true`` the same in ``tensorboard/`` (``watch.py``).
 What a killed run leaves behind is put right when the next one starts (``run_folder.py``).
 """
 
@@ -33,7 +35,7 @@ from ..data.records import read_jsonl
 from ..data.tsv import TSVRecords, read_tsv
 from ..errors import InputError
 from ..files import replacing
-from ..generate import Trie
+from ..generate import Trie, generate
 from ..model import OFAConfig, OFAModel
 from ..tasks import TASKS
 from ..tokenizer import BIN_OFFSET, CODE_OFFSET, NUM_BINS, NUM_CODES, PAD, OFATokenizer
@@ -52,7 +54,9 @@ from .optim import (
     set_batchnorm_eval,
 )
 from .run_folder import TRAIN_LOG, VALID_LOG, new_folder, prepare, replace_folder
+from .scst import ScstReward, gather_references, scst_loss, scst_sequences
 from .state import VERSION, numpy_rng_state, read_training_state, set_numpy_rng_state
+from .watch import TensorBoardLog
 
 CHECKPOINT = "checkpoint_last.pt"
 # what keep-best averages by default: each task's published figure (the task table's)
@@ -155,6 +159,8 @@ class Trainer:
         self.info = info or init_distributed(cfg.device)
         self.out = Path(cfg.output_dir)
         self.progress = progress and self.info.is_main
+        self.board: TensorBoardLog | None = None  # train() opens it when cfg.tensorboard
+        self.valid_predictions: list[dict] = []  # of the last validation, on the main process
         if self.info.device.type == "cpu":
             keep_freed_memory()
         if cfg.threads:
@@ -194,6 +200,15 @@ class Trainer:
             return kept[:spec.limit]
 
         self.train_records = [records(d) for d in cfg.data.train]
+        self.scst: ScstReward | None = None
+        if cfg.scst is not None:
+            if cfg.fsdp:
+                raise InputError("scst with fsdp is not supported: its captions come from "
+                                 "the whole model on each process (use DDP)")
+            self.scst = ScstReward(cfg.scst, self.tokenizer)
+            # each caption is rewarded against all its image's references
+            self.train_records = [recs if isinstance(recs, TSVRecords)
+                                  else gather_references(recs) for recs in self.train_records]
         self.valid_records = [r for d in cfg.data.valid for r in records(d)]
         if any(r.get("task") == "imagine" for r in self.valid_records):
             # drawing needs the VQGAN, which the trainer does not hold: fail now, not at the
@@ -417,12 +432,13 @@ class Trainer:
 
         model = self._eval_model()
         metrics = None
+        self.valid_predictions = []
         if model is not None:
             was_training = model.training
             try:
                 with self._ema_weights(model), torch.no_grad():
                     ofa = OFA(model, self.tokenizer, image_size=self.image_size)
-                    metrics, _ = evaluate_records(
+                    metrics, self.valid_predictions = evaluate_records(
                         ofa, self.valid_records, vqa_answers=self.vqa_answers,
                         batch_size=self.cfg.valid_batch_size)
             finally:
@@ -442,15 +458,12 @@ class Trainer:
         output_mask = b.target.ne(PAD)
         target = b.target[output_mask]
         weights = b.weights[:, None].expand_as(b.target)[output_mask]
-        dtype = _AUTOCAST.get(self.cfg.dtype)
-        ctx = (torch.autocast(self.info.device.type, dtype=dtype) if dtype is not None
-               else contextlib.nullcontext())
         answer_rows, answer_mask, code_rows = b.split_constraints(self.model.config.vocab_size)
         if code_rows is not None and bool(target[code_rows].ge(self.code_range[1]).any()):
             raise InputError(f"an image-code target lies beyond data.image_codes "
                              f"({self.cfg.data.image_codes}): set it to the codebook size of "
                              "the VQGAN that encoded the images")
-        with ctx:
+        with self._autocast():
             logits = self.wrapped(b.source, b.decoder_input, b.images, b.image_mask,
                                   code_mask=b.code_mask, output_mask=output_mask,
                                   code_rows=code_rows,
@@ -467,28 +480,12 @@ class Trainer:
     def train_step(self, micro_batches) -> dict[str, float]:
         """One update over this process's micro-batches; returns global statistics."""
         cfg = self.cfg
-        # official: drop-worst once more than drop_worst_after updates are done
-        drop = cfg.drop_worst_ratio if self.step > cfg.drop_worst_after else 0.0
         torch.manual_seed(step_seed(cfg.seed, self.step, self.info.rank))
-        local_norm = sum(kept_tokens(mb.ntokens, drop) for mb in micro_batches)
-        global_norm = all_reduce_sum(float(local_norm), self.info)
-        # DDP averages gradients over processes; scale so the result is sum / global tokens
-        scale = self.info.world_size / max(global_norm, 1.0)
-        stats = torch.zeros(4, dtype=torch.float64)
         if any(r.reset_optimizer and r.update == self.step for r in cfg.lr_restarts):
             self.optimizer.state.clear()  # AdamW starts its moments (and bias correction) anew
         self.optimizer.zero_grad(set_to_none=True)
-        for i, mb in enumerate(micro_batches):
-            last = i == len(micro_batches) - 1
-            sync = (self.wrapped.no_sync() if isinstance(
-                self.wrapped, nn.parallel.DistributedDataParallel) and not last
-                else contextlib.nullcontext())
-            with sync:
-                out = self._forward_loss(mb, drop)
-                loss = out.loss * scale
-                (self.scaler.scale(loss) if self.scaler else loss).backward()
-            stats += torch.tensor([out.loss.item(), out.nll.item(), out.ntokens, out.correct],
-                                  dtype=torch.float64)
+        stats = (self._scst_backward(micro_batches) if self.scst is not None
+                 else self._ce_backward(micro_batches))
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         gnorm = clip_grad_norm([p for p in self.model.parameters() if p.requires_grad],
@@ -506,11 +503,93 @@ class Trainer:
             import torch.distributed as dist
 
             dist.all_reduce(stats)
+        common = {"lr": self.optimizer.param_groups[0]["lr"], "gnorm": float(gnorm)}
+        if self.scst is not None:
+            loss_sum, score_sum, ntok, nsent = stats.tolist()
+            return {"step": self.step, "loss": loss_sum / max(ntok, 1),
+                    "reward": score_sum / max(nsent, 1), "ntokens": int(ntok),
+                    "nsentences": int(nsent), **common}
         loss_sum, nll_sum, ntok, correct = stats.tolist()
         return {"step": self.step, "loss": loss_sum / max(ntok, 1),
                 "nll": nll_sum / max(ntok, 1), "ppl": math.exp(min(nll_sum / max(ntok, 1), 50)),
-                "acc": correct / max(ntok, 1), "ntokens": int(ntok),
-                "lr": self.optimizer.param_groups[0]["lr"], "gnorm": float(gnorm)}
+                "acc": correct / max(ntok, 1), "ntokens": int(ntok), **common}
+
+    def _sync(self, last: bool):
+        """DDP syncs gradients on the last micro-batch's backward only."""
+        if isinstance(self.wrapped, nn.parallel.DistributedDataParallel) and not last:
+            return self.wrapped.no_sync()
+        return contextlib.nullcontext()
+
+    def _autocast(self):
+        dtype = _AUTOCAST.get(self.cfg.dtype)
+        return (torch.autocast(self.info.device.type, dtype=dtype) if dtype is not None
+                else contextlib.nullcontext())
+
+    def _ce_backward(self, micro_batches) -> torch.Tensor:
+        """Label-smoothed cross-entropy gradients; [loss, nll, tokens, correct] sums."""
+        cfg = self.cfg
+        # official: drop-worst once more than drop_worst_after updates are done
+        drop = cfg.drop_worst_ratio if self.step > cfg.drop_worst_after else 0.0
+        local_norm = sum(kept_tokens(mb.ntokens, drop) for mb in micro_batches)
+        global_norm = all_reduce_sum(float(local_norm), self.info)
+        # DDP averages gradients over processes; scale so the result is sum / global tokens
+        scale = self.info.world_size / max(global_norm, 1.0)
+        stats = torch.zeros(4, dtype=torch.float64)
+        for i, mb in enumerate(micro_batches):
+            with self._sync(i == len(micro_batches) - 1):
+                out = self._forward_loss(mb, drop)
+                loss = out.loss * scale
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
+            stats += torch.tensor([out.loss.item(), out.nll.item(), out.ntokens, out.correct],
+                                  dtype=torch.float64)
+        return stats
+
+    def _scst_backward(self, micro_batches) -> torch.Tensor:
+        """SCST gradients (``scst.py``); [loss, CIDEr-D of the captions, tokens, captions]
+        sums. The captions of every micro-batch come first, from the model in eval mode."""
+        device = self.info.device
+        sampler = torch.Generator(device=device)
+        sampler.manual_seed(step_seed(self.cfg.seed, self.step, self.info.rank))
+        config = self.scst.generation_config()
+        plans = []
+        self.model.eval()
+        try:
+            with torch.no_grad(), self._autocast():
+                for mb in micro_batches:
+                    b = mb.to(device)
+                    if b.references is None or any(r is None for r in b.references):
+                        raise InputError("scst: every training record must be a caption")
+                    per_image = generate(self.model, b.source, b.images, b.image_mask,
+                                         config, generator=sampler)
+                    scores, rewards = self.scst.rewards(
+                        [self.scst.captions(hyps) for hyps in per_image], b.references)
+                    plans.append((b, per_image, np.concatenate(scores),
+                                  np.concatenate(rewards)))
+        finally:
+            self._set_train_mode()
+        sequences = [scst_sequences([h for hyps in per_image for h in hyps])
+                     for _, per_image, _, _ in plans]
+        local_norm = sum(int(target.ne(PAD).sum()) for _, target in sequences)
+        scale = self.info.world_size / max(all_reduce_sum(float(local_norm), self.info), 1.0)
+        stats = torch.zeros(4, dtype=torch.float64)
+        for i, ((b, per_image, scores, rewards), (decoder_input, target)) in enumerate(
+                zip(plans, sequences, strict=True)):
+            counts = torch.tensor([len(hyps) for hyps in per_image], device=device)
+            images, image_mask = b.images, b.image_mask
+            if images is not None:
+                images = images.repeat_interleave(counts, 0)
+            if image_mask is not None:
+                image_mask = image_mask.repeat_interleave(counts, 0)
+            decoder_input, target = decoder_input.to(device), target.to(device)
+            with self._sync(i == len(plans) - 1):
+                with self._autocast():
+                    logits = self.wrapped(b.source.repeat_interleave(counts, 0), decoder_input,
+                                          images, image_mask, output_mask=target.ne(PAD))
+                loss = scst_loss(logits, target, torch.as_tensor(rewards, device=device))
+                (self.scaler.scale(loss * scale) if self.scaler else loss * scale).backward()
+            stats += torch.tensor([loss.item(), float(scores.sum()), int(target.ne(PAD).sum()),
+                                   len(scores)], dtype=torch.float64)
+        return stats
 
     def _loader(self):
         steps = range(self.step, self.cfg.max_updates)
@@ -527,6 +606,9 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n",
                                                   encoding="utf-8")
+        self.board = (TensorBoardLog(self.out / "tensorboard", self.step,
+                                     cfg.tensorboard_samples)
+                      if cfg.tensorboard and info.is_main else None)
         bar = tqdm(total=cfg.max_updates, initial=self.step, disable=not self.progress,
                    unit="upd", dynamic_ncols=True)
         window = {"loss": 0.0, "ntokens": 0, "t0": time.perf_counter()}
@@ -539,6 +621,8 @@ class Trainer:
                 if info.is_main:
                     with (self.out / TRAIN_LOG).open("a", encoding="utf-8") as f:
                         f.write(json.dumps(rec) + "\n")
+                    if self.board is not None:
+                        self.board.train(rec)
                     bar.update(1)
                     bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.2e}")
                 if self.step % cfg.log_interval == 0 and info.is_main:
@@ -559,6 +643,8 @@ class Trainer:
                     self.save()
         finally:
             bar.close()
+            if self.board is not None:
+                self.board.close()
         self.export("final", last_metrics)
         barrier(info)
         return {"step": self.step, "best": self.best, "metrics": last_metrics}
@@ -572,6 +658,9 @@ class Trainer:
             line = {"step": self.step, **metrics, "score": score, "best": self.best}
             with (self.out / VALID_LOG).open("a", encoding="utf-8") as f:
                 f.write(json.dumps(line) + "\n")
+            if self.board is not None:
+                self.board.valid(self.step, metrics, self.valid_records,
+                                 self.valid_predictions)
             shown = " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
             bar.write(f"valid step {self.step} | {shown}" + (" | new best" if improved else ""))
         if improved:
