@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from test_trainer import (
-    Killed,
     _ddp_worker,
     _free_port,
+    _killed_run,
     _log_steps,
     _one_step_single,
     _trainer,
@@ -27,7 +27,7 @@ from ofa.errors import InputError
 from ofa.generate import Hypothesis
 from ofa.metrics.cider_d import DocumentFrequency, cider_d, reference_sets
 from ofa.tokenizer import BOS, EOS, PAD
-from ofa.train import Trainer, build_config
+from ofa.train import build_config
 from ofa.train.config import ScstSettings
 from ofa.train.scst import (
     ScstReward,
@@ -129,17 +129,7 @@ def test_killed_and_resumed_scst_run_matches_the_uninterrupted_one(shapes, bpe_d
 
     _trainer(config("whole")).train()
     cfg = config("killed")
-    real_step = Trainer.train_step
-
-    def train_step(self, micro_batches):
-        if self.step + 1 == 4:
-            raise Killed
-        return real_step(self, micro_batches)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(Trainer, "train_step", train_step)
-        with pytest.raises(Killed):
-            _trainer(cfg).train()
+    _killed_run(cfg, monkeypatch, before_update=4)
     assert _log_steps(tmp_path / "killed" / "train_log.jsonl") == [1, 2, 3]
     _trainer(cfg, resume=True).train()
     assert ((tmp_path / "killed" / "train_log.jsonl").read_text()
