@@ -629,7 +629,8 @@ def score_candidates(model: OFAModel, encoder_out: EncoderOutput,
                      chunk_size: int = 20) -> torch.Tensor:
     """Summed log-prob of every candidate answer for every item: [B, n_candidates] (fp32).
 
-    Official all-candidate VQA / SNLI-VE scoring (reference 5.3): decoder input =
+    Official all-candidate VQA / SNLI-VE scoring (OFA-Sys/OFA, ``tasks/mm_tasks/vqa_gen.py``
+    ``valid_step`` with ``val_inference_type=allcand``): decoder input =
     ``prompt + answer``, target = ``prompt[1:] + answer + [EOS]``; only the answer tokens and
     EOS are scored (no length normalisation); with a trie the logits at answer positions are
     masked to ``trie.allowed([BOS] + answer so far)`` before log_softmax.

@@ -245,8 +245,10 @@ def test_a_timed_out_request_stops_using_the_model(serve, slow_scoring, png_b64)
 
 def test_sigterm_during_long_work_exits_within_the_request_timeout(png_b64):
     # without checkpoints this request holds the model for minutes (2,000 answers, each
-    # scored after a 1,000-character question); the budget is lifted on purpose
-    with serve_process("--timeout", "2", "--read-timeout", "2",
+    # scored after a 1,000-character question); the budget is lifted on purpose. The read
+    # timeout sets uvicorn's grace period (ceil(read + request timeout) + 2 = 9 s): the exit
+    # must come well before it, so it is the abandoned work, not the grace, that ends it.
+    with serve_process("--timeout", "2", "--read-timeout", "5",
                        "--max-score-tokens", "100000000") as server:
         proc, url = server.proc, server.url
         body = {"image": png_b64, "question": ("what color is the shape " * 40)[:1000],
@@ -260,5 +262,7 @@ def test_sigterm_during_long_work_exits_within_the_request_timeout(png_b64):
         exited = time.monotonic() - signalled
         request.join(10)
         assert out and out[0].status_code == 504  # cut at its timeout, not run for minutes
-        assert exited < 5, exited
+        # 504 about 1 s after the signal, then the running candidate chunk and the
+        # interpreter's teardown (about 1-2 s together on 2 idle cores, more in a busy suite)
+        assert exited < 7, exited
         print(f"exited {exited:.2f} s after SIGTERM")
