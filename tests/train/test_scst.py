@@ -22,6 +22,7 @@ from test_trainer import (
 )
 
 from ofa.data.records import read_jsonl
+from ofa.data.shapes import ShapesWorld
 from ofa.errors import InputError
 from ofa.generate import Hypothesis
 from ofa.metrics.cider_d import DocumentFrequency, cider_d, reference_sets
@@ -38,11 +39,13 @@ from ofa.train.scst import (
 
 
 @pytest.fixture(scope="module")
-def shapes(shapes: Path) -> Path:
-    """The shared tiny folder, plus the document frequencies of its training captions."""
-    records = read_jsonl(shapes / "train.jsonl", tasks=["caption"])
-    DocumentFrequency.from_references(reference_sets(records)).save(shapes / "df.json.gz")
-    return shapes
+def shapes(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("shapes")
+    ShapesWorld(seed=3, image_size=32, max_shapes=2).write(out, {"train": 24, "val": 4},
+                                                           progress=False)
+    records = read_jsonl(out / "train.jsonl", tasks=["caption"])
+    DocumentFrequency.from_references(reference_sets(records)).save(out / "df.json.gz")
+    return out
 
 
 def scst_config(shapes: Path, bpe_dir: Path, out: Path, **overrides) -> dict:

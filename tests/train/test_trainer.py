@@ -25,6 +25,7 @@ import yaml
 
 from ofa import cli
 from ofa.api import load
+from ofa.data.shapes import ShapesWorld
 from ofa.errors import InputError
 from ofa.train import Trainer, build_config
 from ofa.train.distributed import DistInfo
@@ -32,6 +33,14 @@ from ofa.train.distributed import DistInfo
 TINY_MODEL = {"d_model": 32, "encoder_layers": 1, "decoder_layers": 1, "attention_heads": 2,
               "ffn_dim": 64, "resnet_layers": [1, 1, 1], "resnet_width": 8,
               "max_source_positions": 64, "max_target_positions": 64, "image_bucket_size": 8}
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("shapes")
+    ShapesWorld(seed=3, image_size=32, max_shapes=2).write(out, {"train": 24, "val": 4},
+                                                           progress=False)
+    return out
 
 
 def tiny_config(shapes: Path, bpe_dir: Path, out: Path, **overrides) -> dict:

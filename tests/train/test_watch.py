@@ -17,10 +17,19 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from test_trainer import tiny_config
 
 from ofa import cli
+from ofa.data.shapes import ShapesWorld
 from ofa.errors import InputError
 from ofa.train import Trainer, build_config
 from ofa.train.distributed import DistInfo
 from ofa.train.watch import TensorBoardLog, plot_run, read_log, sample_predictions
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("shapes")
+    ShapesWorld(seed=4, image_size=32, max_shapes=2).write(out, {"train": 16, "val": 3},
+                                                           progress=False)
+    return out
 
 
 def events(folder: Path) -> EventAccumulator:
