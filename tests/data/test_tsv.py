@@ -83,6 +83,10 @@ OFFICIAL_ROWS: dict[str, list[list[str]]] = {
          "us september factory orders up #.# percent"],
         ["the dollar fell against the yen", "dollar falls"],
     ],
+    "imagine": [
+        ["1", " ".join(str(i * 7 % 8192) for i in range(1024)), "a red bus on a street"],
+        ["2", "0 8191 5 9", "two dogs"],
+    ],
 }
 
 
@@ -243,6 +247,24 @@ def test_records_match_the_project_format(tmp_path, task):
             assert isinstance(raw["image"], bytes)
             assert plain({"image": load_image(raw["image"])}) == {
                 "image": plain(decoded)["image"]}
+
+
+def test_image_generation_rows(tmp_path):
+    rows = read_tsv(official_file(tmp_path, "imagine"), "image_gen")  # the official task name
+    assert rows[0]["codes"] == [i * 7 % 8192 for i in range(1024)]
+    assert rows[1] == {"task": "imagine", "id": "2", "text": "two dogs", "codes": [0, 8191, 5, 9]}
+
+
+def test_image_generation_rows_need_integer_codes(tmp_path):
+    bad = write(tmp_path, "coco_vqgan_train.tsv", [["1", "12 x 3", "a cat"]])
+    with pytest.raises(InputError, match=r"coco_vqgan_train.tsv:1: .*integers separated"):
+        read_tsv(bad, "imagine")[0]
+    not_square = write(tmp_path, "coco_vqgan_dev.tsv", [["1", "1 2 3", "a cat"]])
+    with pytest.raises(InputError, match=r"coco_vqgan_dev.tsv:1: codes must fill a square"):
+        read_tsv(not_square, "imagine")[0]
+    without_codes = write(tmp_path, "coco_vqgan_test.tsv", [["1", "a cat"]])
+    assert read_tsv(without_codes, "imagine", "0,1")[0] == {
+        "task": "imagine", "id": "1", "text": "a cat"}
 
 
 def test_layouts_document_the_defaults():

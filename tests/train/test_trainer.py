@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import pickle
 import shlex
@@ -27,6 +28,7 @@ from ofa import cli
 from ofa.api import load
 from ofa.data.shapes import ShapesWorld
 from ofa.errors import InputError
+from ofa.tokenizer import CODE_OFFSET, EOS, PAD
 from ofa.train import Trainer, build_config
 from ofa.train.distributed import DistInfo
 
@@ -639,3 +641,53 @@ def test_image_codes_narrow_the_columns_a_drawing_is_scored_over(shapes, bpe_dir
         loss_with(32)
     with pytest.raises(InputError, match="data.image_codes must be an integer"):
         loss_with(0)
+
+
+def test_max_epochs_counts_updates_from_the_records(shapes, bpe_dir, tmp_path):
+    cfg = tiny_config(shapes, bpe_dir, tmp_path / "run", max_updates=None, max_epochs=1.5,
+                      batch_size=4, update_freq=2,
+                      lr_restarts=[{"update": 5000, "lr": 1e-4}])  # checked once resolved
+    with pytest.raises(InputError, match=r"lr_restarts\[0\].update must be an integer above 0 "
+                                         r"and below max_updates \(\d+\)"):
+        Trainer(build_config(cfg), progress=False, info=DistInfo(0, 1, 0, torch.device("cpu")))
+    cfg["lr_restarts"] = []
+    trainer = Trainer(build_config(cfg), progress=False,
+                      info=DistInfo(0, 1, 0, torch.device("cpu")))
+    records = sum(len(r) for r in trainer.train_records)
+    assert records > 8
+    assert trainer.cfg.max_updates == math.ceil(1.5 * math.ceil(records / 8))
+    assert len(trainer.batches) == trainer.cfg.max_updates
+    with pytest.raises(InputError, match="max_updates or max_epochs, not both"):
+        build_config(tiny_config(shapes, bpe_dir, tmp_path / "x", max_epochs=2))
+    for bad in (0, -1, "2", True):
+        with pytest.raises(InputError, match="max_epochs must be a positive number"):
+            build_config(tiny_config(shapes, bpe_dir, tmp_path / "x", max_updates=None,
+                                     max_epochs=bad))
+
+
+def test_decoder_noise_changes_inputs_not_targets(shapes, bpe_dir, tmp_path):
+    def batch(noise: float, step: int = 0):
+        spec = {"path": str(shapes / "train.jsonl"), "tasks": ["caption"],
+                "decoder_noise": noise}
+        cfg = tiny_config(shapes, bpe_dir, tmp_path / f"run-{noise}-{step}", batch_size=8,
+                          **{"data.train": [spec]})
+        trainer = Trainer(build_config(cfg), progress=False,
+                          info=DistInfo(0, 1, 0, torch.device("cpu")))
+        return trainer.batches[step][0]
+
+    clean, noisy, again = batch(0.0), batch(0.5), batch(0.5)
+    assert torch.equal(clean.target, noisy.target)
+    assert torch.equal(noisy.decoder_input, again.decoder_input)  # seeded by (seed, step)
+    assert not torch.equal(noisy.decoder_input, batch(0.5, step=1).decoder_input)
+    answer = clean.target.ne(PAD) & clean.target.ne(EOS)  # where the caption's tokens sit
+    shifted = torch.zeros_like(answer)
+    shifted[:, 1:] = answer[:, :-1]  # the decoder input holds them one place later
+    changed = clean.decoder_input.ne(noisy.decoder_input)
+    assert not (changed & ~shifted).any()  # BOS, prompt prefix and padding untouched
+    share = changed.sum().item() / shifted.sum().item()
+    assert 0.3 < share < 0.7
+    replaced = noisy.decoder_input[changed]
+    assert ((replaced >= 4) & (replaced < CODE_OFFSET)).all()  # text tokens only
+    with pytest.raises(InputError, match="decoder_noise must lie in"):
+        build_config(tiny_config(shapes, bpe_dir, tmp_path / "x", **{"data.train": [
+            {"path": str(shapes / "train.jsonl"), "decoder_noise": 1.0}]}))

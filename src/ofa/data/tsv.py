@@ -17,6 +17,7 @@ import binascii
 import math
 import operator
 import os
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from PIL import Image
 from ..boxes import validate_box
 from ..errors import InputError
 from ..preprocess import read_image
+from ..tasks import get_task
 
 __all__ = [
     "TSV_LAYOUTS",
@@ -38,21 +40,24 @@ __all__ = [
     "TSVRecords",
     "decode_base64_image",
     "decode_base64_bytes",
+    "is_image_codes",
+    "parse_image_codes",
     "parse_box",
     "parse_vqa_answers",
     "read_tsv",
 ]
 
-TSV_TASKS = ("caption", "vqa", "ground", "entail", "classify", "summarize")
+TSV_TASKS = ("caption", "vqa", "ground", "entail", "classify", "summarize", "imagine")
 ENTAIL_LABELS = ("entailment", "contradiction", "neutral")
 
 # The official task names (``--task=...`` in run_scripts) are accepted too.
 TASK_ALIASES = {"refcoco": "ground", "vqa_gen": "vqa", "snli_ve": "entail",
-                "image_classify": "classify", "gigaword": "summarize"}
+                "image_classify": "classify", "gigaword": "summarize", "image_gen": "imagine"}
 
 _CHUNK_BYTES = 1 << 23  # index scan block; big enough to make per-chunk overhead negligible
 _UTF8_BOM = b"\xef\xbb\xbf"
 _URLSAFE_TO_STD = str.maketrans("-_", "+/")
+_CODES = re.compile(r"\d+( \d+)*")
 
 
 @dataclass(frozen=True)
@@ -134,6 +139,17 @@ TSV_LAYOUTS: dict[str, TSVLayout] = {
         ("source", "summary"), (0, 1), 2,
         "data/nlg_data/summary_dataset.py; run_scripts/gigaword/train_gigaword.sh, "
         "evaluate_gigaword.sh; README 'Gigaword'"),
+    # Files: coco_vqgan_{train,dev,full_test}.tsv. ImageGenDataset unpacks
+    # ``uniq_id, text, image_code``; train_image_gen_stage1_distributed.sh and
+    # evaluate_image_gen.sh select 0,2,1. ``image_code`` is the 1,024 VQGAN code indices of the
+    # 256 px image, separated by spaces (the training targets); evaluation may go without it.
+    "imagine": TSVLayout(
+        "imagine", "coco_vqgan_{train,dev,full_test}.tsv",
+        ("uniq_id", "image_codes", "caption"),
+        ("id", "text", "codes"), (0, 2, 1), 2,
+        "data/mm_data/image_gen_dataset.py; run_scripts/image_gen/"
+        "train_image_gen_stage1_distributed.sh, evaluate_image_gen.sh; README "
+        "'Text-to-Image Generation'"),
 }
 
 
@@ -200,6 +216,18 @@ def parse_vqa_answers(text: str) -> dict[str, float]:
     if not answers:
         raise InputError("answers column is empty; expected 'confidence|!+answer&&...'")
     return answers
+
+
+def is_image_codes(text: str) -> bool:
+    """Whether ``text`` is a text-to-image TSV's code cell: integers separated by spaces."""
+    return _CODES.fullmatch(text.strip()) is not None
+
+
+def parse_image_codes(text: str) -> list[int]:
+    """The VQGAN code indices of a text-to-image TSV cell (``"12 7 4095 ..."``)."""
+    if not is_image_codes(text):
+        raise InputError("the image codes column must hold integers separated by spaces")
+    return [int(c) for c in text.split()]
 
 
 def parse_box(text: str) -> list[float]:
@@ -454,9 +482,18 @@ def _summarize(row: _Row) -> dict:
             "source": row.text("source", "source"), "summary": row.text("summary", "summary")}
 
 
+def _imagine(row: _Row) -> dict:
+    record: dict[str, Any] = {"task": "imagine", "id": row.id(),
+                              "text": row.text("text", "caption")}
+    if row.values.get("codes", "").strip():
+        record["codes"] = parse_image_codes(row.values["codes"])
+        get_task("imagine").check_record(record)  # a square grid of codes
+    return record
+
+
 _PARSERS: dict[str, Callable[[_Row], dict]] = {
     "caption": _caption, "vqa": _vqa, "ground": _ground, "entail": _entail,
-    "classify": _classify, "summarize": _summarize,
+    "classify": _classify, "summarize": _summarize, "imagine": _imagine,
 }
 
 

@@ -15,6 +15,7 @@ Example (``configs/shapes-demo.yaml`` is a complete one)::
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,9 @@ class DatasetSpec:
     # official answer tries in the loss: VQA targets over data.vqa_answers, entailment over
     # yes / no / maybe, classification over this dataset's labels (other tasks stay free)
     constrain: bool = False
+    # official --noise-ratio (Gigaword): this share of the decoder's input tokens after BOS is
+    # replaced by random text tokens; the targets stay clean
+    decoder_noise: float = 0.0
 
 
 @dataclass
@@ -115,6 +119,9 @@ class TrainConfig:
     batch_size: int = 8  # per process and micro-batch
     update_freq: int = 1  # gradient accumulation steps
     max_updates: int = 1000
+    # official --max-epoch: train for this many passes over the training records instead
+    # (max_updates becomes ceil(max_epochs * records / global batch) once they are read)
+    max_epochs: float | None = None
     lr: float = 5e-5
     end_lr: float = 0.0
     power: float = 1.0
@@ -189,7 +196,14 @@ def _build(cls: type, data: Any, where: str) -> Any:
         raise InputError(f"{where}: {e}") from None
 
 
-def _check(cfg: TrainConfig) -> None:
+def _check(cfg: TrainConfig, *, updates_known: bool = True) -> None:
+    """Raise one InputError for the first bad setting. With ``updates_known=False``
+    (``max_epochs`` given, the data not yet read) the checks against max_updates wait for
+    :func:`resolve_epochs`."""
+    epochs = cfg.max_epochs
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int | float)
+                               or not 0 < epochs < math.inf):
+        raise InputError(f"max_epochs must be a positive number, got {epochs!r}")
     positive = {"batch_size": cfg.batch_size, "update_freq": cfg.update_freq,
                 "max_updates": cfg.max_updates, "log_interval": cfg.log_interval,
                 "valid_interval": cfg.valid_interval, "save_interval": cfg.save_interval,
@@ -207,24 +221,25 @@ def _check(cfg: TrainConfig) -> None:
     if not (isinstance(cfg.lr, int | float) and cfg.lr > 0):
         raise InputError(f"lr must be a positive number, got {cfg.lr!r}")
     previous = 0
+    last = cfg.max_updates if updates_known else math.inf  # updates bound the restarts
     for i, r in enumerate(cfg.lr_restarts):
         where = f"lr_restarts[{i}]"
         if isinstance(r.update, bool) or not isinstance(r.update, int) or not (
-                previous < r.update < cfg.max_updates):
+                previous < r.update < last):
             raise InputError(f"{where}.update must be an integer above {previous} and below "
-                             f"max_updates ({cfg.max_updates}), got {r.update!r}")
+                             f"max_updates ({last}), got {r.update!r}")
         if isinstance(r.lr, bool) or not (isinstance(r.lr, int | float) and r.lr > 0):
             raise InputError(f"{where}.lr must be a positive number, got {r.lr!r}")
         if isinstance(r.warmup_updates, bool) or not isinstance(r.warmup_updates, int) or not (
-                0 <= r.warmup_updates < cfg.max_updates - r.update):
+                0 <= r.warmup_updates < last - r.update):
             raise InputError(f"{where}.warmup_updates must be an integer in [0, "
-                             f"{cfg.max_updates - r.update}), got {r.warmup_updates!r}")
+                             f"{last - r.update}), got {r.warmup_updates!r}")
         if r.decay_updates is not None and (
                 isinstance(r.decay_updates, bool) or not isinstance(r.decay_updates, int)
-                or not r.update + r.warmup_updates < r.decay_updates <= cfg.max_updates):
+                or not r.update + r.warmup_updates < r.decay_updates <= last):
             raise InputError(f"{where}.decay_updates must be an integer above "
                              f"{r.update + r.warmup_updates} (update + warmup_updates) and at "
-                             f"most max_updates ({cfg.max_updates}), got {r.decay_updates!r}")
+                             f"most max_updates ({last}), got {r.decay_updates!r}")
         if not isinstance(r.reset_optimizer, bool):
             raise InputError(f"{where}.reset_optimizer must be true or false, got "
                              f"{r.reset_optimizer!r}")
@@ -260,7 +275,12 @@ def _check(cfg: TrainConfig) -> None:
         if spec.from_update != 0 or spec.until_update is not None:
             raise InputError(f"{spec.path}: from_update/until_update apply to training datasets "
                              "only; every validation runs on all of data.valid")
+        if spec.decoder_noise != 0:
+            raise InputError(f"{spec.path}: decoder_noise applies to training datasets only")
     for spec in cfg.data.train:
+        noise = spec.decoder_noise
+        if isinstance(noise, bool) or not isinstance(noise, int | float) or not 0 <= noise < 1:
+            raise InputError(f"{spec.path}: decoder_noise must lie in [0, 1), got {noise!r}")
         if not isinstance(spec.constrain, bool):
             raise InputError(f"{spec.path}: constrain must be true or false, got "
                              f"{spec.constrain!r}")
@@ -275,7 +295,7 @@ def _check(cfg: TrainConfig) -> None:
                                 or end <= start):
             raise InputError(f"{spec.path}: until_update must be an integer above "
                              f"from_update ({start}), got {end!r}")
-        if start >= cfg.max_updates:
+        if updates_known and start >= cfg.max_updates:
             raise InputError(f"{spec.path}: from_update {start} is not below max_updates "
                              f"{cfg.max_updates}, so the dataset would never be used")
     if cfg.model.init is None and cfg.model.preset is None and not cfg.model.config:
@@ -351,6 +371,23 @@ def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None =
 
 def build_config(data: dict[str, Any], where: str = "config") -> TrainConfig:
     """A checked TrainConfig from a plain mapping (what the YAML file holds)."""
+    if isinstance(data, dict) and data.get("max_epochs") is not None:
+        if data.get("max_updates") is not None:
+            raise InputError(f"{where}: give max_updates or max_epochs, not both")
+        data = {k: v for k, v in data.items() if k != "max_updates"}
     cfg = _build(TrainConfig, data, where)
-    _check(cfg)
+    _check(cfg, updates_known=cfg.max_epochs is None)
     return cfg
+
+
+def resolve_epochs(cfg: TrainConfig, num_records: int, world_size: int = 1) -> TrainConfig:
+    """``cfg`` with ``max_updates`` counted from ``max_epochs`` (unchanged without it): as
+    fairseq's --max-epoch, each epoch is one pass over the ``num_records`` training records
+    (all datasets together) in global batches of batch_size x update_freq x processes."""
+    if cfg.max_epochs is None:
+        return cfg
+    global_batch = cfg.batch_size * cfg.update_freq * world_size
+    per_epoch = math.ceil(num_records / global_batch)
+    resolved = dataclasses.replace(cfg, max_updates=max(1, math.ceil(cfg.max_epochs * per_epoch)))
+    _check(resolved)
+    return resolved

@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import InputError
 from ..generate import Trie
 from ..tokenizer import OFATokenizer
-from .featurize import Batch, ResizedImageCache, build_sample, collate
+from .featurize import Batch, ResizedImageCache, Sample, build_sample, collate
 
 
 def shares(ratios: Sequence[float], total: int) -> list[int]:
@@ -67,7 +67,8 @@ class StepBatches:
                  max_target_length: int = 30, num_updates: int | None = None,
                  cache_images: bool = False,
                  windows: Sequence[tuple[int, int | None]] | None = None,
-                 tries: Sequence[dict[str, Trie] | None] | None = None) -> None:
+                 tries: Sequence[dict[str, Trie] | None] | None = None,
+                 decoder_noise: Sequence[float] | None = None) -> None:
         if any(len(d) == 0 for d in datasets):
             raise InputError("a training dataset has no records")
         self.datasets = datasets
@@ -90,6 +91,8 @@ class StepBatches:
         self._perms: dict[tuple[int, int], np.ndarray] = {}
         self.image_cache = ResizedImageCache() if cache_images else None
         self.tries = list(tries) if tries is not None else [None] * len(datasets)
+        self.decoder_noise = (list(decoder_noise) if decoder_noise is not None
+                              else [0.0] * len(datasets))
 
     def __len__(self) -> int:
         if self.num_updates is None:
@@ -120,12 +123,20 @@ class StepBatches:
         pairs = self.global_indices(step)
         per_rank = self.batch_size * self.update_freq
         mine = pairs[self.rank * per_rank:(self.rank + 1) * per_rank]
+        first = self.rank * per_rank  # position in the global batch: seeds the noise
         micro = []
         for m in range(self.update_freq):
             chunk = mine[m * self.batch_size:(m + 1) * self.batch_size]
-            micro.append(collate([build_sample(self.datasets[d][i], self.tokenizer,
-                                               self.image_size, self.max_source_length,
-                                               self.max_target_length, self.image_cache,
-                                               self.tries[d])
-                                  for d, i in chunk]))
+            start = first + m * self.batch_size
+            micro.append(collate([self._sample(step, start + j, d, i)
+                                  for j, (d, i) in enumerate(chunk)]))
         return micro
+
+    def _sample(self, step: int, position: int, d: int, i: int) -> Sample:
+        noise = self.decoder_noise[d]
+        # noise depends on (seed, step, position) only: resumed and multi-process runs match
+        rng = (np.random.default_rng([self.seed, 2 << 20, step, position]) if noise > 0
+               else None)
+        return build_sample(self.datasets[d][i], self.tokenizer, self.image_size,
+                            self.max_source_length, self.max_target_length, self.image_cache,
+                            self.tries[d], noise, rng)

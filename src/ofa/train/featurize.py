@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..errors import InputError
@@ -20,7 +21,7 @@ from ..preprocess import ImageTransform, image_pixels, load_image, resize_image
 from ..tasks import TASKS, get_task
 from ..tasks.caption import references as caption_references
 from ..tokenizer import BOS, CODE_OFFSET, EOS, NUM_CODES, PAD, OFATokenizer, pad_batch
-from .loss import range_mask
+from .loss import NUM_SPECIAL_IDS, range_mask
 
 
 @dataclass
@@ -127,11 +128,14 @@ class ResizedImageCache:
 def build_sample(record: dict, tokenizer: OFATokenizer, image_size: int | None = None,
                  max_source_length: int = 128, max_target_length: int = 64,
                  image_cache: ResizedImageCache | None = None,
-                 tries: dict[str, Trie] | None = None) -> Sample:
+                 tries: dict[str, Trie] | None = None, decoder_noise: float = 0.0,
+                 rng: np.random.Generator | None = None) -> Sample:
     """Tokens (and image) of one record, prompts exactly as :mod:`ofa.tasks` builds them.
     ``image_size`` overrides the task's official input size (small models use small images);
     ``image_cache`` keeps the resized images of image files for the next time they are read;
-    ``tries`` (see :func:`candidate_tries`) constrains the targets of the tasks it names."""
+    ``tries`` (see :func:`candidate_tries`) constrains the targets of the tasks it names;
+    ``decoder_noise`` replaces that share of the answer's decoder inputs by random text tokens
+    drawn from ``rng`` (the official --noise-ratio)."""
     name = record["task"]
     # the table's task module: fine-tuned style prompts (VQA and entailment take the question
     # as decoder prefix)
@@ -155,13 +159,25 @@ def build_sample(record: dict, tokenizer: OFATokenizer, image_size: int | None =
     if not code:  # a code grid is whole or useless: never cut
         answer = answer[:max_target_length]
     prefix = list(example.prefix)
-    decoder_input = [BOS, *prefix, *answer]
+    decoder_input = [BOS, *prefix, *noisy(answer, decoder_noise, rng)]
     target = [PAD] * len(prefix) + [*answer, EOS]
     trie = (tries or {}).get(name)
     allowed = None if trie is None else [None] * len(prefix) + _allowed_by_trie(trie, answer,
                                                                                 record)
     refs = caption_references(record) if name == "caption" else None
     return Sample(name, source, decoder_input, target, weight, image, allowed, code, refs)
+
+
+def noisy(tokens: list[int], ratio: float, rng: np.random.Generator | None) -> list[int]:
+    """``tokens`` with each replaced, with probability ``ratio``, by a random text token (ids
+    4 to the first image code, as OFA-Sys/OFA data/nlg_data/summary_dataset.py draws them)."""
+    if ratio <= 0 or not tokens:
+        return tokens
+    if rng is None:
+        raise ValueError("decoder noise needs a seeded rng")
+    hit = rng.random(len(tokens)) < ratio
+    random_ids = rng.integers(NUM_SPECIAL_IDS, CODE_OFFSET, size=len(tokens))
+    return [int(r) if h else t for t, h, r in zip(tokens, hit, random_ids, strict=True)]
 
 
 @dataclass

@@ -39,7 +39,7 @@ from ..generate import Trie, generate
 from ..model import OFAConfig, OFAModel
 from ..tasks import TASKS
 from ..tokenizer import BIN_OFFSET, CODE_OFFSET, NUM_BINS, NUM_CODES, PAD, OFATokenizer
-from .config import TrainConfig
+from .config import TrainConfig, resolve_epochs
 from .data import StepBatches
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from .ema import EMA
@@ -171,23 +171,6 @@ class Trainer:
                              "continue it or choose another output_dir")
         if cfg.fsdp and cfg.ema_decay is not None:
             raise InputError("EMA with FSDP is not supported; drop ema_decay or fsdp")
-        self.tokenizer, self.model, self.image_size = self._build_model()
-        self.model.to(self.info.device)
-        m = cfg.model
-        freeze(self.model, embeddings=m.freeze_embeddings, resnet=m.freeze_resnet,
-               batchnorm=m.freeze_batchnorm)
-        self._set_train_mode()
-        self.ema = (EMA(self.model, cfg.ema_decay, cfg.ema_start) if cfg.ema_decay is not None
-                    else None)
-        self.wrapped = self._wrap(self.model)
-        self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.betas,
-                                         cfg.adam_eps)
-        self.scheduler = polynomial_decay_schedule(
-            self.optimizer, cfg.warmup, cfg.max_updates, cfg.end_lr, cfg.power,
-            restarts=[Restart(r.update, r.lr / cfg.lr, r.warmup_updates, r.decay_updates)
-                      for r in cfg.lr_restarts], decay_updates=cfg.decay_updates)
-        self.scaler = (torch.amp.GradScaler(self.info.device.type)
-                       if cfg.dtype == "fp16" else None)
         files: dict[str, list[dict]] = {}  # each file parsed once, however many entries use it
 
         def records(spec) -> list[dict]:
@@ -200,15 +183,37 @@ class Trainer:
             return kept[:spec.limit]
 
         self.train_records = [records(d) for d in cfg.data.train]
-        self.scst: ScstReward | None = None
         if cfg.scst is not None:
             if cfg.fsdp:
                 raise InputError("scst with fsdp is not supported: its captions come from "
                                  "the whole model on each process (use DDP)")
-            self.scst = ScstReward(cfg.scst, self.tokenizer)
             # each caption is rewarded against all its image's references
             self.train_records = [recs if isinstance(recs, TSVRecords)
                                   else gather_references(recs) for recs in self.train_records]
+        if cfg.max_epochs is not None:
+            num_records = sum(len(recs) for recs in self.train_records)
+            self.cfg = cfg = resolve_epochs(cfg, num_records, self.info.world_size)
+            if self.info.is_main:
+                print(f"max_epochs {cfg.max_epochs:g} over {num_records:,} training records: "
+                      f"{cfg.max_updates:,} updates", flush=True)
+        self.tokenizer, self.model, self.image_size = self._build_model()
+        self.model.to(self.info.device)
+        m = cfg.model
+        freeze(self.model, embeddings=m.freeze_embeddings, resnet=m.freeze_resnet,
+               batchnorm=m.freeze_batchnorm)
+        self._set_train_mode()
+        self.ema = (EMA(self.model, cfg.ema_decay, cfg.ema_start) if cfg.ema_decay is not None
+                    else None)
+        self.wrapped = self._wrap(self.model)
+        self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.betas,
+                                         cfg.adam_eps)
+        self.scst = ScstReward(cfg.scst, self.tokenizer) if cfg.scst is not None else None
+        self.scheduler = polynomial_decay_schedule(
+            self.optimizer, cfg.warmup, cfg.max_updates, cfg.end_lr, cfg.power,
+            restarts=[Restart(r.update, r.lr / cfg.lr, r.warmup_updates, r.decay_updates)
+                      for r in cfg.lr_restarts], decay_updates=cfg.decay_updates)
+        self.scaler = (torch.amp.GradScaler(self.info.device.type)
+                       if cfg.dtype == "fp16" else None)
         self.valid_records = [r for d in cfg.data.valid for r in records(d)]
         if any(r.get("task") == "imagine" for r in self.valid_records):
             # drawing needs the VQGAN, which the trainer does not hold: fail now, not at the
@@ -226,7 +231,8 @@ class Trainer:
             max_source_length=cfg.data.max_source_length,
             max_target_length=cfg.data.max_target_length, num_updates=cfg.max_updates,
             cache_images=cfg.data.cache_images,
-            windows=[(d.from_update, d.until_update) for d in cfg.data.train], tries=tries)
+            windows=[(d.from_update, d.until_update) for d in cfg.data.train], tries=tries,
+            decoder_noise=[d.decoder_noise for d in cfg.data.train])
         self.step = 0
         self.best: float | None = None
         resumed = resume and ckpt_path.exists()

@@ -19,12 +19,12 @@ ints, with ``codes=True``). Also read: a ``.txt`` file of one caption per line (
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 from ...errors import InputError
 from ..records import iter_jsonl
+from ..tsv import is_image_codes, parse_image_codes
 from .common import check_file_split, require_file
 from .sets import EvalData
 
@@ -34,7 +34,6 @@ __all__ = ["IMAGINE_TASKS", "find_imagegen_file", "read_imagegen", "read_imagege
 IMAGINE_TASKS = ("imagine", "image_gen", "text-to-image", "text2image")
 _SPLIT_NAMES = {"test": ("full_test", "test"), "val": ("dev", "val"), "valid": ("dev", "val"),
                 "dev": ("dev", "val")}
-_CODES = re.compile(r"\d+( \d+)*")
 _UTF8_BOM = "\ufeff"
 
 
@@ -56,10 +55,9 @@ def find_imagegen_file(folder: str | os.PathLike[str], split: str | None = None)
 def _tsv_row(cols: list[str], where: str, default_id: str, codes: bool) -> dict:
     if len(cols) == 3:
         uniq_id, code_text, caption = cols
-        code_text = code_text.strip()
-        if not _CODES.fullmatch(code_text):
+        if not is_image_codes(code_text):
             hint = (" (its third column holds the codes: columns are uniq_id, image codes, "
-                    "caption)" if _CODES.fullmatch(caption.strip()) else "")
+                    "caption)" if is_image_codes(caption) else "")
             raise InputError(f"{where}: column 2 must hold the image's VQGAN codes (integers "
                              f"separated by spaces){hint}")
     elif len(cols) == 2:
@@ -76,7 +74,7 @@ def _tsv_row(cols: list[str], where: str, default_id: str, codes: bool) -> dict:
     record: dict[str, Any] = {"task": "imagine", "id": uniq_id.strip() or default_id,
                               "text": caption}
     if codes:
-        record["codes"] = [int(c) for c in code_text.split()]
+        record["codes"] = parse_image_codes(code_text)
     return record
 
 
