@@ -143,13 +143,13 @@ def score_predictions(records: Sequence[dict], predictions: Sequence[dict], *,
 
 
 def evaluate_records(ofa: OFA, records: Sequence[dict], *,
-                     vqa_answers: Sequence[str] | None = None,
+                     vqa_answers: Sequence[str] | None = None, vqa_mode: str = "beam",
                      class_names: Sequence[str] | None = None, batch_size: int = 32,
                      progress: bool = False, full: bool = False
                      ) -> tuple[dict[str, float], list[dict]]:
     """Metrics and predictions of ``ofa`` on ``records`` (in memory, one process)."""
-    preds = predict_records(ofa, records, vqa_answers=vqa_answers, class_names=class_names,
-                            batch_size=batch_size, progress=progress)
+    preds = predict_records(ofa, records, vqa_answers=vqa_answers, vqa_mode=vqa_mode,
+                            class_names=class_names, batch_size=batch_size, progress=progress)
     return score_predictions(records, preds, full=full), preds
 
 

@@ -657,6 +657,17 @@ def test_max_epochs_counts_updates_from_the_records(shapes, bpe_dir, tmp_path):
     assert records > 8
     assert trainer.cfg.max_updates == math.ceil(1.5 * math.ceil(records / 8))
     assert len(trainer.batches) == trainer.cfg.max_updates
+    # global_batch sets update_freq from the processes: 16 = 4 per micro-batch x 4
+    cfg.update(update_freq=1, global_batch=16)
+    trainer = Trainer(build_config(cfg), progress=False,
+                      info=DistInfo(0, 1, 0, torch.device("cpu")))
+    assert trainer.cfg.update_freq == 4
+    assert trainer.cfg.max_updates == math.ceil(1.5 * math.ceil(records / 16))
+    cfg.update(global_batch=18, output_dir=str(tmp_path / "run-18"))
+    with pytest.raises(InputError, match="global_batch 18 is not a multiple of batch_size 4"):
+        Trainer(build_config(cfg), progress=False, info=DistInfo(0, 1, 0, torch.device("cpu")))
+    with pytest.raises(InputError, match="update_freq or global_batch, not both"):
+        build_config({**cfg, "update_freq": 2})
     with pytest.raises(InputError, match="max_updates or max_epochs, not both"):
         build_config(tiny_config(shapes, bpe_dir, tmp_path / "x", max_epochs=2))
     for bad in (0, -1, "2", True):

@@ -30,7 +30,8 @@ from .featurize import CONSTRAINABLE_TASKS
 class ModelSettings:
     init: str | None = None  # checkpoint path or registry name to fine-tune; None: from scratch
     preset: str | None = None  # official size to build from scratch (tiny ... huge)
-    config: dict[str, Any] = field(default_factory=dict)  # OFAConfig fields (from scratch)
+    # OFAConfig fields: the architecture from scratch, or settings over init's (code_image_size)
+    config: dict[str, Any] = field(default_factory=dict)
     image_size: int | None = None  # None: each task's official size
     ema_weights: bool | None = None  # fine-tune from a fairseq file's EMA weights (default yes)
     dropout: float = 0.1
@@ -96,6 +97,9 @@ class DataSettings:
     train: list[DatasetSpec] = field(default_factory=list)
     valid: list[DatasetSpec] = field(default_factory=list)
     vqa_answers: str | None = None  # answers (one per line, or ans2label .pkl): VQA's trie
+    # how validation answers VQA over vqa_answers: "beam" (trie-constrained beam search) or
+    # "all" (every candidate scored: the official --val-inference-type allcand)
+    vqa_valid_mode: str = "beam"
     max_source_length: int = 80
     max_target_length: int = 30
     num_workers: int = 0
@@ -118,6 +122,9 @@ class TrainConfig:
     dtype: str = "fp32"  # fp32 / bf16 / fp16 autocast (fp16 with a gradient scaler)
     batch_size: int = 8  # per process and micro-batch
     update_freq: int = 1  # gradient accumulation steps
+    # samples per update over all processes: sets update_freq to global_batch / (batch_size x
+    # processes) at the start, so a recipe keeps its batch on any number of GPUs
+    global_batch: int | None = None
     max_updates: int = 1000
     # official --max-epoch: train for this many passes over the training records instead
     # (max_updates becomes ceil(max_epochs * records / global batch) once they are read)
@@ -210,6 +217,8 @@ def _check(cfg: TrainConfig, *, updates_known: bool = True) -> None:
                 "valid_batch_size": cfg.valid_batch_size}
     if cfg.decay_updates is not None:
         positive["decay_updates"] = cfg.decay_updates
+    if cfg.global_batch is not None:
+        positive["global_batch"] = cfg.global_batch
     for name, value in positive.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{name} must be a positive integer, got {value!r}")
@@ -256,6 +265,12 @@ def _check(cfg: TrainConfig, *, updates_known: bool = True) -> None:
                          f"codebook size), got {codes!r}")
     if not cfg.data.train:
         raise InputError("data.train lists no dataset")
+    if cfg.data.vqa_valid_mode not in ("beam", "all"):
+        raise InputError(f"data.vqa_valid_mode must be beam or all, got "
+                         f"{cfg.data.vqa_valid_mode!r}")
+    if cfg.data.vqa_valid_mode == "all" and not cfg.data.vqa_answers:
+        raise InputError("data.vqa_valid_mode all scores the candidate answers: give "
+                         "data.vqa_answers")
     from ..data.records import TASK_NAMES
 
     for spec in [*cfg.data.train, *cfg.data.valid]:
@@ -371,6 +386,9 @@ def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None =
 
 def build_config(data: dict[str, Any], where: str = "config") -> TrainConfig:
     """A checked TrainConfig from a plain mapping (what the YAML file holds)."""
+    if isinstance(data, dict) and data.get("global_batch") is not None and \
+            data.get("update_freq") not in (None, 1):
+        raise InputError(f"{where}: give update_freq or global_batch, not both")
     if isinstance(data, dict) and data.get("max_epochs") is not None:
         if data.get("max_updates") is not None:
             raise InputError(f"{where}: give max_updates or max_epochs, not both")
@@ -380,14 +398,23 @@ def build_config(data: dict[str, Any], where: str = "config") -> TrainConfig:
     return cfg
 
 
-def resolve_epochs(cfg: TrainConfig, num_records: int, world_size: int = 1) -> TrainConfig:
-    """``cfg`` with ``max_updates`` counted from ``max_epochs`` (unchanged without it): as
-    fairseq's --max-epoch, each epoch is one pass over the ``num_records`` training records
-    (all datasets together) in global batches of batch_size x update_freq x processes."""
-    if cfg.max_epochs is None:
-        return cfg
-    global_batch = cfg.batch_size * cfg.update_freq * world_size
-    per_epoch = math.ceil(num_records / global_batch)
-    resolved = dataclasses.replace(cfg, max_updates=max(1, math.ceil(cfg.max_epochs * per_epoch)))
+def resolve_for_run(cfg: TrainConfig, num_records: int, world_size: int = 1) -> TrainConfig:
+    """``cfg`` as this run trains it: ``update_freq`` from ``global_batch`` and the number of
+    processes, and ``max_updates`` from ``max_epochs``, as fairseq's --max-epoch counts them
+    (each epoch one pass over the ``num_records`` training records, all datasets together,
+    in global batches of batch_size x update_freq x processes)."""
+    resolved = cfg
+    if cfg.global_batch is not None:
+        per_pass = cfg.batch_size * world_size
+        if cfg.global_batch % per_pass:
+            raise InputError(f"global_batch {cfg.global_batch} is not a multiple of batch_size "
+                             f"{cfg.batch_size} x {world_size} process(es); change batch_size "
+                             "or the number of processes")
+        resolved = dataclasses.replace(resolved, update_freq=cfg.global_batch // per_pass)
+    if cfg.max_epochs is not None:
+        global_batch = resolved.batch_size * resolved.update_freq * world_size
+        per_epoch = math.ceil(num_records / global_batch)
+        resolved = dataclasses.replace(resolved,
+                                       max_updates=max(1, math.ceil(cfg.max_epochs * per_epoch)))
     _check(resolved)
     return resolved

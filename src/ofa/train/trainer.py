@@ -39,7 +39,7 @@ from ..generate import Trie, generate
 from ..model import OFAConfig, OFAModel
 from ..tasks import TASKS
 from ..tokenizer import BIN_OFFSET, CODE_OFFSET, NUM_BINS, NUM_CODES, PAD, OFATokenizer
-from .config import TrainConfig, resolve_epochs
+from .config import TrainConfig, resolve_for_run
 from .data import StepBatches
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from .ema import EMA
@@ -190,12 +190,12 @@ class Trainer:
             # each caption is rewarded against all its image's references
             self.train_records = [recs if isinstance(recs, TSVRecords)
                                   else gather_references(recs) for recs in self.train_records]
-        if cfg.max_epochs is not None:
-            num_records = sum(len(recs) for recs in self.train_records)
-            self.cfg = cfg = resolve_epochs(cfg, num_records, self.info.world_size)
-            if self.info.is_main:
-                print(f"max_epochs {cfg.max_epochs:g} over {num_records:,} training records: "
-                      f"{cfg.max_updates:,} updates", flush=True)
+        num_records = sum(len(recs) for recs in self.train_records)
+        self.cfg = cfg = resolve_for_run(cfg, num_records, self.info.world_size)
+        if cfg.max_epochs is not None and self.info.is_main:
+            print(f"max_epochs {cfg.max_epochs:g} over {num_records:,} training records in "
+                  f"batches of {cfg.batch_size * cfg.update_freq * self.info.world_size}: "
+                  f"{cfg.max_updates:,} updates", flush=True)
         self.tokenizer, self.model, self.image_size = self._build_model()
         self.model.to(self.info.device)
         m = cfg.model
@@ -252,7 +252,10 @@ class Trainer:
                 from ..download import fetch_pretrained
                 path = fetch_pretrained(m.init, progress=self.info.is_main)
             ckpt = read_checkpoint(path, ema=m.ema_weights)
-            ckpt.config = dataclasses.replace(ckpt.config, **reg)
+            try:  # model.config over a checkpoint: settings such as code_image_size
+                ckpt.config = dataclasses.replace(ckpt.config, **{**m.config, **reg})
+            except TypeError as e:
+                raise InputError(f"model.config: {e}") from None
             model = model_from_checkpoint(ckpt)
             tok_dir = self.cfg.tokenizer or ckpt.tokenizer_dir
             image_size = m.image_size or ckpt.meta.get("image_size")
@@ -446,6 +449,7 @@ class Trainer:
                     ofa = OFA(model, self.tokenizer, image_size=self.image_size)
                     metrics, self.valid_predictions = evaluate_records(
                         ofa, self.valid_records, vqa_answers=self.vqa_answers,
+                        vqa_mode=self.cfg.data.vqa_valid_mode,
                         batch_size=self.cfg.valid_batch_size)
             finally:
                 if was_training:
