@@ -135,9 +135,13 @@ class OFAEncoder(nn.Module):
         return (abs_bias + rel).to(abs_bias.dtype).unsqueeze(0)
 
     def forward(self, input_ids: torch.Tensor, images: torch.Tensor | None = None,
-                image_mask: torch.Tensor | None = None) -> EncoderOutput:
+                image_mask: torch.Tensor | None = None, sample_patches: int | None = None
+                ) -> EncoderOutput:
         """input_ids [B, L] right-padded text (BOS ... EOS); images [B, 3, H, W] or None;
-        image_mask [B] bool, False for samples that have no image (their patches are ignored)."""
+        image_mask [B] bool, False for samples that have no image (their patches are ignored).
+        ``sample_patches`` (pretraining): keep only that many patches, drawn at random (torch's
+        generator), each with its own position. The official encoder draws a subset per
+        sample; one subset for the whole batch keeps the position bias [1, H, T, T]."""
         cfg = self.cfg
         n_text = input_ids.shape[1]
         if n_text > cfg.max_source_positions:
@@ -149,6 +153,10 @@ class OFAEncoder(nn.Module):
         img_ids = img_buckets = None
         if images is not None:
             img_x, img_ids = self.embed_image(images.to(x.dtype))
+            if sample_patches is not None and sample_patches < img_ids.numel():
+                keep = torch.randperm(img_ids.numel())[:sample_patches].sort().values
+                keep = keep.to(img_ids.device)
+                img_x, img_ids = img_x[:, keep], img_ids[keep]
             img_pad = torch.zeros(img_x.shape[:2], dtype=torch.bool, device=x.device)
             if image_mask is not None:
                 img_pad |= ~image_mask.to(torch.bool)[:, None]

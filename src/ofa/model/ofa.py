@@ -65,8 +65,9 @@ class OFAModel(nn.Module):
         return self.encoder.embed_tokens
 
     def encode(self, input_ids: torch.Tensor, images: torch.Tensor | None = None,
-               image_mask: torch.Tensor | None = None) -> EncoderOutput:
-        return self.encoder(input_ids, images, image_mask)
+               image_mask: torch.Tensor | None = None, sample_patches: int | None = None
+               ) -> EncoderOutput:
+        return self.encoder(input_ids, images, image_mask, sample_patches)
 
     def decode(self, tokens: torch.Tensor, encoder_out: EncoderOutput,
                cache: DecoderCache | None = None, code_mask: torch.Tensor | None = None,
@@ -82,14 +83,15 @@ class OFAModel(nn.Module):
                 code_mask: torch.Tensor | None = None,
                 output_mask: torch.Tensor | None = None,
                 code_rows: torch.Tensor | None = None,
-                code_columns: torch.Tensor | None = None
+                code_columns: torch.Tensor | None = None, sample_patches: int | None = None
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced logits [B, T, V]; with ``output_mask`` [B, T] (bool) only the [N, V]
         logits of the marked positions (training projects only the positions with a loss).
         With ``code_rows`` [K] (indices into those N) and ``code_columns`` [C] (vocabulary ids)
         it returns the other rows' logits [N - K, V] and the code rows' logits over those ids
-        only [K, C]: a drawing's targets are image codes, 8k of the 59k ids."""
-        enc = self.encode(input_ids, images, image_mask)
+        only [K, C]: a drawing's targets are image codes, 8k of the 59k ids. ``sample_patches``:
+        see :meth:`OFAEncoder.forward`."""
+        enc = self.encode(input_ids, images, image_mask, sample_patches)
         if output_mask is None:
             return self.decode(decoder_input_ids, enc, code_mask=code_mask)
         hidden = self.decoder(decoder_input_ids, enc, None, code_mask)[output_mask]

@@ -62,6 +62,10 @@ class DatasetSpec:
     # official --noise-ratio (Gigaword): this share of the decoder's input tokens after BOS is
     # replaced by random text tokens; the targets stay clean
     decoder_noise: float = 0.0
+    # an official pretraining TSV of this kind: pairs, text, image or detection
+    # (ofa.data.pretrain_tsv); its rows become the pretraining tasks' samples
+    pretrain: str | None = None
+    image_size: int | None = None  # this dataset's input size (default: model.image_size)
 
 
 @dataclass
@@ -106,6 +110,11 @@ class DataSettings:
     # keep every training image decoded and resized in memory (image_size^2 * 3 bytes each, per
     # process): for datasets that fit in RAM and read each image many times
     cache_images: bool = False
+    # pretraining: the folder ITM's negatives come from (all_captions.txt, object.txt,
+    # type2ans.json: the official --neg-sample-dir)
+    negatives: str | None = None
+    # pretraining: keep this many random image patches of each pair batch (official 196)
+    sample_patches: int | None = None
     # codebook size of the VQGAN that made the image-code targets (imagine, infilling): code
     # rows are scored over the specials and these codes only (the official VQGAN: 8192)
     image_codes: int = NUM_CODES
@@ -273,7 +282,10 @@ def _check(cfg: TrainConfig, *, updates_known: bool = True) -> None:
                          "data.vqa_answers")
     from ..data.records import TASK_NAMES
 
+    _check_pretrain(cfg)
     for spec in [*cfg.data.train, *cfg.data.valid]:
+        if spec.pretrain is not None:
+            continue
         if spec.path.endswith(".tsv") and len(spec.tasks or ()) != 1:
             raise InputError(f"{spec.path}: a TSV file holds one task; name it, e.g. "
                              "tasks: [caption]")
@@ -325,6 +337,35 @@ def _check(cfg: TrainConfig, *, updates_known: bool = True) -> None:
         _check_scst(cfg)
 
 
+def _check_pretrain(cfg: TrainConfig) -> None:
+    from ..data.pretrain_tsv import PRETRAIN_FILES
+
+    for spec in cfg.data.valid:
+        if spec.pretrain is not None:
+            raise InputError(f"{spec.path}: pretraining files train only; validate with the "
+                             "tasks' own records")
+    for spec in [*cfg.data.train, *cfg.data.valid]:
+        size = spec.image_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or
+                                 size < 16 or size % 16):
+            raise InputError(f"{spec.path}: image_size must be a positive multiple of 16, "
+                             f"got {size!r}")
+    for spec in cfg.data.train:
+        if spec.pretrain is None:
+            continue
+        if spec.pretrain not in PRETRAIN_FILES:
+            raise InputError(f"{spec.path}: pretrain must be one of {', '.join(PRETRAIN_FILES)}, "
+                             f"got {spec.pretrain!r}")
+        if spec.tasks is not None or spec.constrain or spec.decoder_noise:
+            raise InputError(f"{spec.path}: a pretraining file makes its own tasks; drop "
+                             "tasks, constrain and decoder_noise")
+        if not spec.path.endswith(".tsv"):
+            raise InputError(f"{spec.path}: pretraining files are the official TSVs (.tsv)")
+    n = cfg.data.sample_patches
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise InputError(f"data.sample_patches must be a positive integer, got {n!r}")
+
+
 def _check_scst(cfg: TrainConfig) -> None:
     s = cfg.scst
     if not isinstance(s.df, str) or not s.df:
@@ -345,6 +386,8 @@ def _check_scst(cfg: TrainConfig) -> None:
     if isinstance(s.temperature, bool) or not isinstance(s.temperature, int | float) or \
             s.temperature <= 0:
         raise InputError(f"scst.temperature must be a positive number, got {s.temperature!r}")
+    if any(spec.pretrain for spec in cfg.data.train):
+        raise InputError("scst trains captions only: drop the pretraining files")
     tasks = {t for spec in cfg.data.train for t in (spec.tasks or ["caption"])}
     if tasks != {"caption"}:
         raise InputError("scst trains captions only: give every data.train dataset "

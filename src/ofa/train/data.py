@@ -21,6 +21,7 @@ from ..errors import InputError
 from ..generate import Trie
 from ..tokenizer import OFATokenizer
 from .featurize import Batch, ResizedImageCache, Sample, build_sample, collate
+from .pretrain import PretrainSamples
 
 
 def shares(ratios: Sequence[float], total: int) -> list[int]:
@@ -68,7 +69,9 @@ class StepBatches:
                  cache_images: bool = False,
                  windows: Sequence[tuple[int, int | None]] | None = None,
                  tries: Sequence[dict[str, Trie] | None] | None = None,
-                 decoder_noise: Sequence[float] | None = None) -> None:
+                 decoder_noise: Sequence[float] | None = None,
+                 image_sizes: Sequence[int | None] | None = None,
+                 pretrain: PretrainSamples | None = None) -> None:
         if any(len(d) == 0 for d in datasets):
             raise InputError("a training dataset has no records")
         self.datasets = datasets
@@ -93,6 +96,9 @@ class StepBatches:
         self.tries = list(tries) if tries is not None else [None] * len(datasets)
         self.decoder_noise = (list(decoder_noise) if decoder_noise is not None
                               else [0.0] * len(datasets))
+        # a dataset's own input size (pretraining's extras: 256 px) or the run's
+        self.image_sizes = [size or image_size for size in (image_sizes or [None] * len(datasets))]
+        self.pretrain = pretrain  # builds the samples of pretraining records
 
     def __len__(self) -> int:
         if self.num_updates is None:
@@ -123,20 +129,27 @@ class StepBatches:
         pairs = self.global_indices(step)
         per_rank = self.batch_size * self.update_freq
         mine = pairs[self.rank * per_rank:(self.rank + 1) * per_rank]
-        first = self.rank * per_rank  # position in the global batch: seeds the noise
+        first = self.rank * per_rank  # position in the global batch: seeds the randomness
         micro = []
         for m in range(self.update_freq):
             chunk = mine[m * self.batch_size:(m + 1) * self.batch_size]
             start = first + m * self.batch_size
-            micro.append(collate([self._sample(step, start + j, d, i)
-                                  for j, (d, i) in enumerate(chunk)]))
+            samples = [s for j, (d, i) in enumerate(chunk)
+                       for s in self._samples(step, start + j, d, i)]
+            # one batch per loss group (pretraining: pairs, then extras)
+            for group in sorted({s.group for s in samples}):
+                micro.append(collate([s for s in samples if s.group == group]))
         return micro
 
-    def _sample(self, step: int, position: int, d: int, i: int) -> Sample:
-        noise = self.decoder_noise[d]
-        # noise depends on (seed, step, position) only: resumed and multi-process runs match
-        rng = (np.random.default_rng([self.seed, 2 << 20, step, position]) if noise > 0
-               else None)
-        return build_sample(self.datasets[d][i], self.tokenizer, self.image_size,
-                            self.max_source_length, self.max_target_length, self.image_cache,
-                            self.tries[d], noise, rng)
+    def _samples(self, step: int, position: int, d: int, i: int) -> list[Sample]:
+        record, noise = self.datasets[d][i], self.decoder_noise[d]
+        # random choices depend on (seed, step, position) only: resumed and multi-process
+        # runs draw the same
+        rng = np.random.default_rng([self.seed, 2 << 20, step, position])
+        if "pretrain" in record:
+            if self.pretrain is None:
+                raise InputError("pretraining records need the trainer's pretraining samples")
+            return self.pretrain(record, self.image_sizes[d], rng)
+        return [build_sample(record, self.tokenizer, self.image_sizes[d],
+                             self.max_source_length, self.max_target_length, self.image_cache,
+                             self.tries[d], noise, rng if noise > 0 else None)]

@@ -42,6 +42,9 @@ class Sample:
     # official image_gen training's constraint_range 50265,58457)
     code: bool = False
     references: list[str] | None = None  # a caption's references (SCST's reward reads them)
+    # loss group: the official pretraining normalises its extra samples (text, image and
+    # detection, group 1) by their own token count, apart from the pairs (group 0)
+    group: int = 0
 
 
 # Tasks whose targets can be constrained to a candidate list in training (the official VQA,
@@ -125,6 +128,17 @@ class ResizedImageCache:
         return hit
 
 
+def image_input(image: Any, task: str, image_size: int | None = None,
+                image_cache: ResizedImageCache | None = None
+                ) -> tuple[torch.Tensor, tuple[tuple[int, int], int]]:
+    """``(normalised image [3, S, S], (original (width, height), S))`` as ``task`` preprocesses
+    it, at ``image_size`` (default: the task's official size)."""
+    cfg = get_task(task).preprocess.with_size(image_size)
+    load = image_cache.get if image_cache is not None else load_resized
+    pixels, size = load(image, cfg.size)
+    return _transform(cfg.size, cfg.mean, cfg.std).normalize(pixels), (size, cfg.size)
+
+
 def build_sample(record: dict, tokenizer: OFATokenizer, image_size: int | None = None,
                  max_source_length: int = 128, max_target_length: int = 64,
                  image_cache: ResizedImageCache | None = None,
@@ -142,11 +156,7 @@ def build_sample(record: dict, tokenizer: OFATokenizer, image_size: int | None =
     task = get_task(name)
     image = size = patch = None
     if task.preprocess is not None:
-        cfg = task.preprocess.with_size(image_size)
-        patch = cfg.size
-        load = image_cache.get if image_cache is not None else load_resized
-        pixels, size = load(record["image"], patch)
-        image = _transform(patch, cfg.mean, cfg.std).normalize(pixels)
+        image, (size, patch) = image_input(record["image"], name, image_size, image_cache)
     fields = {k: v[0] for k, v in task.inputs_from_records([record]).items()
               if v[0] is not None}
     example = task.prepare(tokenizer, record["id"], **fields)
@@ -197,6 +207,7 @@ class Batch:
     allowed_ids: list[list[int] | None] | None = None
     code_mask: torch.Tensor | None = None  # [B] bool: samples whose target is image codes
     references: list[list[str] | None] | None = None  # per sample: Sample.references
+    group: int = 0  # the samples' loss group (Sample.group)
 
     @property
     def ntokens(self) -> int:
@@ -210,7 +221,7 @@ class Batch:
         return Batch(self.tasks, move(self.source), images, move(self.image_mask),
                      move(self.decoder_input), move(self.target), move(self.weights),
                      move(self.allowed_rows), self.allowed_ids, move(self.code_mask),
-                     self.references)
+                     self.references, self.group)
 
     def split_constraints(self, vocab_size: int
                           ) -> tuple[torch.Tensor | None, torch.Tensor | None,
@@ -276,6 +287,9 @@ def collate(samples: Sequence[Sample]) -> Batch:
     """Right-pad every sequence with PAD; zero images stand in for text-only samples."""
     if not samples:
         raise InputError("cannot collate an empty batch")
+    groups = {s.group for s in samples}
+    if len(groups) > 1:
+        raise ValueError(f"samples of loss groups {sorted(groups)} in one batch")
     with_image = [s.image is not None for s in samples]
     images = mask = None
     if any(with_image):
@@ -291,4 +305,4 @@ def collate(samples: Sequence[Sample]) -> Batch:
                  pad_batch([s.target for s in samples]),
                  torch.tensor([s.weight for s in samples], dtype=torch.float32),
                  torch.tensor(rows, dtype=torch.long) if rows else None, ids or None, code,
-                 refs)
+                 refs, groups.pop())

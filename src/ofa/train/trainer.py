@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from ..checkpoints import model_from_checkpoint, read_checkpoint, save_native
 from ..data.answer_lists import read_answer_list
+from ..data.pretrain_tsv import read_pretrain_tsv
 from ..data.records import read_jsonl
 from ..data.tsv import TSVRecords, read_tsv
 from ..errors import InputError
@@ -53,6 +54,7 @@ from .optim import (
     polynomial_decay_schedule,
     set_batchnorm_eval,
 )
+from .pretrain import Negatives, PretrainSamples
 from .run_folder import TRAIN_LOG, VALID_LOG, new_folder, prepare, replace_folder
 from .scst import ScstReward, gather_references, scst_loss, scst_sequences
 from .state import VERSION, numpy_rng_state, read_training_state, set_numpy_rng_state
@@ -174,6 +176,8 @@ class Trainer:
         files: dict[str, list[dict]] = {}  # each file parsed once, however many entries use it
 
         def records(spec) -> list[dict]:
+            if spec.pretrain is not None:  # lazy too
+                return read_pretrain_tsv(spec.path, spec.pretrain, spec.selected_cols)
             if spec.path.endswith(".tsv"):  # lazy: rows are parsed when a batch needs them
                 rows = read_tsv(spec.path, spec.tasks[0], spec.selected_cols)
                 return rows if spec.limit is None else rows[:spec.limit]
@@ -232,7 +236,8 @@ class Trainer:
             max_target_length=cfg.data.max_target_length, num_updates=cfg.max_updates,
             cache_images=cfg.data.cache_images,
             windows=[(d.from_update, d.until_update) for d in cfg.data.train], tries=tries,
-            decoder_noise=[d.decoder_noise for d in cfg.data.train])
+            decoder_noise=[d.decoder_noise for d in cfg.data.train],
+            image_sizes=[d.image_size for d in cfg.data.train], pretrain=self._pretrain())
         self.step = 0
         self.best: float | None = None
         resumed = resume and ckpt_path.exists()
@@ -313,6 +318,16 @@ class Trainer:
                                    records=records)
         except InputError as e:
             raise InputError(f"{spec.path}: {e}") from None
+
+    def _pretrain(self) -> PretrainSamples | None:
+        """The builder of pretraining samples, when a training dataset is a pretraining file."""
+        if not any(d.pretrain for d in self.cfg.data.train):
+            return None
+        data = self.cfg.data
+        negatives = Negatives.load(data.negatives) if data.negatives else None
+        return PretrainSamples(self.tokenizer, negatives,
+                               max_source_length=data.max_source_length,
+                               max_target_length=data.max_target_length)
 
     @staticmethod
     def _read_answers(path: str | None) -> list[str] | None:
@@ -477,7 +492,9 @@ class Trainer:
             logits = self.wrapped(b.source, b.decoder_input, b.images, b.image_mask,
                                   code_mask=b.code_mask, output_mask=output_mask,
                                   code_rows=code_rows,
-                                  code_columns=None if code_rows is None else self.code_columns)
+                                  code_columns=None if code_rows is None else self.code_columns,
+                                  sample_patches=(self.cfg.data.sample_patches if b.group == 0
+                                                  else None))
         code_logits = None
         if code_rows is not None:
             logits, code_logits = logits
@@ -540,15 +557,19 @@ class Trainer:
         cfg = self.cfg
         # official: drop-worst once more than drop_worst_after updates are done
         drop = cfg.drop_worst_ratio if self.step > cfg.drop_worst_after else 0.0
-        local_norm = sum(kept_tokens(mb.ntokens, drop) for mb in micro_batches)
-        global_norm = all_reduce_sum(float(local_norm), self.info)
-        # DDP averages gradients over processes; scale so the result is sum / global tokens
-        scale = self.info.world_size / max(global_norm, 1.0)
+        # each loss group is normalised by its own tokens over the global batch (pretraining:
+        # the official loss_pairs / tokens_pairs + loss_extras / tokens_extras); DDP averages
+        # gradients over processes, so scale by the world size too
+        groups = (0, 1) if self.batches.pretrain is not None else (0,)
+        scale = {}
+        for g in groups:
+            local = sum(kept_tokens(mb.ntokens, drop) for mb in micro_batches if mb.group == g)
+            scale[g] = self.info.world_size / max(all_reduce_sum(float(local), self.info), 1.0)
         stats = torch.zeros(4, dtype=torch.float64)
         for i, mb in enumerate(micro_batches):
             with self._sync(i == len(micro_batches) - 1):
                 out = self._forward_loss(mb, drop)
-                loss = out.loss * scale
+                loss = out.loss * scale[mb.group]
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
             stats += torch.tensor([out.loss.item(), out.nll.item(), out.ntokens, out.correct],
                                   dtype=torch.float64)
