@@ -429,6 +429,11 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
                         "caption with the codes of its scene drawn plain (flat background, "
                         "palette colours), to train text-to-image (the demo model's is "
                         "src/ofa/assets/shapes-demo/vqgan)")
+    s.add_argument("--pretrain", type=int, default=0, metavar="N",
+                   help="also write OFA's pretraining files (needs --vqgan) to OUT/pretrain: "
+                        "pairs/text/image/detection_pretrain.tsv of N scenes of a split of "
+                        "their own, the same of --val scenes of the val split (held-out "
+                        "checks of each pretraining task) and negatives/ (ITM's negatives)")
     s.set_defaults(func=_run_data_shapes)
     c = dsub.add_parser(
         "cider-df", help="count CIDEr-D document frequencies for SCST's reward",
@@ -468,8 +473,10 @@ def _run_data_shapes(args: argparse.Namespace) -> int:
     from .data.shapes import EXHAUSTIVE_SETS, ShapesWorld
 
     counts = {"train": args.train, "val": args.val, "test": args.test}
-    if any(n < 0 for n in counts.values()):
+    if any(n < 0 for n in counts.values()) or args.pretrain < 0:
         raise InputError("scene counts must not be negative")
+    if args.pretrain and (args.vqgan is None or args.val < 1):
+        raise InputError("--pretrain needs --vqgan (image infilling's codes) and --val >= 1")
     vqgan = None
     if args.vqgan is not None:  # checked before minutes of rendering
         from .imagegen.vqgan_io import load_vqgan
@@ -487,6 +494,14 @@ def _run_data_shapes(args: argparse.Namespace) -> int:
     for split, path in files.items():
         extra = ", ".join(f"{path.stem}_{name}.jsonl" for name in sets)
         print(f"{split}: {counts[split]} scenes -> {path} (+ {extra})")
+    if args.pretrain:
+        from .data.shapes_pretrain import write_pretraining_data
+
+        out = args.out / "pretrain"
+        written = write_pretraining_data(world, out, {"pretrain": args.pretrain,
+                                                      "val": args.val}, vqgan)
+        print(f"pretraining: {args.pretrain} + {args.val} scenes -> {out} "
+              f"({', '.join(sorted(written))})")
     return 0
 
 

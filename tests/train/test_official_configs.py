@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import pickle
 from pathlib import Path
 
@@ -60,7 +61,29 @@ def _rows(task: str, n: int) -> list[list[str]]:
         elif task == "imagine":  # uniq_id, 16 codes (a 32 px canvas), caption
             rows.append([str(i), " ".join(str((i * 37 + k * 11) % 8192) for k in range(16)),
                          "a white box on a wall"])
+        elif task == "pairs":  # uniq_id, image, caption, question, refs, objects, dataset, type
+            rows += [[f"{i}c", _png(i), "a white box on a wall", "", "", "box&&wall", "coco",
+                      "caption"],
+                     [f"{i}q", _png(i), "", "is there a box?", "0.9|!+yes&&0.3|!+no", "", "vqa",
+                      "qa"],
+                     [f"{i}g", _png(i), "the white box", "", f"{4 + i},5,20,24", "", "refcoco",
+                      "visual_grounding"]]
+        elif task == "text":  # uniq_id, text
+            rows.append([str(i), "The dollar fell against the yen on Monday, traders said."])
+        elif task == "image":  # image_id, image, the centre's codes
+            rows.append([str(i), _png(i), " ".join(str(k * 5 + i) for k in range(16))])
+        elif task == "detection":  # image_id, image, x0,y0,x1,y1,cat_id,name&&...
+            rows.append([str(i), _png(i), f"{4 + i},5,20,24,1,box&&0,0,31,3,2,wall"])
     return rows
+
+
+def _negatives(folder: Path) -> Path:
+    folder.mkdir(exist_ok=True)
+    (folder / "all_captions.txt").write_text("a dog on a couch\ntwo cats\n")
+    (folder / "object.txt").write_text("box\nwall\ndog\n")
+    (folder / "type2ans.json").write_text(json.dumps({"yes/no": ["yes", "no"],
+                                                      "other": ["yes", "no", "red"]}))
+    return folder
 
 
 def _tiny_recipe(path: Path, tmp: Path, init: Path) -> dict:
@@ -69,7 +92,7 @@ def _tiny_recipe(path: Path, tmp: Path, init: Path) -> dict:
     for spec in [*data["data"]["train"], *data["data"].get("valid", [])]:
         tsv = tmp / Path(spec["path"]).name
         if not tsv.exists():
-            task = spec["tasks"][0]
+            task = spec.get("pretrain") or spec["tasks"][0]
             rows = _rows(task, 6 if "train" in tsv.name else 3)
             tsv.write_text("".join("\t".join(r) + "\n" for r in rows))
         spec["path"] = str(tsv)
@@ -77,6 +100,11 @@ def _tiny_recipe(path: Path, tmp: Path, init: Path) -> dict:
         answers = tmp / Path(data["data"]["vqa_answers"]).name
         answers.write_bytes(pickle.dumps({a: i for i, a in enumerate(ANSWERS)}))
         data["data"]["vqa_answers"] = str(answers)
+    if data["data"].get("negatives"):
+        data["data"]["negatives"] = str(_negatives(tmp / "negatives"))
+    for spec in data["data"]["train"]:
+        if spec.get("image_size"):
+            spec["image_size"] = 32
     if data.get("scst"):  # the document frequencies, made as the config's comment says
         df = tmp / "cider-df.json.gz"
         train = data["data"]["train"][0]
@@ -89,7 +117,10 @@ def _tiny_recipe(path: Path, tmp: Path, init: Path) -> dict:
         model["image_size"] = 32
     if "code_image_size" in model.get("config", {}):
         model["config"]["code_image_size"] = 32
-    data.update(output_dir=str(tmp / "run"), global_batch=4, batch_size=2, max_epochs=None,
+    # two micro-batches per update; a pretraining mix needs 12 rows for its ratios 8:2:1:1
+    batch = 6 if data["data"].get("negatives") else 2
+    data.update(output_dir=str(tmp / "run"), global_batch=2 * batch, batch_size=batch,
+                max_epochs=None,
                 max_updates=2, valid_interval=2, save_interval=2, valid_batch_size=4,
                 threads=1, device="cpu")
     data.pop("warmup_updates", None)
@@ -111,7 +142,8 @@ def test_every_published_run_has_a_recipe():
     for task in ("caption-stage1", "caption-stage2", "refcoco", "refcocoplus", "refcocog",
                  "vqa", "snli-ve"):
         assert {f"{task}-base", f"{task}-large"} <= names
-    assert {"imagenet-large", "gigaword-large", "image-gen-stage1-large"} <= names
+    assert {"imagenet-large", "gigaword-large", "image-gen-stage1-large", "pretrain-base",
+            "pretrain-large"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
@@ -121,7 +153,12 @@ def test_recipe_trains_two_updates(path, tiny_init, tmp_path, capsys):
     assert (official.max_epochs is None) != (official.max_updates == 1000)  # one of them set
     cfg = build_config(_tiny_recipe(path, tmp_path, tiny_init), path.name)
     trainer = Trainer(cfg, progress=False, info=DistInfo(0, 1, 0, torch.device("cpu")))
-    assert trainer.cfg.update_freq == 2  # global_batch 4 over micro-batches of 2
+    assert trainer.cfg.update_freq == 2  # global_batch over two micro-batches
+    if any(d.pretrain for d in cfg.data.train):  # pairs and extras in loss groups of their own
+        micro = [mb for step in range(4) for mb in trainer.batches[step]]
+        assert {mb.group for mb in micro} == {0, 1}
+        assert {t for mb in micro for t in mb.tasks} >= {"caption", "itm", "vqa", "ground",
+                                                         "region_caption"}
     frozen = trainer.model.embed_tokens.weight.requires_grad is False
     assert frozen == official.model.freeze_embeddings
     noise = [d.decoder_noise for d in cfg.data.train]

@@ -441,11 +441,17 @@ def build_config(data: dict[str, Any], where: str = "config") -> TrainConfig:
     return cfg
 
 
-def resolve_for_run(cfg: TrainConfig, num_records: int, world_size: int = 1) -> TrainConfig:
+def resolve_for_run(cfg: TrainConfig, dataset_sizes: list[int], world_size: int = 1
+                    ) -> TrainConfig:
     """``cfg`` as this run trains it: ``update_freq`` from ``global_batch`` and the number of
-    processes, and ``max_updates`` from ``max_epochs``, as fairseq's --max-epoch counts them
-    (each epoch one pass over the ``num_records`` training records, all datasets together,
-    in global batches of batch_size x update_freq x processes)."""
+    processes, and ``max_updates`` from ``max_epochs`` as fairseq's --max-epoch counts them:
+    an epoch is one pass over the training records (``dataset_sizes``, one per data.train
+    entry) at the share of each global batch they fill. Pretraining's text, image and
+    detection files are streams read beside the pairs, as the official ones are: they do not
+    count."""
+    from .data import shares
+    from .pretrain import EXTRA_FILES
+
     resolved = cfg
     if cfg.global_batch is not None:
         per_pass = cfg.batch_size * world_size
@@ -456,7 +462,10 @@ def resolve_for_run(cfg: TrainConfig, num_records: int, world_size: int = 1) -> 
         resolved = dataclasses.replace(resolved, update_freq=cfg.global_batch // per_pass)
     if cfg.max_epochs is not None:
         global_batch = resolved.batch_size * resolved.update_freq * world_size
-        per_epoch = math.ceil(num_records / global_batch)
+        slots = shares([d.ratio for d in cfg.data.train], global_batch)
+        main = [i for i, d in enumerate(cfg.data.train) if d.pretrain not in EXTRA_FILES]
+        per_epoch = math.ceil(sum(dataset_sizes[i] for i in main) /
+                              sum(slots[i] for i in main))
         resolved = dataclasses.replace(resolved,
                                        max_updates=max(1, math.ceil(cfg.max_epochs * per_epoch)))
     _check(resolved)

@@ -35,8 +35,8 @@ from ..tasks.vqa import VQATask
 from ..tokenizer import BOS, CODE_OFFSET, EOS, MASK, PAD, OFATokenizer
 from .featurize import Sample, image_input
 
-PAIR_KINDS = ("caption", "qa", "grounding")
-EXTRA_KINDS = ("text", "image", "detection")
+# the pretraining files (ofa.data.pretrain_tsv) whose samples form the extra loss group
+EXTRA_FILES = ("text", "image", "detection")
 EXTRA_GROUP = 1
 EXTRA_WEIGHT = 2.0  # the official conf of text, image and detection samples
 

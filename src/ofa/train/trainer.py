@@ -194,10 +194,10 @@ class Trainer:
             # each caption is rewarded against all its image's references
             self.train_records = [recs if isinstance(recs, TSVRecords)
                                   else gather_references(recs) for recs in self.train_records]
-        num_records = sum(len(recs) for recs in self.train_records)
-        self.cfg = cfg = resolve_for_run(cfg, num_records, self.info.world_size)
+        sizes = [len(recs) for recs in self.train_records]
+        self.cfg = cfg = resolve_for_run(cfg, sizes, self.info.world_size)
         if cfg.max_epochs is not None and self.info.is_main:
-            print(f"max_epochs {cfg.max_epochs:g} over {num_records:,} training records in "
+            print(f"max_epochs {cfg.max_epochs:g} over {sum(sizes):,} training records in "
                   f"batches of {cfg.batch_size * cfg.update_freq * self.info.world_size}: "
                   f"{cfg.max_updates:,} updates", flush=True)
         self.tokenizer, self.model, self.image_size = self._build_model()
