@@ -243,6 +243,9 @@ def test_pretraining_run_resumes_exactly(pretrain_dir, bpe_dir, tmp_path, monkey
     losses = [json.loads(line)["loss"] for line in
               (reference / "train_log.jsonl").read_text().splitlines()]
     assert len(losses) == 6 and all(math.isfinite(v) for v in losses)
+    from ofa.api import load
+
+    assert load(reference / "final").task == "pretrained"  # VQA asked as pretrained models are
     cfg = _pretrain_config(pretrain_dir, bpe_dir, tmp_path / "killed")
     _killed_run(cfg, monkeypatch, before_update=5)
     _trainer(cfg, resume=True).train()

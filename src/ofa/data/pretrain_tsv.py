@@ -26,10 +26,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any, overload
+from typing import Any
 
 from ..errors import InputError
-from .tsv import TSVFile, decode_base64_bytes, parse_box, parse_image_codes, parse_vqa_answers
+from .tsv import (
+    LazyRecords,
+    TSVFile,
+    decode_base64_bytes,
+    parse_box,
+    parse_image_codes,
+    parse_vqa_answers,
+)
 
 __all__ = ["PRETRAIN_FILES", "PretrainRecords", "read_pretrain_tsv"]
 
@@ -91,7 +98,7 @@ def _parse(kind: str, cols: list[str]) -> dict[str, Any]:
             "image": decode_base64_bytes(cols[1]), "objects": _detection_objects(cols[2])}
 
 
-class PretrainRecords(Sequence[dict]):
+class PretrainRecords(LazyRecords):
     """The records of one pretraining TSV file; each row is parsed when it is read."""
 
     def __init__(self, file: TSVFile, kind: str) -> None:
@@ -103,15 +110,7 @@ class PretrainRecords(Sequence[dict]):
     def __repr__(self) -> str:
         return f"PretrainRecords({str(self.file.path)!r}, kind={self.kind!r}, rows={len(self)})"
 
-    @overload
-    def __getitem__(self, i: int) -> dict: ...
-
-    @overload
-    def __getitem__(self, i: slice) -> list[dict]: ...
-
-    def __getitem__(self, i: int | slice) -> dict | list[dict]:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
+    def record(self, i: int) -> dict:
         where = f"{self.file.path}:{self.file.line_number(i)}"
         cols = self.file[i]
         columns = PRETRAIN_FILES[self.kind][0]

@@ -38,6 +38,7 @@ __all__ = [
     "TSVFile",
     "TSVLayout",
     "TSVRecords",
+    "LazyRecords",
     "decode_base64_image",
     "decode_base64_bytes",
     "is_image_codes",
@@ -510,7 +511,26 @@ def _resolve_task(task: str, path: str | os.PathLike[str]) -> str:
     return name
 
 
-class TSVRecords(Sequence[dict]):
+class LazyRecords(Sequence[dict]):
+    """Records made one at a time when accessed (:meth:`record`), so a large file is read one
+    row at a time; a slice gives a list."""
+
+    def record(self, i: int) -> dict:
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, i: int) -> dict: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[dict]: ...
+
+    def __getitem__(self, i: int | slice) -> dict | list[dict]:
+        if isinstance(i, slice):
+            return [self.record(j) for j in range(*i.indices(len(self)))]
+        return self.record(i)
+
+
+class TSVRecords(LazyRecords):
     """The records of one official TSV file; each is parsed (image decoded) on access.
 
     Records without an id column (classify, summarize) get ``"<file stem>-<line number>"``,
@@ -533,15 +553,7 @@ class TSVRecords(Sequence[dict]):
     def __repr__(self) -> str:
         return f"TSVRecords({str(self.path)!r}, task={self.task!r}, rows={len(self)})"
 
-    @overload
-    def __getitem__(self, i: int) -> dict: ...
-
-    @overload
-    def __getitem__(self, i: slice) -> list[dict]: ...
-
-    def __getitem__(self, i: int | slice) -> dict | list[dict]:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
+    def record(self, i: int) -> dict:
         line_no = self.file.line_number(i)
         where = f"{self.path}:{line_no}"
         cols, fields = self.file[i], self.layout.fields

@@ -212,6 +212,9 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.betas,
                                          cfg.adam_eps)
         self.scst = ScstReward(cfg.scst, self.tokenizer) if cfg.scst is not None else None
+        # a pretraining run's model answers as a pretrained checkpoint does (VQA: the question
+        # in the encoder, no answer trie), in validation and once exported
+        self.model_task = "pretrained" if any(d.pretrain for d in cfg.data.train) else None
         self.scheduler = polynomial_decay_schedule(
             self.optimizer, cfg.warmup, cfg.max_updates, cfg.end_lr, cfg.power,
             restarts=[Restart(r.update, r.lr / cfg.lr, r.warmup_updates, r.decay_updates)
@@ -427,6 +430,8 @@ class Trainer:
         shutil.rmtree(tmp, ignore_errors=True)
         source = {"image_size": self.image_size, "trained_updates": self.step,
                   "metrics": metrics or {}}
+        if self.model_task is not None:
+            source["task"] = self.model_task
         with self._ema_weights(model):
             save_native(model, tmp, self.tokenizer, source=source)
         replace_folder(tmp, self.out / folder)
@@ -461,7 +466,8 @@ class Trainer:
             was_training = model.training
             try:
                 with self._ema_weights(model), torch.no_grad():
-                    ofa = OFA(model, self.tokenizer, image_size=self.image_size)
+                    ofa = OFA(model, self.tokenizer, image_size=self.image_size,
+                              task=self.model_task)
                     metrics, self.valid_predictions = evaluate_records(
                         ofa, self.valid_records, vqa_answers=self.vqa_answers,
                         vqa_mode=self.cfg.data.vqa_valid_mode,

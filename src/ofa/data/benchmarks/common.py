@@ -14,9 +14,10 @@ import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 from ...errors import InputError
+from ..tsv import LazyRecords
 
 __all__ = ["MappedRecords", "check_file_split", "check_first_image", "load_json",
            "place_images", "require_file", "split_words"]
@@ -137,7 +138,7 @@ def place_images(records: list[dict], images: str | os.PathLike[str] | None,
 # ---------------------------------------------------------------------- lazy records
 
 
-class MappedRecords(Sequence[dict]):
+class MappedRecords(LazyRecords):
     """``fn`` applied to each item of a (lazy) sequence of records when it is accessed, so a
     large TSV file keeps being read one row at a time."""
 
@@ -150,13 +151,5 @@ class MappedRecords(Sequence[dict]):
     def __repr__(self) -> str:
         return f"MappedRecords({self.base!r})"
 
-    @overload
-    def __getitem__(self, i: int) -> dict: ...
-
-    @overload
-    def __getitem__(self, i: slice) -> list[dict]: ...
-
-    def __getitem__(self, i: int | slice) -> dict | list[dict]:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
+    def record(self, i: int) -> dict:
         return self.fn(self.base[i])
