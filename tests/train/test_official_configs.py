@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import tiny_config
 from PIL import Image
 
 from ofa import cli
@@ -22,6 +21,8 @@ from ofa.model import OFAModel
 from ofa.tokenizer import OFATokenizer
 from ofa.train import Trainer, build_config
 from ofa.train.distributed import DistInfo
+
+from conftest import tiny_config
 
 OFFICIAL = Path(__file__).resolve().parents[2] / "configs" / "official"
 CONFIGS = sorted(OFFICIAL.glob("*.yaml"))
