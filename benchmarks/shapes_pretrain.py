@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/shapes_pretrain.py --model runs/shapes-pretrain/final \
         [--data data/shapes/pretrain] [--split val] [--json F]
     .venv/bin/python benchmarks/shapes_pretrain.py --chance [--records data/shapes/test.jsonl]
+        [--limit N]
 
 Per pretraining head, on the ``{kind}_{split}.tsv`` files of ``ofa data shapes --pretrain``
 (scenes of the val split, never trained on), with the samples the trainer builds
@@ -131,12 +132,14 @@ def heads(model_path: str, data: Path, split: str) -> dict:
     return out
 
 
-def chance(records_path: str) -> dict:
+def chance(records_path: str, limit: int | None = None) -> dict:
+    """Guessing on the caption, VQA and grounding records, the first ``limit`` of them in
+    file order (as ``ofa eval --tasks caption,vqa,ground --limit N`` picks them)."""
     from ofa.data.records import read_jsonl
     from ofa.tasks import TASKS
 
     out: dict[str, float] = {}
-    records = read_jsonl(records_path)
+    records = read_jsonl(records_path, ["caption", "vqa", "ground"])[:limit]
     by_task: dict[str, list[dict]] = {}
     for r in records:
         by_task.setdefault(r["task"], []).append(r)
@@ -165,10 +168,12 @@ def main() -> None:
     p.add_argument("--split", default="val")
     p.add_argument("--chance", action="store_true", help="score guessing instead")
     p.add_argument("--records", default="data/shapes/test.jsonl")
+    p.add_argument("--limit", type=int, default=None, help="--chance: the first N records")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = p.parse_args()
     torch.set_num_threads(2)
-    result = chance(args.records) if args.chance else heads(args.model, args.data, args.split)
+    result = (chance(args.records, args.limit) if args.chance
+              else heads(args.model, args.data, args.split))
     text = json.dumps(result, indent=1)
     print(text)
     if args.json:

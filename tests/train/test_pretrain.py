@@ -157,6 +157,22 @@ def test_samples_follow_the_official_prompts(pretrain_dir, tokenizer):
     assert detect.target == [*want, EOS] and detect.group == 1
 
 
+def test_pretraining_configs_are_checked(pretrain_dir, bpe_dir, tmp_path):
+    from ofa.train import build_config
+
+    cfg = _pretrain_config(pretrain_dir, bpe_dir, tmp_path / "x")
+    cfg["data"] = {**cfg["data"], "negatives": None}
+    with pytest.raises(InputError, match="pretraining pairs need ITM negatives"):
+        build_config(cfg)
+    cfg["data"]["negatives"] = "n"
+    cfg["data"]["train"] = [{**cfg["data"]["train"][0], "tasks": ["caption"]}]
+    with pytest.raises(InputError, match="a pretraining file makes its own tasks"):
+        build_config(cfg)
+    cfg["data"]["train"] = [{**cfg["data"]["train"][0], "tasks": None, "pretrain": "words"}]
+    with pytest.raises(InputError, match="pretrain must be one of pairs, text, image"):
+        build_config(cfg)
+
+
 def test_pretraining_rows_are_checked(tmp_path):
     path = tmp_path / "pairs.tsv"
     path.write_text("1\tAAAA\ta cat\t\t\t\tcoco\tcaptioning\n")

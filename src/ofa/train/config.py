@@ -361,6 +361,9 @@ def _check_pretrain(cfg: TrainConfig) -> None:
                              "tasks, constrain and decoder_noise")
         if not spec.path.endswith(".tsv"):
             raise InputError(f"{spec.path}: pretraining files are the official TSVs (.tsv)")
+    if any(spec.pretrain == "pairs" for spec in cfg.data.train) and not cfg.data.negatives:
+        raise InputError("pretraining pairs need ITM negatives: set data.negatives to a folder "
+                         "with all_captions.txt, object.txt and type2ans.json")
     n = cfg.data.sample_patches
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise InputError(f"data.sample_patches must be a positive integer, got {n!r}")
