@@ -277,3 +277,26 @@ def test_shapes_pretraining_files_need_a_vqgan(tmp_path, capsys):
     assert cli.main(["data", "shapes", str(tmp_path), "--train", "2", "--val", "1",
                      "--test", "0", "--pretrain", "4"]) != 0
     assert "--pretrain needs --vqgan" in capsys.readouterr().err
+
+
+def test_two_processes_train_what_one_does(pretrain_dir, bpe_dir, tmp_path):
+    # 2 processes x 6 records read the 12 one process reads; each loss group is normalised by
+    # its tokens over both, so the update is the same (patch sampling off: its draws are per
+    # process)
+    from test_trainer import _ddp_worker, _free_port, _one_step_single
+    from torch import multiprocessing as mp
+
+    def config(out: Path, batch: int) -> dict:
+        cfg = _pretrain_config(pretrain_dir, bpe_dir, out, batch_size=batch, update_freq=1,
+                               adam_eps=1e-6)
+        cfg["data"] = {**cfg["data"], "sample_patches": None}
+        cfg["model"] = {**cfg["model"], "dropout": 0.0}
+        return cfg
+
+    single = _one_step_single(config(tmp_path / "one", 12))
+    out_file = str(tmp_path / "ddp_state.pt")
+    mp.start_processes(_ddp_worker, args=(2, _free_port(), config(tmp_path / "two", 6),
+                                          out_file), nprocs=2, start_method="spawn")
+    multi = torch.load(out_file, weights_only=True)
+    worst = max((multi[k].float() - single[k].float()).abs().max().item() for k in single)
+    assert worst < 1e-5, worst
