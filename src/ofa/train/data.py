@@ -143,13 +143,15 @@ class StepBatches:
 
     def _samples(self, step: int, position: int, d: int, i: int) -> list[Sample]:
         record, noise = self.datasets[d][i], self.decoder_noise[d]
+        pretrain = "pretrain" in record
         # random choices depend on (seed, step, position) only: resumed and multi-process
-        # runs draw the same
-        rng = np.random.default_rng([self.seed, 2 << 20, step, position])
-        if "pretrain" in record:
+        # runs draw the same; a record that draws nothing makes no generator
+        rng = (np.random.default_rng([self.seed, 2 << 20, step, position])
+               if pretrain or noise > 0 else None)
+        if pretrain:
             if self.pretrain is None:
                 raise InputError("pretraining records need the trainer's pretraining samples")
             return self.pretrain(record, self.image_sizes[d], rng)
         return [build_sample(record, self.tokenizer, self.image_sizes[d],
                              self.max_source_length, self.max_target_length, self.image_cache,
-                             self.tries[d], noise, rng if noise > 0 else None)]
+                             self.tries[d], noise, rng)]

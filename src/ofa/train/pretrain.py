@@ -206,12 +206,9 @@ class PretrainSamples:
         return Sample(task, source, [BOS, *answer], [*answer, EOS], weight, image, code=code,
                       group=group)
 
-    def _wrap(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)
-
     def _itm(self, prompt: str, image, positive: bool, weight: float) -> Sample:
-        return self._sample("itm", self._wrap(prompt), self.yes if positive else self.no, image,
-                            weight=weight)
+        answer = self.yes if positive else self.no
+        return self._sample("itm", self.tokenizer.encode(prompt), answer, image, weight=weight)
 
     # ------------------------------------------------------------------ pairs
     def _caption(self, record: dict, size: int | None, rng: np.random.Generator
@@ -270,7 +267,7 @@ class PretrainSamples:
     def _image(self, record: dict, size: int | None, rng: np.random.Generator) -> list[Sample]:
         image = blank_centre(image_input(record["image"], "caption", size)[0])
         codes = [CODE_OFFSET + c for c in record["codes"]]
-        return [self._sample("image_infill", self._wrap(IMAGE_INFILL), codes, image,
+        return [self._sample("image_infill", self.tokenizer.encode(IMAGE_INFILL), codes, image,
                              weight=EXTRA_WEIGHT, group=EXTRA_GROUP, code=True)]
 
     def _detection(self, record: dict, size: int | None, rng: np.random.Generator
@@ -280,7 +277,7 @@ class PretrainSamples:
         for obj in record["objects"]:
             target += box_to_bins(obj["box"], original, patch)
             target += self.tokenizer.encode(" " + obj["label"], add_bos_eos=False)
-        return [self._sample("detect", self._wrap(DETECTION), target, image,
+        return [self._sample("detect", self.tokenizer.encode(DETECTION), target, image,
                              weight=EXTRA_WEIGHT, group=EXTRA_GROUP)]
 
 
