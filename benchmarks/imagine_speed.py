@@ -153,9 +153,10 @@ def main() -> None:
                               str(args.threads), "--vqgan-images", str(args.vqgan_images)],
                              check=True, capture_output=True, text=True).stdout
         results[child] = json.loads(out.strip().splitlines()[-1])
-    flags = [f for f in ("avx512_bf16", "amx_tile", "avx512f", "avx2")
-             if f in open("/proc/cpuinfo").read().split()]
-    print(f"CPU flags: {', '.join(flags)}; threads {args.threads}")
+    from ofa.hardware import cpu_summary
+
+    torch.set_num_threads(args.threads)
+    print(f"CPU: {cpu_summary()}")
     print("| dtype | samples x codes | total s | s/sample | tokens/s | peak RSS GB | "
           "read GB/s | matmul peak GFLOP/s | floor fraction (median, p10) | roofline "
           "fraction (median) |")

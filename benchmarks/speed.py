@@ -395,7 +395,10 @@ def _speed_row(task: str, batch: int, r: dict, official: list | None) -> str:
 
 
 def table(results: dict, args) -> str:
+    from ofa.hardware import cpu_summary
+
     lines = [BEGIN, "",
+             f"CPU: {cpu_summary()}.", "",
              f"OFA-base, synthesized weights (oracle salt v2), {args.threads} CPU threads, "
              f"{args.repeats} timed runs at batch 1 and {args.repeats_batched} at batch 8 after "
              f"a warm-up, {args.rounds} interleaved round(s). Peak memory is the whole "

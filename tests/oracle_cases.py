@@ -85,10 +85,19 @@ def fairseq_config(settings: dict):
         lenpen=settings.get("len_penalty", 1.0),
         normalize_scores=settings.get("normalize_scores", True),
         zero_shot=settings.get("zero_shot", False),
-        constraint_range=settings.get("constraint_range"))
+        constraint_range=_range(settings.get("constraint_range")))
 
 
-def compare_generation(model, tokenizer, oracle_dir: Path, name: str, encoder_out=None) -> dict:
+def _range(value) -> tuple[int, int] | None:
+    """A stored constraint range ("29325,30325" or a pair) as a pair of ints."""
+    if isinstance(value, str):
+        start, end = value.split(",")
+        return int(start), int(end)
+    return None if value is None else tuple(value)
+
+
+def compare_generation(model, tokenizer, oracle_dir: Path, name: str, encoder_out=None,
+                       case_data: tuple[dict, dict] | None = None) -> dict:
     """Run every stored generation of a case with our generator.
 
     Returns ``{run: {"ids_equal", "nbest_equal", "max_abs_diff"}}`` for the fairseq-style
@@ -97,7 +106,7 @@ def compare_generation(model, tokenizer, oracle_dir: Path, name: str, encoder_ou
     """
     from ofa.generate import Trie, encode_answers, generate, score_candidates
 
-    spec, tensors = load_case(oracle_dir, name)
+    spec, tensors = load_case(oracle_dir, name) if case_data is None else case_data
     input_ids, images = tensors["prompt_ids"], tensors["image_input"]
     if encoder_out is None:
         with torch.no_grad():
@@ -139,6 +148,8 @@ def compare_generation(model, tokenizer, oracle_dir: Path, name: str, encoder_ou
                     "nbest_equal": nbest_equal, "max_abs_diff": diff}
         if run == "greedy":
             greedy = hyps
+    if "greedy" not in spec["generation"].get("mmpretrain", {}):
+        return out
     expected = spec["generation"]["mmpretrain"]["greedy"]["ids"]
     rows = [[0, *h[0].tokens.tolist()] for h in greedy]
     out["mmpretrain_greedy"] = {

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import ofa
 from ofa import download as D
 from ofa.checkpoints import read_checkpoint
 from ofa.errors import OFAError
@@ -455,3 +456,33 @@ def test_load_and_cli_by_registry_name(server, bpe_dir, tiny_entry, monkeypatch,
     assert row["tokens"] == m.caption(str(image), max_len_b=3)["tokens"]
     # downloaded once: the CLI run made no request
     assert [p for p, _ in server.requests].count("/checkpoints/test_tiny_best.pt") == 1
+
+
+def test_fetch_pretrained_chinese_entry(server, shared_dir, monkeypatch, ofa_home, tmp_path):
+    """A Chinese checkpoint comes with the BERT-Chinese vocab.txt (its own vocabulary folder)
+    and loads with the Chinese tokenizer; the English BPE files are never asked for."""
+    torch.manual_seed(0)
+    path = tmp_path / "test_cn_tiny.pt"
+    torch.save({"model": OFAModel(tiny_config(vocab_size=30325)).eval().state_dict()}, path)
+    data = path.read_bytes()
+    entry = PretrainedModel(
+        name="test-cn-tiny-ocr", size="tiny", task="ocr", format="fairseq",
+        files=(RemoteFile("https://ofa.example.invalid/checkpoints/test_cn_tiny.pt",
+                          "test_cn_tiny.pt", sha256=hashlib.sha256(data).hexdigest()),),
+        vocab="bert_cn", ema=False, description="unit-test Chinese model")
+    register(entry)
+    try:
+        vocab = (shared_dir / "oracle" / "cn" / "vocab.txt").read_bytes()
+        server.files["/checkpoints/test_cn_tiny.pt"] = data
+        server.files["/OFA-Sys/OFA/main/utils/BERT_CN_dict/vocab.txt"] = vocab
+        monkeypatch.setenv("OFA_MIRROR", server.url)
+        out = D.fetch_pretrained("test-cn-tiny-ocr", progress=False)
+        assert sorted(p for p, _ in server.requests) == [
+            "/OFA-Sys/OFA/main/utils/BERT_CN_dict/vocab.txt", "/checkpoints/test_cn_tiny.pt"]
+        assert (ofa_home / "vocab-bert_cn" / "vocab.txt").read_bytes() == vocab
+        assert (out / "vocab.txt").read_bytes() == vocab  # the native folder keeps its own
+        m = ofa.load("test-cn-tiny-ocr", device="cpu", progress=False)
+        assert m.tokenizer.language == "zh" and m.task == "ocr"
+        assert m.tokenizer.encode("图片") == [0, 1749, 4279, 2]
+    finally:
+        unregister(entry.name)

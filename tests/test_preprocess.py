@@ -329,13 +329,17 @@ def test_preprocess_images_and_tasks() -> None:
     # ImageNet fine-tune
     assert {name: t.image_size for name, t in TASKS.items()} == {
         "caption": 480, "vqa": 480, "ground": 512, "entail": 480, "classify": 480,
-        "summarize": None, "generate": 480, "imagine": None}
+        "summarize": None, "generate": 480, "imagine": None, "ocr": 480, "glue": None}
     t = ImageTransform.from_cfg(get_task("ground").preprocess)
     assert (t.size, t.mean, t.std) == (512, OFA_MEAN, OFA_STD)
     t = ImageTransform.from_cfg(get_task("classify").preprocess)
     assert (t.size, t.mean, t.std) == (480, IMAGENET_MEAN, IMAGENET_STD)
     with pytest.raises(InputError, match="unknown task"):
-        get_task("ocr")
+        get_task("region_caption")
+    t = ImageTransform.from_cfg(get_task("ocr").preprocess)
+    assert (t.size, t.mode) == (480, "ocr")
+    with pytest.raises(InputError, match="resize must be one of"):
+        ImageTransform(8, resize="crop")
     for bad in (0, -3, 2.5, True):
         with pytest.raises(InputError):
             ImageTransform(bad)  # type: ignore[arg-type]

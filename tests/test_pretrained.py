@@ -54,11 +54,16 @@ def test_every_official_fairseq_name_is_registered():
         "caption_base_best.pt", "refcoco_base_best.pt", "refcocoplus_base_best.pt",
         "refcocog_base_best.pt", "vqa_base_best.pt", "snli_ve_base_best.pt",
         "image_gen_base_best.pt", "image_gen_large_best.zip"]
-    for filename in names:
+    chinese = [f"{n}_{s}.pt" for s in ("base", "large") for n in (
+        "ofa_cn", "caption_cn", "refcoco_cn", "refcocoplus_cn", "refcocog_cn", "ofa_cn_ocr")]
+    for filename in names + chinese:
         entry = P.resolve(filename)
-        assert entry.format == "fairseq" and entry.vocab == "bpe"
+        assert entry.format == "fairseq"
+        assert entry.vocab == ("bert_cn" if filename in chinese else "bpe")
         assert entry.files == (P.RemoteFile(P.OFFICIAL_BASE_URL + filename, filename),)
-    assert len(P.list_models(format="fairseq")) == len(names)
+    assert len(P.list_models(format="fairseq")) == len(names) + len(chinese)
+    assert P.resolve("ofa_cn_ocr_base.pt").task == "ocr"
+    assert P.resolve("refcocog_cn_large").task == "ground"
 
 
 def test_entries_are_consistent():
@@ -80,7 +85,7 @@ def test_entries_are_consistent():
             assert all(f.url.startswith(P.HF_BASE_URL + "OFA-Sys/ofa-") for f in m.files)
             assert m.hub_repo == (m.aliases[0], "main")
         else:
-            assert m.vocab == "bpe" and len(m.files) == 1
+            assert m.vocab == ("bert_cn" if "-cn-" in m.name else "bpe") and len(m.files) == 1
         for f in m.files:  # nothing invented: only mmpretrain's name-encoded prefixes
             assert f.sha256 is None and f.size is None
             if m.format == "mmpretrain":
@@ -127,8 +132,7 @@ def test_unknown_name_suggests_close_matches():
         P.resolve("")
 
 
-@pytest.mark.parametrize("name", ["ofa_cn_base.pt", "caption_cn_large", "bart_base.pt",
-                                  "ofa_tiny_plaintext"])
+@pytest.mark.parametrize("name", ["bart_base.pt", "ofa_tiny_plaintext"])
 def test_unsupported_names_explain_why(name):
     with pytest.raises(InputError, match="not supported") as e:
         P.resolve(name)
@@ -165,8 +169,9 @@ def test_canonical_task(old, new):
 
 def test_list_models_by_task():
     grounding = ["ofa-base-refcoco", "ofa-base-refcoco-mmpretrain", "ofa-base-refcocog",
-                 "ofa-base-refcocoplus", "ofa-large-refcoco", "ofa-large-refcocog",
-                 "ofa-large-refcocoplus"]
+                 "ofa-base-refcocoplus",
+                 *(f"ofa-cn-{s}-refcoco{d}" for s in ("base", "large") for d in ("", "g", "plus")),
+                 "ofa-large-refcoco", "ofa-large-refcocog", "ofa-large-refcocoplus"]
     assert P.list_models(task="ground") == grounding
     assert P.list_models(task="refcoco") == grounding  # an earlier version's name
     assert P.list_models(task="entail") == ["ofa-base-snli-ve", "ofa-large-snli-ve"]
@@ -198,7 +203,8 @@ def test_lookup():
     assert P.lookup("caption_base_best") is P.resolve("ofa-base-caption")
     assert P.lookup("someone/their-ofa") is None
     with pytest.raises(InputError, match="not supported"):
-        P.lookup("ofa_cn_base.pt")
+        P.lookup("bart_base.pt")
+    assert P.lookup("ofa_cn_base.pt") is P.resolve("ofa-cn-base")
     with pytest.raises(InputError, match="non-empty"):
         P.lookup("  ")
 
@@ -219,7 +225,8 @@ def test_list_models():
     everything = P.list_models()
     assert everything == sorted(P.REGISTRY) and len(everything) == len(set(everything))
     assert P.list_models(task="caption", size="base") == [
-        "ofa-base-caption", "ofa-base-caption-mmpretrain"]
+        "ofa-base-caption", "ofa-base-caption-mmpretrain", "ofa-cn-base-caption"]
+    assert P.list_models(task="ocr") == ["ofa-cn-ocr-base", "ofa-cn-ocr-large"]
     assert P.list_models(size="tiny") == ["ofa-tiny", "ofa-tiny-hf"]
     assert P.list_models(size="custom") == ["shapes-demo"]
     assert P.list_models(task="pretrained", format="hf") == [

@@ -65,3 +65,14 @@ def test_bad_input_is_one_clear_error(tmp_path, cn_dir):
         ChineseTokenizer.from_dir(tmp_path)
     with pytest.raises(InputError, match="no Chinese vocabulary"):
         ChineseTokenizer.from_dir(tmp_path / "missing")
+
+
+def test_a_vocab_with_the_fairseq_specials_gives_the_same_ids(cn_dir, fixture, tmp_path):
+    """ModelScope's model folders write vocab.txt with <s> <pad> </s> <unk> first."""
+    lines = (cn_dir / "vocab.txt").read_bytes().decode("utf-8")
+    path = tmp_path / "vocab.txt"
+    path.write_bytes(("<s>\n<pad>\n</s>\n<unk>\n" + lines + "<mask>\n").encode("utf-8"))
+    tok, ref = ChineseTokenizer.from_file(path), ChineseTokenizer.from_file(cn_dir / "vocab.txt")
+    assert tok.vocab_size == ref.vocab_size == 30325
+    for case in fixture["cases"]:
+        assert tok.encode(case["text"]) == case["official_ids"], case["text"]

@@ -21,7 +21,7 @@ from .generate import Trie, encode_answers, generate, score_candidates
 from .model import OFAModel
 from .preprocess import ImageTransform, check_max_pixels
 from .tasks import TASKS, Task, get_task
-from .tasks.base import Example, TaskField
+from .tasks.base import Example, TaskField, require_language
 from .tokenizer import BOS, EOS, OFATokenizer, pad_batch, printable, require_utf8
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
@@ -29,11 +29,18 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.flo
            "bf16": torch.bfloat16}
 
 
-def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+def parse_dtype(dtype: str | torch.dtype | None,
+                device: torch.device | None = None) -> torch.dtype | None:
+    """The torch dtype a name gives; ``"auto"``: the fastest one ``device`` (default: the
+    CPU) runs natively (:func:`ofa.hardware.auto_dtype`)."""
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
+    if dtype == "auto":
+        from .hardware import auto_dtype
+
+        return auto_dtype(device or torch.device("cpu"))
     if dtype not in _DTYPES:
-        raise InputError(f"unknown dtype {dtype!r}; choose one of {', '.join(_DTYPES)}")
+        raise InputError(f"unknown dtype {dtype!r}; choose one of auto, {', '.join(_DTYPES)}")
     return _DTYPES[dtype]
 
 
@@ -141,6 +148,7 @@ class OFA:
             raise InputError(f"the {spec.name} task needs an image")
         if images is not None:
             self._require_images(spec.summary.lower())
+        require_language(spec, self.tokenizer)
         configured = spec.configure(self.task, **options)
         columns = {k: self._column(declared[k], v) for k, v in per_input.items()}
         image_list = None if images is None else self._as_list(images)
@@ -199,6 +207,21 @@ class OFA:
         original-image pixels (None if the model did not emit 4 location tokens)."""
         return self.run("ground", images, text=texts, bins_only=bins_only,
                         batch_size=batch_size, progress=progress, errors=errors, **decoding)
+
+    def ocr(self, images, *, document: bool = False, batch_size: int = 8,
+            progress: bool = False, errors: str = "raise", **decoding) -> dict | list[dict]:
+        """Read the text in an image (an OFA-OCR checkpoint): ``text`` without spaces.
+        ``document``: OFA-OCR's document mode (one long line read as four rows)."""
+        return self.run("ocr", images, document=document, batch_size=batch_size,
+                        progress=progress, errors=errors, **decoding)
+
+    def glue(self, texts, texts2=None, *, dataset: str = "sst2", batch_size: int = 8,
+             progress: bool = False, errors: str = "raise") -> dict | list[dict]:
+        """Text-only understanding (GLUE) as OFA asks it: ``dataset`` (sst2, cola, mrpc, qqp,
+        qnli, rte, mnli) picks the prompt and the label words scored; ``texts2`` the second
+        text of the pair datasets."""
+        return self.run("glue", None, text=texts, text2=texts2, dataset=dataset,
+                        batch_size=batch_size, progress=progress, errors=errors)
 
     def entail(self, images, hypotheses, *, premises: str | Sequence[str] | None = None,
                batch_size: int = 8, progress: bool = False,
@@ -384,7 +407,8 @@ class OFA:
     def _generate(self, task: Task, items: list, decoding: dict, trie: Trie | None,
                   batch_size: int, progress: bool, errors: str) -> list[dict]:
         try:
-            config = task.generation_config(self.model.config).replace(**decoding)
+            config = task.generation_config(self.model.config, self.tokenizer).replace(
+                **decoding)
         except TypeError as e:
             raise InputError(f"unknown decoding option: {e}") from None
         results: list = [None] * len(items)
@@ -464,22 +488,35 @@ def load(name_or_path: str | os.PathLike[str], device: str | torch.device | None
     into ``$OFA_HOME``; ``"shapes-demo"`` is bundled) or HF hub id (``owner/name``), in that
     order (:func:`ofa.locate.locate_model`).
 
-    ``device``: cpu / cuda / auto (default: cuda when available). ``dtype``: float32 (default),
-    float16, bfloat16. ``vocab``: tokenizer folder for checkpoints that ship none.
+    ``device``: cpu / cuda / auto (default: cuda when available). ``dtype``: float32 (default:
+    exact parity), float16, bfloat16, or auto: the fastest dtype the device runs natively (bf16
+    on CPUs with AVX512-BF16 or AMX and on recent GPUs, fp16 on other GPUs, else fp32); bf16 on
+    a CPU without native bf16 warns once (it is emulated: many times slower than fp32); int8:
+    dynamic int8 attention and feed-forward layers on the CPU (:mod:`ofa.model.quantize`).
+    ``vocab``: tokenizer folder for checkpoints that ship none.
     ``max_pixels``: the largest image file or bytes decoded (width x height, checked from the
     header before decoding; default ``$OFA_MAX_PIXELS``, else 40,000,000).
     """
     from .checkpoints import model_answers, model_from_checkpoint, read_checkpoint
-    from .convert import find_tokenizer
+    from .convert import check_vocabulary, find_tokenizer
+    from .hardware import warn_if_emulated
     from .locate import locate_model
     from .pretrained import canonical_task, lookup
 
-    dev, dt = parse_device(device), parse_dtype(dtype)
+    dev = parse_device(device)
+    int8 = dtype == "int8"
+    if int8 and dev.type != "cpu":
+        raise InputError("int8 runs on the CPU (PyTorch's dynamic int8 kernels); use "
+                         "device cpu, or float16 / bfloat16 on a GPU")
+    dt = torch.float32 if int8 else parse_dtype(dtype, dev)
+    if dt is not None and dtype != "auto":
+        warn_if_emulated(dt, dev.type)
     if max_pixels is not None:
         check_max_pixels(max_pixels)  # before any download
     path = locate_model(name_or_path, progress=progress)
     ckpt = read_checkpoint(path, ema=ema)
     tokenizer = find_tokenizer(vocab, ckpt.tokenizer_dir)
+    check_vocabulary(tokenizer, ckpt.config.vocab_size, str(path))
     task = canonical_task(ckpt.meta.get("task"))
     name = ckpt.meta.get("registry_name") or ckpt.meta.get("hub_repo")
     if ckpt.meta.get("task") is None:  # an official file under its published name tells its task
@@ -487,6 +524,10 @@ def load(name_or_path: str | os.PathLike[str], device: str | torch.device | None
         if entry is not None:
             task, name = canonical_task(entry.task), entry.name
     model = model_from_checkpoint(ckpt, device=dev, dtype=dt)
+    if int8:
+        from .model.quantize import quantize_int8
+
+        quantize_int8(model)
     return OFA(model, tokenizer, name=name or path.name, task=task,
                image_size=ckpt.meta.get("image_size"), max_pixels=max_pixels,
                answers=model_answers(path), path=path)

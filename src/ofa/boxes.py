@@ -62,50 +62,56 @@ def _shift(x: int | torch.Tensor, lo: int, count: int, delta: int, what: str):
 
 
 @overload
-def code_token_id(code: int) -> int: ...
+def code_token_id(code: int, code_offset: int = CODE_OFFSET) -> int: ...
 @overload
-def code_token_id(code: torch.Tensor) -> torch.Tensor: ...
-def code_token_id(code):
-    """Token id of VQGAN code ``code`` (0..8191): ``code + 50265``."""
-    return _shift(code, 0, NUM_CODES, CODE_OFFSET, "image code")
+def code_token_id(code: torch.Tensor, code_offset: int = CODE_OFFSET) -> torch.Tensor: ...
+def code_token_id(code, code_offset=CODE_OFFSET):
+    """Token id of VQGAN code ``code`` (0..8191): ``code + 50265`` (the tokenizer's
+    ``code_offset`` for another vocabulary)."""
+    return _shift(code, 0, NUM_CODES, code_offset, "image code")
 
 
 @overload
-def code_from_token_id(tok: int) -> int: ...
+def code_from_token_id(tok: int, code_offset: int = CODE_OFFSET) -> int: ...
 @overload
-def code_from_token_id(tok: torch.Tensor) -> torch.Tensor: ...
-def code_from_token_id(tok):
+def code_from_token_id(tok: torch.Tensor, code_offset: int = CODE_OFFSET) -> torch.Tensor: ...
+def code_from_token_id(tok, code_offset=CODE_OFFSET):
     """VQGAN code of a ``<code_k>`` token id; InputError for any other id."""
-    return _shift(tok, CODE_OFFSET, NUM_CODES, -CODE_OFFSET, "code token id")
+    return _shift(tok, code_offset, NUM_CODES, -code_offset, "code token id")
 
 
 @overload
-def bin_token_id(b: int, num_bins: int = NUM_BINS) -> int: ...
+def bin_token_id(b: int, num_bins: int = NUM_BINS, bin_offset: int = BIN_OFFSET) -> int: ...
 @overload
-def bin_token_id(b: torch.Tensor, num_bins: int = NUM_BINS) -> torch.Tensor: ...
-def bin_token_id(b, num_bins=NUM_BINS):
-    """Token id of location bin ``b`` (0..num_bins-1): ``b + 58457``."""
-    return _shift(b, 0, num_bins, BIN_OFFSET, "location bin")
+def bin_token_id(b: torch.Tensor, num_bins: int = NUM_BINS,
+                 bin_offset: int = BIN_OFFSET) -> torch.Tensor: ...
+def bin_token_id(b, num_bins=NUM_BINS, bin_offset=BIN_OFFSET):
+    """Token id of location bin ``b`` (0..num_bins-1): ``b + 58457`` (the tokenizer's
+    ``bin_offset`` for another vocabulary: 29325 for the Chinese one)."""
+    return _shift(b, 0, num_bins, bin_offset, "location bin")
 
 
 @overload
-def bin_from_token_id(tok: int, num_bins: int = NUM_BINS) -> int: ...
+def bin_from_token_id(tok: int, num_bins: int = NUM_BINS, bin_offset: int = BIN_OFFSET
+                      ) -> int: ...
 @overload
-def bin_from_token_id(tok: torch.Tensor, num_bins: int = NUM_BINS) -> torch.Tensor: ...
-def bin_from_token_id(tok, num_bins=NUM_BINS):
+def bin_from_token_id(tok: torch.Tensor, num_bins: int = NUM_BINS,
+                      bin_offset: int = BIN_OFFSET) -> torch.Tensor: ...
+def bin_from_token_id(tok, num_bins=NUM_BINS, bin_offset=BIN_OFFSET):
     """Location bin of a ``<bin_b>`` token id; InputError for any other id."""
-    return _shift(tok, BIN_OFFSET, num_bins, -BIN_OFFSET, "bin token id")
+    return _shift(tok, bin_offset, num_bins, -bin_offset, "bin token id")
 
 
 @overload
-def is_bin_token(tok: int, num_bins: int = NUM_BINS) -> bool: ...
+def is_bin_token(tok: int, num_bins: int = NUM_BINS, bin_offset: int = BIN_OFFSET) -> bool: ...
 @overload
-def is_bin_token(tok: torch.Tensor, num_bins: int = NUM_BINS) -> torch.Tensor: ...
-def is_bin_token(tok, num_bins=NUM_BINS):
+def is_bin_token(tok: torch.Tensor, num_bins: int = NUM_BINS,
+                 bin_offset: int = BIN_OFFSET) -> torch.Tensor: ...
+def is_bin_token(tok, num_bins=NUM_BINS, bin_offset=BIN_OFFSET):
     """True where ``tok`` is a ``<bin_b>`` id (bool tensor for tensor input)."""
     if isinstance(tok, torch.Tensor):
-        return (tok >= BIN_OFFSET) & (tok < BIN_OFFSET + num_bins)
-    return BIN_OFFSET <= _to_int(tok, "token id") < BIN_OFFSET + num_bins
+        return (tok >= bin_offset) & (tok < bin_offset + num_bins)
+    return bin_offset <= _to_int(tok, "token id") < bin_offset + num_bins
 
 
 @overload
@@ -165,6 +171,7 @@ def box_to_bins(
     image_size_wh: Sequence[float],
     patch_size: int = 512,
     num_bins: int = NUM_BINS,
+    bin_offset: int = BIN_OFFSET,
 ) -> list[int]:
     """Token ids ``[<bin_x0>, <bin_y0>, <bin_x1>, <bin_y1>]`` of a box in original pixels.
 
@@ -181,7 +188,7 @@ def box_to_bins(
     t = t * torch.as_tensor([w_ratio, h_ratio, w_ratio, h_ratio], dtype=torch.float32)
     t = t / patch_size
     bins = (t * (num_bins - 1)).round().clamp(0, num_bins - 1).to(torch.long)
-    return [int(b) + BIN_OFFSET for b in bins]
+    return [int(b) + bin_offset for b in bins]
 
 
 def box_to_bin_text(
@@ -201,6 +208,7 @@ def bins_to_box(
     patch_size: int = 512,
     num_bins: int = NUM_BINS,
     convention: Convention = "official",
+    bin_offset: int = BIN_OFFSET,
 ) -> Box:
     """Box ``(x0, y0, x1, y1)`` in original-image pixels from exactly 4 ``<bin_b>`` token ids.
 
@@ -217,7 +225,8 @@ def bins_to_box(
         raise InputError(f"expected 4 bin token ids, got {token_ids!r}")
     if len(token_ids) != 4:
         raise InputError(f"expected exactly 4 bin token ids, got {len(token_ids)}: {token_ids!r}")
-    bins = [bin_from_token_id(_to_int(t, "bin token id"), num_bins) for t in token_ids]
+    bins = [bin_from_token_id(_to_int(t, "bin token id"), num_bins, bin_offset)
+            for t in token_ids]
     w, h = _image_size(image_size_wh)
     w_ratio, h_ratio = patch_size / w, patch_size / h
     denom = num_bins - 1 if convention == "official" else num_bins

@@ -498,9 +498,16 @@ def _fairseq_overrides(obj: dict, path: Path) -> dict:
     model_cfg = cfg.get("model") if isinstance(cfg, dict) else None
     if not isinstance(model_cfg, dict) and obj.get("args") is not None:
         model_cfg = to_plain(obj["args"], where)
+    task_cfg = cfg.get("task") if isinstance(cfg, dict) else None
+    # legacy (argparse) models keep every argument in cfg.model; the task's own fields
+    # (orig_patch_image_size) may sit only in cfg.task
+    merged = {**(task_cfg if isinstance(task_cfg, dict) else {}),
+              **(model_cfg if isinstance(model_cfg, dict) else {})}
     out = {}
-    if isinstance(model_cfg, dict) and isinstance(model_cfg.get("code_image_size"), int):
-        out["code_image_size"] = model_cfg["code_image_size"]
+    for name, kind in (("code_image_size", int), ("interpolate_position", bool),
+                       ("orig_patch_image_size", int)):
+        if isinstance(merged.get(name), kind):
+            out[name] = merged[name]
     return out
 
 

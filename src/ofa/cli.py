@@ -13,6 +13,8 @@ from .errors import InputError, OFAError
 from .preprocess import DEFAULT_MAX_PIXELS
 from .tasks import TASKS, Task, TaskField
 
+# --dtype: ofa.load's dtypes
+DTYPE_CHOICES = ["float32", "float16", "bfloat16", "auto", "int8"]
 # CLI flag -> GenerationConfig field
 DECODING_FLAGS = {"beam": "beam_size", "max_len": "max_len_b", "max_len_a": "max_len_a",
                   "min_len": "min_len", "no_repeat_ngram": "no_repeat_ngram_size",
@@ -27,8 +29,11 @@ def _common(p: argparse.ArgumentParser, spec: Task) -> None:
                         f"(default: {spec.default_model} when it is downloaded"
                         + (", else the embedded shapes-demo model)" if spec.demo else ")"))
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    g.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
-                   help="weights and activations dtype (default: float32)")
+    g.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES,
+                   help="weights and activations dtype (default: float32, exact parity; auto: "
+                        "the fastest one the device runs natively, e.g. bfloat16 on CPUs with "
+                        "AVX512-BF16 or AMX, float32 on other CPUs; int8: dynamic int8 "
+                        "attention and feed-forward layers, CPU only)")
     g.add_argument("--vocab", type=Path, default=None,
                    help="tokenizer folder for checkpoints that ship none")
     if spec.preprocess is not None:
@@ -435,6 +440,19 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
                         "their own, the same of --val scenes of the val split (held-out "
                         "checks of each pretraining task) and negatives/ (ITM's negatives)")
     s.set_defaults(func=_run_data_shapes)
+    g = dsub.add_parser(
+        "shapes-glue", help="write a small text-only GLUE-format task from ShapesWorld",
+        description="Write RTE/ and MRPC/ folders of GLUE-format TSVs (train.tsv, dev.tsv, "
+                    "test.tsv, all labelled) built from ShapesWorld scene descriptions: "
+                    "statements true or false of a scene's caption (RTE), and two wordings of "
+                    "the same scene or of one changed in one respect (MRPC). `ofa eval glue` "
+                    "and training configs read them (configs/shapes-glue.yaml).")
+    g.add_argument("out", type=Path, help="output folder")
+    g.add_argument("--train", type=int, default=10000, help="training scenes (default 10000)")
+    g.add_argument("--val", type=int, default=250, help="validation scenes (default 250)")
+    g.add_argument("--test", type=int, default=1000, help="test scenes (default 1000)")
+    g.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
+    g.set_defaults(func=_run_data_shapes_glue)
     c = dsub.add_parser(
         "cider-df", help="count CIDEr-D document frequencies for SCST's reward",
         description="Count, over the caption references of training records (JSONL, or an "
@@ -466,6 +484,16 @@ def _run_data_cider_df(args: argparse.Namespace) -> int:
     out = df.save(args.out)
     print(f"{sum(len(s) for s in sets)} references of {df.images} images, "
           f"{len(df.counts)} n-grams -> {out}")
+    return 0
+
+
+def _run_data_shapes_glue(args: argparse.Namespace) -> int:
+    from .data.shapes_glue import write_shapes_glue
+
+    counts = {"train": args.train, "val": args.val, "test": args.test}
+    if any(n < 0 for n in counts.values()) or args.seed < 0:
+        raise InputError("scene counts and the seed must not be negative")
+    write_shapes_glue(args.out, counts, seed=args.seed, progress=print)
     return 0
 
 
@@ -550,7 +578,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-EVAL_TASKS = ("caption", "vqa", "ground", "entail", "classify", "summarize", "imagine")
+EVAL_TASKS = ("caption", "vqa", "ground", "entail", "classify", "summarize", "imagine", "ocr",
+              "glue")
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
@@ -578,10 +607,16 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                     "  summarize  Gigaword text files (src + tgt), official TSV\n"
                     "  imagine    official coco_vqgan_*.tsv (or a folder of them), captions\n"
                     "             .txt or .jsonl: CLIP score; FID and IS with --inception\n"
+                    "  glue       a GLUE TSV (SST-2/dev.tsv, MNLI/dev_matched.tsv; OFA's\n"
+                    "             sst2_dev.tsv) or a dataset folder; --glue-dataset (or the\n"
+                    "             task sst2, cola, mrpc, qqp, qnli, rte, mnli, mnli-mm) names it\n"
+                    "  ocr        OFA-OCR TSV (uniq_id, base64 image, text): line accuracy\n"
+                    "             and NED, spaces removed (Chinese OCR checkpoints)\n"
                     "  (no task)  JSONL records in the training format, any tasks")
     p.add_argument("task", nargs="?", default=None, metavar="TASK",
                    help=f"one of {', '.join(EVAL_TASKS)} or a benchmark name (coco, vqav2, "
-                        "refcoco, refcoco+, refcocog, snli_ve, imagenet, gigaword, image_gen); "
+                        "refcoco, refcoco+, refcocog, snli_ve, imagenet, gigaword, image_gen, "
+                        "sst2, cola, mrpc, qqp, qnli, rte, mnli, mnli-mm); "
                         "omit for JSONL records")
     p.add_argument("--model", required=True, help="registry name, checkpoint or shapes-demo")
     p.add_argument("--data", type=Path, required=True,
@@ -597,6 +632,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    help="classification: 'folder_name class name' lines mapping class folders")
     p.add_argument("--tasks", default=None,
                    help="JSONL records: comma-separated tasks to keep (default all)")
+    p.add_argument("--glue-dataset", "--task", dest="glue_dataset", default=None,
+                   metavar="NAME", help="glue: the GLUE dataset of --data (sst2, cola, mrpc, "
+                                        "qqp, qnli, rte, mnli; default: told by the file)")
     p.add_argument("--limit", type=int, default=None, help="first N records only")
     p.add_argument("--vqa-answers", type=Path, default=None,
                    help="candidate answers for trie-constrained VQA decoding: a text file (one "
@@ -612,7 +650,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fast-metrics", action="store_true",
                    help="captions: BLEU and CIDEr only (skip METEOR, ROUGE-L, SPICE)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES)
     _add_max_pixels(p)
     p.add_argument("--batch-size", type=int, default=32,
                    help="inputs per batch (default: 32; imagine: samples decoded together)")
@@ -645,7 +683,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 def _default_eval_dir(args: argparse.Namespace) -> Path:
     import re
 
-    parts = [Path(str(args.model)).name, args.task or "", args.data.stem, args.split or ""]
+    parts = [Path(str(args.model)).name, args.task or "", getattr(args, "glue_dataset", None)
+             or "", args.data.stem, args.split or ""]
     name = "-".join(re.sub(r"[^A-Za-z0-9_.+]+", "_", p) for p in parts if p)
     return Path("eval") / name
 
@@ -741,6 +780,9 @@ def _run_eval_imagine(args: argparse.Namespace) -> int:
 def _eval_records(args: argparse.Namespace) -> tuple[Sequence[dict], list[str] | None, str]:
     """The records to evaluate (lazy for TSV files), the classification candidates, and a
     description."""
+    if args.task is None and args.tasks and args.tasks.strip() == "glue" \
+            and args.data.suffix == ".tsv":  # `--tasks glue --data SST-2/dev.tsv`
+        args.task = "glue"
     if args.task is None:
         from .data.records import read_jsonl
 
@@ -751,12 +793,18 @@ def _eval_records(args: argparse.Namespace) -> tuple[Sequence[dict], list[str] |
 
         tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
         records = read_jsonl(args.data, tasks)
+        if args.glue_dataset is not None:  # GLUE records of that dataset only
+            from .tasks.glue import get_dataset
+
+            wanted = get_dataset(args.glue_dataset).name
+            records = [r for r in records if r["task"] != "glue" or r["dataset"] == wanted]
         check_first_image(records, str(args.data))
         return records, None, str(args.data)
     from .data.benchmarks import read_eval_data
 
     data = read_eval_data(args.task, args.data, split=args.split, images=args.images,
-                          annotations=args.annotations, class_names=args.class_names)
+                          annotations=args.annotations, class_names=args.class_names,
+                          glue_dataset=args.glue_dataset)
     split = f" [{args.split}]" if args.split else ""
     return data.records, data.candidates, f"{args.data}{split} ({data.format})"
 
@@ -817,8 +865,11 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="open connections beyond which requests get 503 (default: 512)")
     g = p.add_argument_group("model")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    g.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
-                   help="weights and activations dtype (default: float32)")
+    g.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES,
+                   help="weights and activations dtype (default: float32, exact parity; auto: "
+                        "the fastest one the device runs natively, e.g. bfloat16 on CPUs with "
+                        "AVX512-BF16 or AMX, float32 on other CPUs; int8: dynamic int8 "
+                        "attention and feed-forward layers, CPU only)")
     g.add_argument("--vocab", type=Path, default=None,
                    help="tokenizer folder for checkpoints that ship none")
     for part in _parts():

@@ -16,17 +16,44 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import InputError
-from .tokenizer import OFATokenizer
+from .tokenizer import BART_FILES, OFFICIAL_FILES, OFATokenizer
+from .tokenizer_cn import CN_VOCAB_FILES, AnyTokenizer, ChineseTokenizer
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ConvertResult", "convert_checkpoint", "find_tokenizer"]
+__all__ = ["ConvertResult", "check_vocabulary", "convert_checkpoint", "find_tokenizer",
+           "load_tokenizer"]
 
-NO_TOKENIZER = (
-    "no tokenizer files next to the checkpoint; pass --vocab DIR with encoder.json, "
-    "vocab.bpe and dict.txt (OFA repository, utils/BPE) or vocab.json and merges.txt "
-    "(any OFA HF checkpoint)")
+VOCAB_HELP = (
+    "--vocab DIR with encoder.json, vocab.bpe and dict.txt (OFA repository, utils/BPE) or "
+    "vocab.json and merges.txt (any OFA HF checkpoint); for a Chinese checkpoint, vocab.txt "
+    "or dict.txt (OFA repository, utils/BERT_CN_dict)")
+NO_TOKENIZER = f"no tokenizer files next to the checkpoint; pass {VOCAB_HELP}"
+
+
+def load_tokenizer(path: str | os.PathLike[str]) -> AnyTokenizer:
+    """The tokenizer in a folder (or a Chinese ``vocab.txt`` / ``dict.txt`` file): English
+    GPT-2 BPE when its files are complete (the official BPE folder holds a dict.txt too),
+    else the Chinese WordPiece of ``vocab.txt`` / ``dict.txt``."""
+    p = Path(path)
+    if p.is_file() and p.name in CN_VOCAB_FILES:
+        return ChineseTokenizer.from_file(p)
+    english = (BART_FILES, OFFICIAL_FILES)
+    if p.is_dir() and not any(all((p / f).is_file() for f in files) for files in english) \
+            and any((p / f).is_file() for f in CN_VOCAB_FILES):
+        return ChineseTokenizer.from_dir(p)
+    return OFATokenizer.from_dir(p)
+
+
+def check_vocabulary(tokenizer: AnyTokenizer, vocab_size: int, where: str) -> None:
+    """One clear error when the tokenizer's ids do not index the checkpoint's embedding."""
+    if tokenizer.vocab_size != vocab_size:
+        kind = {"en": "English GPT-2 BPE", "zh": "Chinese BERT WordPiece"}[tokenizer.language]
+        raise InputError(
+            f"{where}: the vocabulary ({kind}, {tokenizer.vocab_size:,} ids) does not match "
+            f"the checkpoint's embedding of {vocab_size:,} rows; give the checkpoint's own "
+            f"vocabulary (vocab= in Python): {VOCAB_HELP}")
 
 
 @dataclass(frozen=True)
@@ -48,14 +75,15 @@ class ConvertResult:
 
 
 def find_tokenizer(vocab: str | os.PathLike[str] | None,
-                   fallback: str | os.PathLike[str] | None) -> OFATokenizer:
-    """The tokenizer in ``vocab`` (an explicit folder: its errors are the user's to see), else
-    the one in ``fallback`` (the files next to the checkpoint), else one InputError line."""
+                   fallback: str | os.PathLike[str] | None) -> AnyTokenizer:
+    """The tokenizer in ``vocab`` (an explicit folder or Chinese vocabulary file: its errors
+    are the user's to see), else the one in ``fallback`` (the files next to the checkpoint),
+    else one InputError line."""
     if vocab is not None:
-        return OFATokenizer.from_dir(vocab)
+        return load_tokenizer(vocab)
     if fallback is not None:
         try:
-            return OFATokenizer.from_dir(fallback)
+            return load_tokenizer(fallback)
         except InputError:
             pass
     raise InputError(NO_TOKENIZER)
@@ -92,6 +120,7 @@ def convert_checkpoint(
 
     ckpt = read_checkpoint(src, ema=ema)
     tok = find_tokenizer(vocab, ckpt.tokenizer_dir)
+    check_vocabulary(tok, ckpt.config.vocab_size, str(src))
     if tokenizer is not None:
         tok = tokenizer(tok)
     if answers is None and ckpt.format == "native":

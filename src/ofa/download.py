@@ -65,7 +65,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import CheckpointError, DownloadError, InputError
-from .pretrained import REGISTRY, VOCAB_FILES, Component, PretrainedModel, RemoteFile, resolve
+from .pretrained import (
+    REGISTRY,
+    VOCAB_FILES,
+    VOCAB_SETS,
+    Component,
+    PretrainedModel,
+    RemoteFile,
+    resolve,
+)
 
 __all__ = [
     "BASE_URL_OVERRIDES",
@@ -116,9 +124,10 @@ def download_dir(name: str) -> Path:
     return cache_dir() / "downloads" / name
 
 
-def vocab_dir() -> Path:
-    """``<root>/vocab``: the official BPE files, shared by all fairseq/mmpretrain entries."""
-    return cache_dir() / "vocab"
+def vocab_dir(kind: str = "bpe") -> Path:
+    """``<root>/vocab``: the official BPE files, shared by all fairseq/mmpretrain entries;
+    ``<root>/vocab-bert_cn``: the Chinese checkpoints' vocabulary (``kind="bert_cn"``)."""
+    return cache_dir() / ("vocab" if kind == "bpe" else f"vocab-{kind}")
 
 
 def model_dir(name: str) -> Path:
@@ -517,12 +526,13 @@ def fetch_pretrained(name: str, progress: bool = True, *, keep_download: bool = 
             delete = snap.repo_cache  # its blobs too: a damaged blob would be linked again
         else:
             folder = download_dir(entry.name)
-            jobs = [(f, vocab_dir()) for f in VOCAB_FILES] if entry.vocab == "bpe" else []
+            vocab_files = VOCAB_SETS.get(entry.vocab, ())
+            jobs = [(f, vocab_dir(entry.vocab)) for f in vocab_files]
             # the components' downloads too: one error lists every file to fetch by hand
             _fetch_all(jobs + [(f, folder) for f in entry.files] +
                        _component_jobs(entry, out), progress)
             src, origin = folder / entry.weights.filename, entry.weights.url
-            vocab = vocab_dir() if entry.vocab == "bpe" else None
+            vocab = vocab_dir(entry.vocab) if vocab_files else None
             delete = src
             if entry.archive is not None:
                 unpacked = src = _unpack_checkpoint(entry, src, progress)

@@ -69,12 +69,12 @@ def predict_records(ofa: OFA, records: Sequence[dict], *,
     out: list[dict | None] = [None] * len(records)
     # a bad input (a corrupt image) fails its own record, not the run
     opts = {"batch_size": batch_size, "progress": progress, "errors": "return"}
-    for task, idx in _group(records).items():
+    for task, idx, options in _calls(records):
         recs = [records[i] for i in idx]
         spec = TASKS[task]
         images = None if spec.image == "none" else [r.get("image") for r in recs]
         outs = ofa.run(task, images, **spec.inputs_from_records(recs),
-                       **spec.eval_options(recs, given.get(task, {})), **opts)
+                       **spec.eval_options(recs, given.get(task, {})), **options, **opts)
         for i, r, o in zip(idx, recs, outs, strict=True):
             # as JSON carries it (drawn images: base64 PNG)
             pred = {"id": r.get("id"), "task": task,
@@ -85,6 +85,20 @@ def predict_records(ofa: OFA, records: Sequence[dict], *,
             pred["digest"] = input_digest(r)
             out[i] = pred
     return out  # type: ignore[return-value]
+
+
+def _calls(records: Sequence[dict]) -> list[tuple[str, list[int], dict[str, Any]]]:
+    """``(task, record indices, options)`` per model call: the records of a task, split by
+    the options they set themselves (a GLUE record's dataset)."""
+    calls = []
+    for task, idx in _group(records).items():
+        by_options: dict[str, tuple[list[int], dict[str, Any]]] = {}
+        for i in idx:
+            options = TASKS[task].record_options(records[i])
+            key = json.dumps(options, sort_keys=True, default=str)
+            by_options.setdefault(key, ([], options))[0].append(i)
+        calls += [(task, sub, options) for sub, options in by_options.values()]
+    return calls
 
 
 def _task_options(vqa_answers: Sequence[str] | None, vqa_mode: str,
@@ -107,6 +121,11 @@ def input_digest(record: dict) -> str:
         image_key = None if image is None else type(image).__name__
     inputs = {"task": record.get("task"), "image": image_key,
               **{k: record[k] for k in _INPUT_FIELDS if k in record}}
+    name = record.get("task")
+    task = TASKS.get(name) if isinstance(name, str) else None
+    options = task.record_options(record) if task is not None and task.record_fields else {}
+    if options:  # only where a record sets options: other digests stay as they were
+        inputs["options"] = options
     text = json.dumps(inputs, sort_keys=True, default=str)  # ASCII: surrogates escaped
     return hashlib.blake2b(text.encode("ascii"), digest_size=8).hexdigest()
 

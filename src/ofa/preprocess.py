@@ -45,6 +45,7 @@ __all__ = [
     "preprocess_image",
     "preprocess_images",
     "read_image",
+    "resize_as",
     "resize_image",
     "to_rgb",
 ]
@@ -317,6 +318,23 @@ def resize_image(img: Image.Image, size: int) -> Image.Image:
     return img.resize((size, size), Image.BICUBIC)
 
 
+def resize_as(img: Image.Image, size: int, mode: str = "squash") -> Image.Image:
+    """``img`` at ``size`` x ``size`` by a :data:`RESIZE_MODES` mode: the bicubic squash of
+    every task, or OFA-OCR's aspect-keeping resize and edge padding (``ocr``,
+    ``ocr_document``; :func:`ofa.preprocess_ocr.ocr_resize`)."""
+    if _check_resize(mode) == "squash":
+        return resize_image(img, size)
+    from .preprocess_ocr import ocr_resize
+
+    return ocr_resize(img, size, document=mode == "ocr_document")
+
+
+def _check_resize(mode: str) -> str:
+    if mode not in RESIZE_MODES:
+        raise InputError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {mode!r}")
+    return mode
+
+
 def _check_stats(mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Tensor, ...]:
     m = torch.as_tensor(mean, dtype=torch.float32)
     s = torch.as_tensor(std, dtype=torch.float32)
@@ -347,6 +365,9 @@ def _to_tensor(img: Image.Image, mean: torch.Tensor, std: torch.Tensor) -> torch
     return _normalize(image_pixels(img), mean, std)
 
 
+RESIZE_MODES = ("squash", "ocr", "ocr_document")
+
+
 @dataclass(frozen=True)
 class PreprocessCfg:
     """How a task's images become model input: resized to ``size`` x ``size`` (bicubic, the
@@ -356,6 +377,9 @@ class PreprocessCfg:
     size: int
     mean: tuple[float, float, float] = OFA_MEAN
     std: tuple[float, float, float] = OFA_STD
+    # "squash" (every task but OCR), "ocr" (OFA-OCR: aspect kept, edge-padded to a square) or
+    # "ocr_document" (OFA-OCR's document mode: four 64-px rows), see ofa.preprocess_ocr
+    resize: str = "squash"
 
     def with_size(self, size: int | None) -> PreprocessCfg:
         """The same preprocessing at another size (a checkpoint trained at its own); None
@@ -372,8 +396,10 @@ class ImageTransform:
         mean: Sequence[float] = OFA_MEAN,
         std: Sequence[float] = OFA_STD,
         max_pixels: int | None = None,
+        resize: str = "squash",
     ) -> None:
         self.size = _check_size(size)
+        self.mode = _check_resize(resize)
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)
         self._mean, self._std = _check_stats(self.mean, self.std)
@@ -383,10 +409,14 @@ class ImageTransform:
     @classmethod
     def from_cfg(cls, cfg: PreprocessCfg, max_pixels: int | None = None) -> ImageTransform:
         """The transform a task's preprocessing describes (``ofa.tasks.TASKS[name].preprocess``)."""
-        return cls(cfg.size, cfg.mean, cfg.std, max_pixels=max_pixels)
+        return cls(cfg.size, cfg.mean, cfg.std, max_pixels=max_pixels, resize=cfg.resize)
 
     def __call__(self, image: ImageInput) -> torch.Tensor:
-        return self.normalize(resize_image(self.load(image), self.size))
+        return self.normalize(self.resize(self.load(image)))
+
+    def resize(self, image: Image.Image) -> Image.Image:
+        """``image`` resized to ``size`` x ``size`` as this transform's mode says."""
+        return resize_as(image, self.size, self.mode)
 
     def load(self, image: ImageInput) -> Image.Image:
         """``image`` as RGB (:func:`load_image` under this transform's pixel limit)."""
@@ -416,7 +446,7 @@ class ImageTransform:
         for image in images:
             img = self.load(image)
             sizes.append(img.size)
-            tensors.append(_to_tensor(resize_image(img, self.size), self._mean, self._std))
+            tensors.append(_to_tensor(self.resize(img), self._mean, self._std))
         return torch.stack(tensors), sizes
 
     def __repr__(self) -> str:

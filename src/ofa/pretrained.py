@@ -63,8 +63,10 @@ CLIP ViT-B/16 and its vocabulary; its VQGAN, the same ``vqgan_gumbel_f8`` as in 
 (no stable download of its own exists), is reused from ``ofa-large-image-gen`` once that was
 fetched; until then pass one yourself (``vqgan=PATH``, ``--vqgan``).
 
-Not supported (``resolve`` explains why): the Chinese checkpoints (another vocabulary) and the
-text-only LM initialisations (``*_plaintext.pt``, ``bart_*.pt``).
+The Chinese checkpoints (``ofa-cn-*``: pretrained, MUGE captions, the Chinese RefCOCO/+/g, OFA-OCR)
+read the BERT-Chinese vocabulary (``vocab="bert_cn"``, :data:`VOCAB_FILES_CN`). Not supported
+(``resolve`` explains why): the text-only LM initialisations (``*_plaintext.pt``,
+``bart_*.pt``).
 """
 
 from __future__ import annotations
@@ -91,6 +93,8 @@ __all__ = [
     "TASKS",
     "UNSUPPORTED",
     "VOCAB_FILES",
+    "VOCAB_FILES_CN",
+    "VOCAB_SETS",
     "PretrainedModel",
     "RemoteFile",
     "canonical_task",
@@ -105,18 +109,19 @@ OFFICIAL_BASE_URL = "https://ofa-beijing.oss-cn-beijing.aliyuncs.com/checkpoints
 MMPRETRAIN_BASE_URL = "https://download.openmmlab.com/mmclassification/v1/ofa/"
 HF_BASE_URL = "https://huggingface.co/"
 BPE_BASE_URL = "https://raw.githubusercontent.com/OFA-Sys/OFA/main/utils/BPE/"
+BERT_CN_BASE_URL = "https://raw.githubusercontent.com/OFA-Sys/OFA/main/utils/BERT_CN_dict/"
 
 SIZES = ("tiny", "medium", "base", "large", "huge")
 #: an entry's ``task``: the task table's names (ofa.tasks.TASKS; "generate" has no finetune of
 #: its own) plus three that are no table task (module doc)
 TASKS = ("pretrained", "multitask", "caption", "vqa", "ground", "entail", "classify",
-         "summarize", "imagine")
+         "summarize", "imagine", "ocr")
 #: the dataset names earlier versions used as tasks -> the task table's name
 LEGACY_TASKS = {"refcoco": "ground", "refcocoplus": "ground", "refcocog": "ground",
                 "snli_ve": "entail", "imagenet": "classify", "gigaword": "summarize",
                 "image_gen": "imagine"}
 FORMATS = ("fairseq", "hf", "mmpretrain", "native")
-VOCABS = ("bpe", "bundled")
+VOCABS = ("bpe", "bert_cn", "bundled")
 PACKAGE_DIR = Path(__file__).resolve().parent
 _HUB_FILE_URL = re.compile(r"^https://huggingface\.co/([^/]+/[^/]+)/resolve/([^/]+)/[^/]+$")
 
@@ -193,7 +198,9 @@ class PretrainedModel:
     task: str  # one of TASKS
     format: str  # 'fairseq' | 'hf' | 'mmpretrain' | 'native' (bundled entries only)
     files: tuple[RemoteFile, ...]
-    vocab: str  # 'bpe': needs VOCAB_FILES; 'bundled': the files ship vocab.json + merges.txt
+    # 'bpe': needs VOCAB_FILES; 'bert_cn': needs VOCAB_FILES_CN (the Chinese checkpoints);
+    # 'bundled': the files ship their own vocabulary
+    vocab: str
     aliases: tuple[str, ...] = ()
     ema: bool | None = None  # passed to checkpoints.read_checkpoint (None: EMA when present)
     description: str = ""
@@ -288,13 +295,13 @@ _BASE_VQGAN_HINT = (
 
 
 def _official(name: str, filename: str, size: str, task: str, description: str,
-              ema: bool | None = False, **more) -> PretrainedModel:
+              ema: bool | None = False, vocab: str = "bpe", **more) -> PretrainedModel:
     stem = filename.rsplit(".", 1)[0]
     aliases = (filename, stem) + ((more["archive"],) if "archive" in more else ())
     return PretrainedModel(
         name=name, size=size, task=task, format="fairseq",
         files=(RemoteFile(OFFICIAL_BASE_URL + filename, filename),),
-        vocab="bpe", aliases=aliases, ema=ema,
+        vocab=vocab, aliases=aliases, ema=ema,
         description=description + f" (official fairseq {filename})", **more)
 
 
@@ -389,6 +396,21 @@ _ENTRIES: list[PretrainedModel] = [
     _mmpretrain("ofa-base-mmpretrain", "ofa-base_3rdparty-zeroshot_vqa",
                 "ofa-base_3rdparty_pretrain_20230418-dccfc07f.pth", "pretrained",
                 "OFA-Base pretrained (used for zero-shot VQA), converted from ofa_base.pt"),
+    # Chinese (OFA-Sys/OFA checkpoints_cn.md): the BERT-Chinese vocabulary, 30,325 ids
+    *(e for sz in ("base", "large") for e in (
+        _official(f"ofa-cn-{sz}", f"ofa_cn_{sz}.pt", sz, "pretrained",
+                  f"OFA-CN-{sz.capitalize()} pretrained (Chinese)", ema=None, vocab="bert_cn"),
+        _official(f"ofa-cn-{sz}-caption", f"caption_cn_{sz}.pt", sz, "caption",
+                  f"OFA-CN-{sz.capitalize()} finetuned on MUGE captions (Chinese)",
+                  vocab="bert_cn"),
+        *(_official(f"ofa-cn-{sz}-{data}", f"{data}_cn_{sz}.pt", sz, "ground",
+                    f"OFA-CN-{sz.capitalize()} finetuned on {title}, translated to Chinese",
+                    vocab="bert_cn")
+          for data, title in (("refcoco", "RefCOCO"), ("refcocoplus", "RefCOCO+"),
+                              ("refcocog", "RefCOCOg"))),
+        _official(f"ofa-cn-ocr-{sz}", f"ofa_cn_ocr_{sz}.pt", sz, "ocr",
+                  f"OFA-OCR-{sz.capitalize()}: Chinese text recognition, multitask finetuned",
+                  vocab="bert_cn"))),
     # HF-transformers port
     *(_hf(f"ofa-{s}-hf", f"OFA-Sys/ofa-{s}", s, "pretrained",
           f"OFA-{s.capitalize()} pretrained, HF-transformers port") for s in SIZES),
@@ -418,17 +440,23 @@ VOCAB_FILES: tuple[RemoteFile, ...] = (
                size=456318),
     RemoteFile(BPE_BASE_URL + "dict.txt", "dict.txt"),
 )
+#: The Chinese checkpoints' vocabulary: BERT-Chinese WordPiece (OFA repository
+#: utils/BERT_CN_dict/vocab.txt, the bert-base-chinese vocabulary; sha256 as published there and
+#: in Chinese-CLIP's identical copy).
+VOCAB_FILES_CN: tuple[RemoteFile, ...] = (
+    RemoteFile(BERT_CN_BASE_URL + "vocab.txt", "vocab.txt",
+               sha256="45bbac6b341c319adc98a532532882e91a9cefc0329aa57bac9ae761c27b291c",
+               size=109540),
+)
+#: an entry's ``vocab`` -> the files it downloads (``bundled`` entries download none)
+VOCAB_SETS: dict[str, tuple[RemoteFile, ...]] = {"bpe": VOCAB_FILES, "bert_cn": VOCAB_FILES_CN}
 
 _NOT_OFA = ("a text-only language-model initialisation for pretraining, not an OFA "
             "vision-language model")
-_CHINESE = "a Chinese OFA checkpoint; it uses another vocabulary, which this package lacks"
 #: official names that resolve() refuses, with the reason
 UNSUPPORTED: dict[str, str] = {
     **{f"{n}.pt": _NOT_OFA for n in ("ofa_tiny_plaintext", "ofa_medium_plaintext",
                                      "ofa_huge_plaintext", "bart_base", "bart_large")},
-    **{f"{n}.pt": _CHINESE for s in ("base", "large") for n in (
-        f"ofa_cn_{s}", f"caption_cn_{s}", f"refcoco_cn_{s}", f"refcocoplus_cn_{s}",
-        f"refcocog_cn_{s}", f"ofa_cn_ocr_{s}")},
 }
 
 

@@ -356,6 +356,13 @@ class OFATokenizer:
         """59457, the size of OFA's shared embedding."""
         return VOCAB_SIZE
 
+    # The layout facts every tokenizer gives (ofa.tokenizer_cn.ChineseTokenizer has its own):
+    # tasks, boxes and generation read them instead of the English constants.
+    language = "en"
+    mask_id = MASK
+    code_offset = CODE_OFFSET
+    bin_offset = BIN_OFFSET
+
     @property
     def backend(self) -> Tokenizer:
         """The underlying ``tokenizers.Tokenizer`` (do not change its settings)."""

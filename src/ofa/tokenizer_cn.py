@@ -25,9 +25,9 @@ from pathlib import Path
 from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers
 
 from .errors import InputError
-from .tokenizer import BOS, EOS, NUM_BINS, NUM_CODES, PAD, require_utf8
+from .tokenizer import BOS, EOS, NUM_BINS, NUM_CODES, PAD, OFATokenizer, require_utf8
 
-__all__ = ["ChineseTokenizer", "CN_VOCAB_FILES"]
+__all__ = ["AnyTokenizer", "ChineseTokenizer", "CN_VOCAB_FILES"]
 
 CN_VOCAB_FILES = ("vocab.txt", "dict.txt")  # either one: BERT's vocab, or fairseq's dict
 NUM_SPECIALS = 4  # <s> <pad> </s> <unk> before the WordPiece vocabulary
@@ -50,6 +50,8 @@ def _read_lines(path: Path) -> list[str]:
 
 class ChineseTokenizer:
     """Encode and decode the Chinese OFA checkpoints' ids (module docstring)."""
+
+    language = "zh"
 
     def __init__(self, wordpieces: Sequence[str]) -> None:
         """Build from the WordPiece vocabulary in id order (``vocab.txt``'s lines)."""
@@ -75,13 +77,19 @@ class ChineseTokenizer:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> ChineseTokenizer:
         """From BERT's ``vocab.txt`` (one token a line) or OFA's fairseq ``dict.txt`` (token,
-        space, count)."""
+        space, count). A ``vocab.txt`` that already starts with the fairseq specials (as
+        ModelScope's model folders write it) is read without them, so the ids stay the
+        official ones."""
         p = Path(path)
         if not p.is_file():
             raise InputError(f"Chinese vocabulary not found: {p}")
         lines = _read_lines(p)
         if p.name == "dict.txt" or all(" " in line for line in lines[:100] if line):
             lines = [line.rsplit(" ", 1)[0] if " " in line else line for line in lines]
+        if lines[:NUM_SPECIALS] == ["<s>", "<pad>", "</s>", "<unk>"]:
+            lines = lines[NUM_SPECIALS:]
+            if lines and lines[-1] == "<mask>":
+                lines = lines[:-1]
         return cls(lines)
 
     @classmethod
@@ -106,6 +114,34 @@ class ChineseTokenizer:
         ids = [NUM_SPECIALS + i for i in self._tok.encode(text, add_special_tokens=False).ids]
         return [BOS, *ids, EOS] if add_bos_eos else ids
 
+    def encode_batch(self, texts: Sequence[str], add_bos_eos: bool = True) -> list[list[int]]:
+        """:meth:`encode` for each text."""
+        if isinstance(texts, str):
+            raise InputError("encode_batch expects a list of str, got a single str")
+        return [self.encode(t, add_bos_eos) for t in texts]
+
+    def save(self, directory: str | os.PathLike[str]) -> list[Path]:
+        """Write ``vocab.txt`` (loadable by :meth:`from_dir`)."""
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "vocab.txt"
+        path.write_bytes(("\n".join(self._pieces) + "\n").encode("utf-8"))
+        return [path]
+
+    def token_to_id(self, token: str) -> int | None:
+        """Id of a vocabulary string (``'<bin_5>'``, ``'图'``), or None if unknown."""
+        for prefix, offset, count in (("<code_", self.code_offset, NUM_CODES),
+                                      ("<bin_", self.bin_offset, NUM_BINS)):
+            k = token[len(prefix):-1]
+            if token.startswith(prefix) and token.endswith(">") and k.isdigit() \
+                    and int(k) < count:
+                return offset + int(k)
+        specials = {"<s>": BOS, "<pad>": PAD, "</s>": EOS, "<unk>": 3, "<mask>": self.mask_id}
+        if token in specials:
+            return specials[token]
+        i = self._tok.token_to_id(token)
+        return None if i is None else NUM_SPECIALS + i
+
     def code_id(self, code: int) -> int:
         return self.code_offset + code
 
@@ -125,6 +161,11 @@ class ChineseTokenizer:
             return f"<code_{i - self.code_offset}>"
         return f"<bin_{i - self.bin_offset}>"
 
+    def decode_batch(self, batch: Sequence[Sequence[int]], skip_special: bool = True
+                     ) -> list[str]:
+        """:meth:`decode` for each row."""
+        return [self.decode(ids, skip_special) for ids in batch]
+
     def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
         """Text of ``ids``: tokens joined by spaces, ``##`` pieces glued (official decode)."""
         skipped = {BOS, PAD, EOS} if skip_special else set()
@@ -134,3 +175,7 @@ class ChineseTokenizer:
             text = text.replace(old, new)
         return text
 
+
+
+#: either vocabulary: the English checkpoints' GPT-2 BPE or the Chinese ones' WordPiece
+AnyTokenizer = OFATokenizer | ChineseTokenizer

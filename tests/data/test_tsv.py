@@ -87,6 +87,10 @@ OFFICIAL_ROWS: dict[str, list[list[str]]] = {
         ["1", " ".join(str(i * 7 % 8192) for i in range(1024)), "a red bus on a street"],
         ["2", "0 8191 5 9", "two dogs"],
     ],
+    "ocr": [
+        ["0", b64(RED), "北京欢迎你"],
+        ["1", b64(GREEN), "Welcome 2024"],
+    ],
 }
 
 

@@ -32,6 +32,9 @@ PERFECT = {
     "classify": [({"image": "x.png", "label": "circle"}, "circle")],
     "summarize": [({"source": "police arrested five people", "summary": "five arrested"},
                    "five arrested")],
+    "ocr": [({"image": "x.png", "text": "北京欢迎你"}, "北京 欢迎你")],
+    "glue": [({"dataset": "mrpc", "text": "he left", "text2": "he went away", "label": "1"},
+              "yes")],
     # a drawing: the scene its caption describes, as the best image (base64 PNG)
     "imagine": [({"text": s.caption()}, [png_base64(s.render())])
                 for s in (ShapesWorld(seed=0).scene("test", i) for i in range(2))],
@@ -46,7 +49,7 @@ def _subcommands() -> set[str]:
 
 def test_names_are_one_per_task_and_every_entry_is_complete():
     assert list(TASKS) == ["caption", "vqa", "ground", "entail", "classify", "summarize",
-                           "generate", "imagine"]
+                           "generate", "imagine", "ocr", "glue"]
     for name, task in TASKS.items():
         assert isinstance(task, Task) and task.name == name
         assert task.summary and task.result_key and task.kind in ("generate", "score", "draw")

@@ -75,7 +75,19 @@ def _rows(task: str, n: int) -> list[list[str]]:
             rows.append([str(i), _png(i), " ".join(str(k * 5 + i) for k in range(16))])
         elif task == "detection":  # image_id, image, x0,y0,x1,y1,cat_id,name&&...
             rows.append([str(i), _png(i), f"{4 + i},5,20,24,1,box&&0,0,31,3,2,wall"])
+        elif task.startswith("glue:"):  # OFA's glue_data files (no header)
+            rows.append(_glue_row(task.split(":")[1], i))
     return rows
+
+
+def _glue_row(dataset: str, i: int) -> list[str]:
+    """Row ``i`` of OFA's ``<dataset>_*.tsv``, every column the official selected_cols read."""
+    a, b = f"the box is white {i}", "a white box"
+    return {"sst2": [a, str(i % 2)], "cola": [str(i), a, str(i % 2)],
+            "mrpc": [a, b, str(i % 2)], "qqp": [str(i), "1", "2", a, b, str(i % 2)],
+            "qnli": [str(i), "what is white?", a, ("entailment", "not_entailment")[i % 2]],
+            "rte": [str(i), a, b, ("entailment", "not_entailment")[i % 2]],
+            "mnli": [a, b, str(i % 3)]}[dataset]
 
 
 def _negatives(folder: Path) -> Path:
@@ -94,6 +106,8 @@ def _tiny_recipe(path: Path, tmp: Path, init: Path) -> dict:
         tsv = tmp / Path(spec["path"]).name
         if not tsv.exists():
             task = spec.get("pretrain") or spec["tasks"][0]
+            if task == "glue":  # the dataset: OFA's file name (sst2_train.tsv)
+                task = "glue:" + tsv.name.split("_")[0]
             rows = _rows(task, 6 if "train" in tsv.name else 3)
             tsv.write_text("".join("\t".join(r) + "\n" for r in rows))
         spec["path"] = str(tsv)
@@ -145,6 +159,9 @@ def test_every_published_run_has_a_recipe():
         assert {f"{task}-base", f"{task}-large"} <= names
     assert {"imagenet-large", "gigaword-large", "image-gen-stage1-large", "pretrain-base",
             "pretrain-large"} <= names
+    # run_scripts/glue publishes OFA-Large runs only
+    assert {f"glue-{d}-large" for d in ("sst2", "cola", "mrpc", "qqp", "qnli", "rte",
+                                        "mnli")} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)

@@ -48,7 +48,8 @@ __all__ = [
     "read_tsv",
 ]
 
-TSV_TASKS = ("caption", "vqa", "ground", "entail", "classify", "summarize", "imagine")
+TSV_TASKS = ("caption", "vqa", "ground", "entail", "classify", "summarize", "imagine",
+             "ocr")
 ENTAIL_LABELS = ("entailment", "contradiction", "neutral")
 
 # The official task names (``--task=...`` in run_scripts) are accepted too.
@@ -151,6 +152,14 @@ TSV_LAYOUTS: dict[str, TSVLayout] = {
         "data/mm_data/image_gen_dataset.py; run_scripts/image_gen/"
         "train_image_gen_stage1_distributed.sh, evaluate_image_gen.sh; README "
         "'Text-to-Image Generation'"),
+    # Files: the OFA-OCR TSVs (e.g. ocr_scene_test.tsv, never released; the ModelScope
+    # ocr_fudanvi_zh data in this layout). OcrDataset unpacks ``uniq_id, image, caption``;
+    # evaluate_ocr.sh selects 0,1,2. The text is the line as written.
+    "ocr": TSVLayout(
+        "ocr", "ocr_{train,val,test}.tsv",
+        ("uniq_id", "image_base64", "text"),
+        ("id", "image", "text"), (0, 1, 2), 3,
+        "data/mm_data/ocr_dataset.py; run_scripts/ocr/evaluate_ocr.sh"),
 }
 
 
@@ -492,9 +501,14 @@ def _imagine(row: _Row) -> dict:
     return record
 
 
+def _ocr(row: _Row) -> dict:
+    return {"task": "ocr", "id": row.id(), "image": row.image(),
+            "text": row.text("text", "text")}
+
+
 _PARSERS: dict[str, Callable[[_Row], dict]] = {
     "caption": _caption, "vqa": _vqa, "ground": _ground, "entail": _entail,
-    "classify": _classify, "summarize": _summarize, "imagine": _imagine,
+    "classify": _classify, "summarize": _summarize, "imagine": _imagine, "ocr": _ocr,
 }
 
 
@@ -579,8 +593,12 @@ def read_tsv(path: str | os.PathLike[str], task: str,
     every line must have exactly the official number of columns. ``decode_images=False``
     leaves each ``image`` as the encoded file bytes, which :func:`ofa.preprocess.load_image`
     decodes later. Malformed lines raise :class:`~ofa.errors.InputError` naming the file and
-    line when they are read.
+    line when they are read. ``glue`` reads GLUE's files (:mod:`ofa.data.glue`).
     """
+    if task == "glue":  # text only, a layout per dataset: GLUE's own or OFA's glue_data
+        from .glue import read_glue_tsv
+
+        return read_glue_tsv(path, selected_cols=selected_cols)  # type: ignore[return-value]
     name = _resolve_task(task, path)
     layout = TSV_LAYOUTS[name]
     cols = _parse_cols(selected_cols, str(path))

@@ -35,11 +35,11 @@ class EncoderGraph(nn.Module):
         b, n_text = input_ids.shape
         text_pos = torch.arange(n_text, device=input_ids.device)
         x = enc.embed_text(input_ids, text_pos)
-        img_x, img_ids = enc.embed_image(images.to(x.dtype))
+        img_x, img_ids, img_pos = enc.embed_image(images.to(x.dtype))
         img_pad = image_mask.to(torch.bool).logical_not()[:, None].expand(b, img_x.shape[1])
         x = torch.cat([img_x, x], dim=1)
         padding = torch.cat([img_pad, input_ids.eq(cfg.pad_token_id)], dim=1)
-        pos = enc.positions(text_pos, img_ids)
+        pos = enc.positions(text_pos, img_pos)
         abs_bias = position_bias(enc.pos_q_linear, enc.pos_k_linear, pos, pos, heads,
                                  enc.pos_scaling)
         # the model skips these two when nothing is padded: x * 1 and + 0 change no value

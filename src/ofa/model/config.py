@@ -27,6 +27,7 @@ INT_BOUNDS: dict[str, tuple[int, int]] = {
     "max_source_positions": (1, 65536), "max_target_positions": (1, 65536),
     "token_bucket_size": (1, 65536), "image_bucket_size": (1, 1024),
     "code_image_size": (8, 4096), "num_type_embeddings": (1, 64),
+    "orig_patch_image_size": (16, 16384),
     "pad_token_id": (0, 999_999), "bos_token_id": (0, 999_999), "eos_token_id": (0, 999_999),
 }
 MAX_RESNET_BLOCKS = 256  # per stage (ofa-huge: 36)
@@ -93,6 +94,12 @@ class OFAConfig:
     # ``--entangle-position-embedding`` without ``--disable-entangle``). Every released
     # checkpoint has False: positions reach attention only as a bias, never the values.
     entangle_position_embedding: bool = False
+    # OFA-OCR's --interpolate-position: when an image has more patches than a side of
+    # orig_patch_image_size gives, the image position table is read on that smaller grid and
+    # bilinearly resized to the image's grid (OFA-Sys/OFA models/ofa/unify_transformer.py,
+    # get_patch_images_info). The official default side is 256.
+    interpolate_position: bool = False
+    orig_patch_image_size: int = 256
     # regularisation (all 0 at inference; the official fine-tuning scripts use 0.1)
     dropout: float = 0.0
     attention_dropout: float = 0.0
@@ -129,9 +136,9 @@ class OFAConfig:
             raise InputError(f"resnet_layers must be 3 block counts, got {blocks!r}")
         self.resnet_layers = tuple(  # type: ignore[assignment]
             _checked_int("resnet_layers", n, 1, MAX_RESNET_BLOCKS) for n in blocks)
-        if not isinstance(self.entangle_position_embedding, bool):
-            raise InputError(f"entangle_position_embedding must be true or false, got "
-                             f"{self.entangle_position_embedding!r}")
+        for name in ("entangle_position_embedding", "interpolate_position"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.name is not None and not isinstance(self.name, str):
             raise InputError(f"name must be a string or null, got {self.name!r}")
         for name in ("pad_token_id", "bos_token_id", "eos_token_id"):

@@ -91,8 +91,10 @@ class OFAEncoder(nn.Module):
         self.layer_norm = nn.LayerNorm(d, eps=eps)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def embed_image(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Patch embeddings [B, P, D] and their position ids [P] (row-major r*42+c+1)."""
+    def embed_image(self, images: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Patch embeddings [B, P, D], their position ids [P] (row-major r*42+c+1) and their
+        absolute position embeddings [P, D]."""
         feat = self.embed_images(images)
         h, w = feat.shape[-2:]
         if max(h, w) > self.cfg.image_bucket_size:
@@ -101,10 +103,23 @@ class OFAEncoder(nn.Module):
                              f"{h}x{w} patch grid; OFA's position table covers at most "
                              f"{side}x{side} px")
         ids = image_position_ids(h, w, self.cfg.image_bucket_size, feat.device)
+        pos_embed = self.image_position_embeddings(ids, h, w)
         x = self.image_proj(feat.flatten(2).transpose(1, 2)) + self.type_embedding.weight[1]
         if self.cfg.entangle_position_embedding:
-            x = x + self.embed_image_positions(ids)
-        return self.dropout(self.patch_layernorm_embedding(x)), ids
+            x = x + pos_embed
+        return self.dropout(self.patch_layernorm_embedding(x)), ids, pos_embed
+
+    def image_position_embeddings(self, ids: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """The absolute embeddings [P, D] of an h x w patch grid with position ``ids``; with
+        ``interpolate_position``, a grid larger than the training one reads the table on the
+        training grid, resized bilinearly (the relative buckets keep the real ids)."""
+        side = self.cfg.orig_patch_image_size // 16
+        if not self.cfg.interpolate_position or h * w <= side * side:
+            return self.embed_image_positions(ids)
+        orig = image_position_ids(side, side, self.cfg.image_bucket_size, ids.device)
+        table = self.embed_image_positions(orig).reshape(1, side, side, -1).permute(0, 3, 1, 2)
+        table = F.interpolate(table, size=(h, w), mode="bilinear", align_corners=False)
+        return table.permute(0, 2, 3, 1).reshape(h * w, -1)
 
     def embed_text(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Token embeddings [B, L, D] of right-padded ``input_ids`` at ``positions`` [L]."""
@@ -113,12 +128,13 @@ class OFAEncoder(nn.Module):
             x = x + self.embed_positions(positions)
         return self.dropout(self.layernorm_embedding(x))
 
-    def positions(self, text_pos: torch.Tensor, img_ids: torch.Tensor | None) -> torch.Tensor:
-        """LayerNormed absolute positions [T, D] of the source: image patches, then text."""
+    def positions(self, text_pos: torch.Tensor, img_pos: torch.Tensor | None) -> torch.Tensor:
+        """LayerNormed absolute positions [T, D] of the source: image patches (``img_pos``,
+        their embeddings from :meth:`embed_image`), then text."""
         pos = self.pos_ln(self.embed_positions(text_pos))
-        if img_ids is None:
+        if img_pos is None:
             return pos
-        return torch.cat([self.image_pos_ln(self.embed_image_positions(img_ids)), pos])
+        return torch.cat([self.image_pos_ln(img_pos), pos])
 
     def layer_bias(self, i: int, abs_bias: torch.Tensor, text_buckets: torch.Tensor,
                    img_buckets: torch.Tensor | None) -> torch.Tensor:
@@ -150,20 +166,20 @@ class OFAEncoder(nn.Module):
         text_pos = torch.arange(n_text, device=input_ids.device)
         x = self.embed_text(input_ids, text_pos)
         padding = input_ids.eq(cfg.pad_token_id)
-        img_ids = img_buckets = None
+        img_ids = img_pos = img_buckets = None
         if images is not None:
-            img_x, img_ids = self.embed_image(images.to(x.dtype))
+            img_x, img_ids, img_pos = self.embed_image(images.to(x.dtype))
             if sample_patches is not None and sample_patches < img_ids.numel():
                 keep = torch.randperm(img_ids.numel())[:sample_patches].sort().values
                 keep = keep.to(img_ids.device)
-                img_x, img_ids = img_x[:, keep], img_ids[keep]
+                img_x, img_ids, img_pos = img_x[:, keep], img_ids[keep], img_pos[keep]
             img_pad = torch.zeros(img_x.shape[:2], dtype=torch.bool, device=x.device)
             if image_mask is not None:
                 img_pad |= ~image_mask.to(torch.bool)[:, None]
             x = torch.cat([img_x, x], dim=1)
             padding = torch.cat([img_pad, padding], dim=1)
             img_buckets = image_rel_buckets(img_ids, img_ids, cfg.image_bucket_size)
-        pos = self.positions(text_pos, img_ids)
+        pos = self.positions(text_pos, img_pos)
         abs_bias = position_bias(self.pos_q_linear, self.pos_k_linear, pos, pos,
                                  cfg.attention_heads, self.pos_scaling)
         # without padding the mask is skipped and the [1, H, T, T] bias broadcasts over the

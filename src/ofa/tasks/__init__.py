@@ -8,9 +8,11 @@ from .base import Example, Task, TaskField
 from .caption import CaptionTask
 from .classification import ClassificationTask
 from .entailment import EntailmentTask
+from .glue import GlueTask
 from .grounding import GroundingTask
 from .imagine import ImagineTask
 from .instruction import InstructionTask
+from .ocr import OCRTask
 from .summarization import SummarizationTask
 from .text import pre_caption, pre_question, strip_punctuation
 from .vqa import VQATask
@@ -19,7 +21,7 @@ from .vqa import VQATask
 # VQATask(zero_shot=True), are built anew where those are given).
 TASKS: dict[str, Task] = {task.name: task for task in (
     CaptionTask(), VQATask(), GroundingTask(), EntailmentTask(), ClassificationTask(),
-    SummarizationTask(), InstructionTask(), ImagineTask())}
+    SummarizationTask(), InstructionTask(), ImagineTask(), OCRTask(), GlueTask())}
 
 
 def get_task(name: str) -> Task:
@@ -32,4 +34,5 @@ def get_task(name: str) -> Task:
 
 __all__ = ["TASKS", "get_task", "Example", "PreprocessCfg", "Task", "TaskField", "CaptionTask",
            "VQATask", "GroundingTask", "EntailmentTask", "ClassificationTask", "SummarizationTask",
-           "InstructionTask", "ImagineTask", "pre_caption", "pre_question", "strip_punctuation"]
+           "InstructionTask", "ImagineTask", "OCRTask", "pre_caption", "pre_question",
+           "strip_punctuation"]

@@ -17,6 +17,7 @@ from ..generate import GenerationConfig, Hypothesis, Trie
 from ..model import OFAConfig
 from ..preprocess import PreprocessCfg
 from ..tokenizer import OFATokenizer
+from ..tokenizer_cn import AnyTokenizer
 
 MAX_TEXT_CHARS = 1000  # a question, an expression, a prompt
 MAX_ARTICLE_CHARS = 20_000  # an article to summarise
@@ -90,6 +91,8 @@ class Task:
     record_fields: tuple[str, ...] = ()  # what a data record must hold; () = no records
     default_model: str = ""  # registry name used when no model is given
     demo: bool = False  # the embedded shapes-demo model was trained for it
+    # the vocabularies it has prompts for: "en" (GPT-2 BPE), "zh" (the Chinese checkpoints)
+    languages: tuple[str, ...] = ("en",)
 
     @property
     def image_size(self) -> int | None:
@@ -120,7 +123,10 @@ class Task:
         """A trie the decoded answers must follow, or None."""
         return None
 
-    def generation_config(self, model_config: OFAConfig) -> GenerationConfig:
+    def generation_config(self, model_config: OFAConfig,
+                          tokenizer: AnyTokenizer | None = None) -> GenerationConfig:
+        """The official decoding settings for ``model_config``; ``tokenizer`` tells the
+        vocabulary (the Chinese checkpoints have settings and token ranges of their own)."""
         return GenerationConfig()
 
     def prepare(self, tokenizer: OFATokenizer, label: str, **fields: Any) -> Example:
@@ -167,6 +173,11 @@ class Task:
         user set, by field name; unset ones are None)."""
         return {k: v for k, v in given.items() if v is not None}
 
+    def record_options(self, record: dict) -> dict[str, Any]:
+        """Options a record sets itself (GLUE: its dataset); evaluation runs the records
+        whose options differ as separate calls."""
+        return {}
+
     def score(self, records: Sequence[dict], predictions: Sequence[Any], full: bool
               ) -> tuple[dict[str, float], dict[str, str]]:
         """Metrics of ``predictions`` (the ``result_key`` values) against ``records``, and
@@ -189,6 +200,24 @@ def answer_tokens(example: Example, hyp: Hypothesis) -> list[int]:
     """Generated ids after the forced prefix, without the final EOS."""
     tokens = hyp.tokens.tolist()[len(example.prefix):]
     return tokens[:-1] if tokens and tokens[-1] == 2 else tokens
+
+
+def language(tokenizer: AnyTokenizer | None) -> str:
+    """``"zh"`` for the Chinese checkpoints' vocabulary, else ``"en"`` (also for None)."""
+    return "en" if tokenizer is None else tokenizer.language
+
+
+_LANGUAGE_NAMES = {"en": "English", "zh": "Chinese"}
+
+
+def require_language(task: Task, tokenizer: AnyTokenizer) -> None:
+    """An InputError unless ``task`` has prompts for the model's vocabulary."""
+    lang = language(tokenizer)
+    if lang not in task.languages:
+        wanted = " or ".join(_LANGUAGE_NAMES[x] for x in task.languages)
+        example = f" (e.g. {task.default_model})" if task.default_model else ""
+        raise InputError(f"the {task.name} task needs a model with the {wanted} "
+                         f"vocabulary{example}; this model has the {_LANGUAGE_NAMES[lang]} one")
 
 
 def record_weight(record: dict) -> float:

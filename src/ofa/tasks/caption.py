@@ -1,4 +1,5 @@
-"""Image captioning: ``" what does the image describe?"``, beam 5, at most 16 tokens."""
+"""Image captioning: ``" what does the image describe?"``, beam 5, at most 16 tokens; the
+Chinese checkpoints (MUGE): ``"图片描述了什么内容?"``, beam 8, at most 128 tokens."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from ..errors import InputError
 from ..generate import GenerationConfig, Hypothesis
 from ..model import OFAConfig
 from ..preprocess import PreprocessCfg
-from ..tokenizer import OFATokenizer
-from .base import Example, Task, TaskField, answer_tokens, record_weight
-from .text import pre_caption, strip_punctuation
+from ..tokenizer_cn import AnyTokenizer
+from .base import Example, Task, TaskField, answer_tokens, language, record_weight
+from .text import join_chinese, pre_caption, split_cjk, strip_punctuation
 
 PROMPT = " what does the image describe?"
+PROMPT_ZH = "图片描述了什么内容?"  # OFA-Sys/OFA data/mm_data/caption_dataset.py (bpe=bert)
 MAX_TARGET_WORDS = 20  # official caption --max-tgt-length
 
 
@@ -39,20 +41,30 @@ class CaptionTask(Task):
     result_key = "caption"
     record_fields = ("image", "caption")
     default_model = "ofa-base-caption"
+    languages = ("en", "zh")
     demo = True
 
-    def generation_config(self, model_config: OFAConfig) -> GenerationConfig:
+    def generation_config(self, model_config: OFAConfig,
+                          tokenizer: AnyTokenizer | None = None) -> GenerationConfig:
+        if language(tokenizer) == "zh":  # run_scripts/caption/generate_caption_cn.sh
+            return GenerationConfig(beam_size=8, max_len_b=128, min_len=1,
+                                    no_repeat_ngram_size=3)
         if model_config.name == "huge":  # evaluate_caption_huge: beam 10, lenpen/temp 0.98
             return GenerationConfig(beam_size=10, max_len_b=16, no_repeat_ngram_size=3,
                                     lenpen=0.98, temperature=0.98)
         return GenerationConfig(beam_size=5, max_len_b=16, min_len=1, no_repeat_ngram_size=3)
 
-    def prepare(self, tokenizer: OFATokenizer, label: str, prompt: str = PROMPT) -> Example:
+    def prepare(self, tokenizer: AnyTokenizer, label: str, prompt: str | None = None
+                ) -> Example:
+        if prompt is None:
+            prompt = PROMPT_ZH if language(tokenizer) == "zh" else PROMPT
         return Example(label, tokenizer.encode(prompt))
 
-    def result(self, tokenizer: OFATokenizer, example: Example, hyp: Hypothesis) -> dict:
-        # official evaluation strips punctuation from the decoded caption
-        return {"caption": strip_punctuation(tokenizer.decode(answer_tokens(example, hyp)))}
+    def result(self, tokenizer: AnyTokenizer, example: Example, hyp: Hypothesis) -> dict:
+        # official evaluation strips punctuation from the decoded caption; a Chinese decode
+        # spaces every character, joined back here (scoring splits them again)
+        text = strip_punctuation(tokenizer.decode(answer_tokens(example, hyp)))
+        return {"caption": join_chinese(text) if language(tokenizer) == "zh" else text}
 
     def check_record(self, record: dict) -> None:
         references(record)
@@ -61,7 +73,9 @@ class CaptionTask(Task):
               ) -> tuple[dict[str, float], dict[str, str]]:
         from ..metrics import CAPTION_METRICS, FAST_CAPTION_METRICS, caption_report
 
-        report = caption_report([p or "" for p in predictions], [references(r) for r in records],
+        # Chinese captions are scored by character (no-op on other text)
+        report = caption_report([split_cjk(p or "") for p in predictions],
+                                [[split_cjk(c) for c in references(r)] for r in records],
                                 metrics=CAPTION_METRICS if full else FAST_CAPTION_METRICS)
         notes = {k: f"not computed: {v}" for k, v in report.skipped.items()}
         notes.update({f"tokenizer{i}": n for i, n in enumerate(report.notes)})

@@ -1,4 +1,5 @@
-"""Visual grounding (RefCOCO/+/g): exactly 4 ``<bin_i>`` tokens, decoded to a box in pixels."""
+"""Visual grounding (RefCOCO/+/g, and their Chinese translations for the Chinese checkpoints):
+exactly 4 ``<bin_i>`` tokens, decoded to a box in pixels."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ from ..boxes import bins_to_box, box_to_bins, is_bin_token, validate_box
 from ..generate import GenerationConfig, Hypothesis
 from ..model import OFAConfig
 from ..preprocess import PreprocessCfg
-from ..tokenizer import BIN_OFFSET, NUM_BINS, OFATokenizer
-from .base import Example, Task, TaskField, record_weight
+from ..tokenizer import BIN_OFFSET, NUM_BINS
+from ..tokenizer_cn import AnyTokenizer
+from .base import Example, Task, TaskField, language, record_weight
 from .text import pre_caption, require_text
 
 PROMPT = ' which region does the text " {} " describe?'
+# OFA-Sys/OFA data/mm_data/refcoco_dataset.py with bpe=bert: ASCII quotes, full-width ？
+PROMPT_ZH = '这段文字" {} "描述的是哪个区域？'
 
 
 class GroundingTask(Task):
@@ -34,6 +38,7 @@ class GroundingTask(Task):
     result_key = "box"
     record_fields = ("image", "text", "box")
     default_model = "ofa-base-refcoco"
+    languages = ("en", "zh")
     demo = True
 
     def __init__(self, bins_only: bool = False) -> None:
@@ -45,22 +50,27 @@ class GroundingTask(Task):
                   bins_only: bool | None = None) -> GroundingTask:
         return GroundingTask(bool(bins_only))
 
-    def generation_config(self, model_config: OFAConfig) -> GenerationConfig:
+    def generation_config(self, model_config: OFAConfig,
+                          tokenizer: AnyTokenizer | None = None) -> GenerationConfig:
+        # the same settings for the Chinese checkpoints (evaluate_refcoco_cn.sh)
+        start = BIN_OFFSET if tokenizer is None else tokenizer.bin_offset
         return GenerationConfig(beam_size=5, max_len_b=4, min_len=4, no_repeat_ngram_size=3,
-                                constraint_range=(BIN_OFFSET, BIN_OFFSET + NUM_BINS)
+                                constraint_range=(start, start + NUM_BINS)
                                 if self.bins_only else None, strict_range=self.bins_only)
 
-    def prepare(self, tokenizer: OFATokenizer, label: str, text: str = "") -> Example:
+    def prepare(self, tokenizer: AnyTokenizer, label: str, text: str = "") -> Example:
         expr = pre_caption(require_text(text, "referring expression"), 80)
-        return Example(label, tokenizer.encode(PROMPT.format(expr)), info={"text": expr})
+        prompt = PROMPT_ZH if language(tokenizer) == "zh" else PROMPT
+        return Example(label, tokenizer.encode(prompt.format(expr)), info={"text": expr})
 
-    def result(self, tokenizer: OFATokenizer, example: Example, hyp: Hypothesis) -> dict:
+    def result(self, tokenizer: AnyTokenizer, example: Example, hyp: Hypothesis) -> dict:
         tokens = hyp.tokens.tolist()[:4]
         box = None
-        if len(tokens) == 4 and all(is_bin_token(t) for t in tokens):
+        offset = tokenizer.bin_offset
+        if len(tokens) == 4 and all(is_bin_token(t, bin_offset=offset) for t in tokens):
             # the bins cover the square the image was resized to (a checkpoint may use its own)
             patch = self.image_size if example.image is None else example.image.shape[-1]
-            box = list(bins_to_box(tokens, example.image_size, patch))
+            box = list(bins_to_box(tokens, example.image_size, patch, bin_offset=offset))
         size = None if example.image_size is None else list(example.image_size)
         return {"text": example.info["text"], "box": box, "image_size": size}
 
@@ -78,6 +88,7 @@ class GroundingTask(Task):
         return {"acc@0.5": grounding_accuracy(list(predictions),
                                               [r["box"] for r in records])}, {}
 
-    def target_tokens(self, tokenizer: OFATokenizer, record: dict, example: Example,
+    def target_tokens(self, tokenizer: AnyTokenizer, record: dict, example: Example,
                       patch: int | None) -> tuple[list[int], float]:
-        return box_to_bins(record["box"], example.image_size, patch), record_weight(record)
+        return (box_to_bins(record["box"], example.image_size, patch,
+                            bin_offset=tokenizer.bin_offset), record_weight(record))

@@ -6,6 +6,7 @@ from ..generate import GenerationConfig, Hypothesis
 from ..model import OFAConfig
 from ..preprocess import PreprocessCfg
 from ..tokenizer import OFATokenizer
+from ..tokenizer_cn import AnyTokenizer
 from .base import Example, Task, TaskField, answer_tokens
 from .text import require_text
 
@@ -22,7 +23,8 @@ class InstructionTask(Task):
     result_key = "text"
     default_model = "ofa-base"
 
-    def generation_config(self, model_config: OFAConfig) -> GenerationConfig:
+    def generation_config(self, model_config: OFAConfig,
+                          tokenizer: AnyTokenizer | None = None) -> GenerationConfig:
         return GenerationConfig(beam_size=5, max_len_b=32, min_len=1, no_repeat_ngram_size=3)
 
     def prepare(self, tokenizer: OFATokenizer, label: str, prompt: str = "") -> Example:

@@ -8,6 +8,7 @@ from typing import Any
 from ..generate import GenerationConfig, Hypothesis
 from ..model import OFAConfig
 from ..tokenizer import OFATokenizer
+from ..tokenizer_cn import AnyTokenizer
 from .base import MAX_ARTICLE_CHARS, Example, Task, TaskField, answer_tokens, record_weight
 from .text import require_text
 
@@ -27,7 +28,8 @@ class SummarizationTask(Task):
     record_fields = ("source", "summary")
     default_model = "ofa-large-gigaword"
 
-    def generation_config(self, model_config: OFAConfig) -> GenerationConfig:
+    def generation_config(self, model_config: OFAConfig,
+                          tokenizer: AnyTokenizer | None = None) -> GenerationConfig:
         return GenerationConfig(beam_size=6, max_len_b=32, min_len=1, no_repeat_ngram_size=3,
                                 lenpen=0.7)
 

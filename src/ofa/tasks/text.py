@@ -40,6 +40,25 @@ def strip_punctuation(text: str) -> str:
     return text.translate(_PUNCT_TABLE).strip()
 
 
+# spaces the Chinese decode leaves next to anything but ASCII letters, digits and .,:!?
+# (ModelScope's OFA post-processing of Chinese generation)
+_CHINESE_SPACES = re.compile(r"((?<=[^ a-zA-Z0-9.,:!?]) +| +(?=[^ a-zA-Z0-9.,:!?]))")
+# CJK ideographs, the characters BERT-Chinese makes tokens of their own
+_CJK = re.compile("([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f])")
+
+
+def join_chinese(text: str) -> str:
+    """A Chinese decode (``图 片 上 的 cat``) as text (``图片上的cat``): spaces stay only
+    between ASCII words."""
+    return _CHINESE_SPACES.sub("", text).strip()
+
+
+def split_cjk(text: str) -> str:
+    """Every CJK character a word of its own (character-level scoring of Chinese captions,
+    as the official Chinese decode spaces them); other text is unchanged."""
+    return " ".join(_CJK.sub(r" \1 ", text).split())
+
+
 def require_text(text: object, what: str) -> str:
     """A non-empty string, or a clear InputError naming ``what`` was wrong."""
     if not isinstance(text, str):

@@ -16,6 +16,7 @@ from ..generate import GenerationConfig, Hypothesis, Trie
 from ..model import OFAConfig
 from ..preprocess import PreprocessCfg
 from ..tokenizer import OFATokenizer
+from ..tokenizer_cn import AnyTokenizer
 from .base import MAX_ITEM_CHARS, Example, Task, TaskField, answer_tokens, record_weight
 from .text import pre_question, require_text
 
@@ -97,7 +98,8 @@ class VQATask(Task):
             return Trie.from_answers(tokenizer, self.answers)
         return None
 
-    def generation_config(self, model_config: OFAConfig) -> GenerationConfig:
+    def generation_config(self, model_config: OFAConfig,
+                          tokenizer: AnyTokenizer | None = None) -> GenerationConfig:
         if self.zero_shot:
             # evaluate_vqa_zeroshot.sh keeps fairseq's default max_len_b (200); answers end
             # within a few tokens because unnormalised scores only fall with length

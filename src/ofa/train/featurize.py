@@ -17,8 +17,9 @@ import torch
 
 from ..errors import InputError
 from ..generate import Trie
-from ..preprocess import ImageTransform, image_pixels, load_image, resize_image
+from ..preprocess import ImageTransform, image_pixels, load_image, resize_as
 from ..tasks import TASKS, get_task
+from ..tasks.base import require_language
 from ..tasks.caption import references as caption_references
 from ..tokenizer import BOS, CODE_OFFSET, EOS, NUM_CODES, PAD, OFATokenizer, pad_batch
 from .loss import NUM_SPECIAL_IDS, range_mask
@@ -48,15 +49,18 @@ class Sample:
 
 
 # Tasks whose targets can be constrained to a candidate list in training (the official VQA,
-# SNLI-VE and ImageNet fine-tuning build a trie over the candidates and mask the loss with it).
-CONSTRAINABLE_TASKS = ("vqa", "entail", "classify")
+# SNLI-VE, ImageNet and GLUE fine-tuning build a trie over the candidates and mask the loss
+# with it).
+CONSTRAINABLE_TASKS = ("vqa", "entail", "classify", "glue")
 
 
 def candidate_tries(tasks: Sequence[str], tokenizer: OFATokenizer, *,
                     vqa_answers: Sequence[str] | None, records: Sequence[dict]
                     ) -> dict[str, Trie]:
     """The answer trie of each constrainable task among ``tasks``: VQA over ``vqa_answers``,
-    entailment over yes / no / maybe, classification over the labels found in ``records``."""
+    entailment over yes / no / maybe, classification over the labels found in ``records``,
+    GLUE over the label words of the datasets in ``records`` (one dataset: exactly its own,
+    as OFA-Sys/OFA tasks/nlu_tasks/*.py build them)."""
     tries = {}
     for task in tasks:
         if task == "vqa":
@@ -69,6 +73,12 @@ def candidate_tries(tasks: Sequence[str], tokenizer: OFATokenizer, *,
         elif task == "classify":
             labels = sorted({r["label"].strip() for r in records if r.get("task") == task})
             tries[task] = Trie.from_answers(tokenizer, labels)
+        elif task == "glue":
+            from ..tasks.glue import get_dataset
+
+            names = dict.fromkeys(r["dataset"] for r in records if r.get("task") == task)
+            words = dict.fromkeys(w for n in names for w in get_dataset(n).words)
+            tries[task] = Trie.from_answers(tokenizer, list(words))
     return tries
 
 
@@ -91,10 +101,12 @@ def target_text(record: dict) -> tuple[str, float]:
     return get_task(record["task"]).target_text(record)
 
 
-def load_resized(image: Any, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """``(uint8 pixels (3, size, size) of the resized image, original (width, height))``."""
+def load_resized(image: Any, size: int, mode: str = "squash"
+                 ) -> tuple[torch.Tensor, tuple[int, int]]:
+    """``(uint8 pixels (3, size, size) of the resized image, original (width, height))``;
+    ``mode``: how it is resized (:func:`ofa.preprocess.resize_as`)."""
     pil = load_image(image)
-    return image_pixels(resize_image(pil, size)), pil.size
+    return image_pixels(resize_as(pil, size, mode)), pil.size
 
 
 @functools.lru_cache(maxsize=64)
@@ -112,17 +124,18 @@ class ResizedImageCache:
     """
 
     def __init__(self) -> None:
-        self._images: dict[tuple[str, int], tuple[torch.Tensor, tuple[int, int]]] = {}
+        self._images: dict[tuple[str, int, str], tuple[torch.Tensor, tuple[int, int]]] = {}
 
     def __len__(self) -> int:
         return len(self._images)
 
-    def get(self, image: Any, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    def get(self, image: Any, size: int, mode: str = "squash"
+            ) -> tuple[torch.Tensor, tuple[int, int]]:
         """``(uint8 pixels (3, size, size) of the resized image, original (width, height))``."""
-        key = (os.fspath(image), size) if isinstance(image, str | os.PathLike) else None
+        key = (os.fspath(image), size, mode) if isinstance(image, str | os.PathLike) else None
         hit = self._images.get(key) if key is not None else None
         if hit is None:
-            hit = load_resized(image, size)
+            hit = load_resized(image, size, mode)
             if key is not None:
                 self._images[key] = hit
         return hit
@@ -135,7 +148,7 @@ def image_input(image: Any, task: str, image_size: int | None = None,
     it, at ``image_size`` (default: the task's official size)."""
     cfg = get_task(task).preprocess.with_size(image_size)
     load = image_cache.get if image_cache is not None else load_resized
-    pixels, size = load(image, cfg.size)
+    pixels, size = load(image, cfg.size, cfg.resize)
     return _transform(cfg.size, cfg.mean, cfg.std).normalize(pixels), (size, cfg.size)
 
 
@@ -154,6 +167,10 @@ def build_sample(record: dict, tokenizer: OFATokenizer, image_size: int | None =
     # the table's task module: fine-tuned style prompts (VQA and entailment take the question
     # as decoder prefix)
     task = get_task(name)
+    require_language(task, tokenizer)
+    options = task.record_options(record)
+    if options:  # a record that sets its own options (a GLUE record's dataset)
+        task = task.configure(**options)
     image = size = patch = None
     if task.preprocess is not None:
         image, (size, patch) = image_input(record["image"], name, image_size, image_cache)

@@ -19,14 +19,15 @@ __all__ = ["IMAGINE_TASKS", "TASK_ALIASES", "EvalData", "read_eval_data", "resol
 def read_eval_data(task: str, data: str | os.PathLike[str], *, split: str | None = None,
                    images: str | os.PathLike[str] | None = None,
                    annotations: str | os.PathLike[str] | None = None,
-                   class_names: str | os.PathLike[str] | None = None) -> EvalData:
+                   class_names: str | os.PathLike[str] | None = None,
+                   glue_dataset: str | None = None) -> EvalData:
     """Records of the evaluation set at ``data`` for ``task``: see
     :func:`ofa.data.benchmarks.sets.read_eval_data`; the text-to-image task (``imagine``, or
     the official name ``image_gen``) reads OFA's ``coco_vqgan_*.tsv`` captions
     (:func:`ofa.data.benchmarks.imagegen.read_imagegen`; ``images`` is then the folder of
-    reference images for FID)."""
+    reference images for FID); ``glue_dataset`` names a GLUE file's dataset."""
     if isinstance(task, str) and task.strip().lower() in IMAGINE_TASKS:
         return read_imagegen(data, split=split, images=images, annotations=annotations,
                              class_names=class_names)
     return _read_eval_data(task, data, split=split, images=images, annotations=annotations,
-                           class_names=class_names)
+                           class_names=class_names, glue_dataset=glue_dataset)

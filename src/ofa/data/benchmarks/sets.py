@@ -20,6 +20,9 @@ entail      SNLI-VE ``snli_ve_<split>.jsonl``, or their folder (split default te
 classify    a class-folder tree (``root[/<split>]/<class>/<images>``) with optional
             ``class_names``
 summarize   Gigaword source text (reference found by name or given), or their folder
+glue        a GLUE TSV (``SST-2/dev.tsv``, ``MNLI/dev_matched.tsv``, OFA's ``sst2_dev.tsv``) or
+            a GLUE dataset folder (split default dev); the dataset from the file, or named
+            (``glue_dataset``, or the task ``sst2``, ``mnli-mm``, ...)
 all         an official OFA ``.tsv`` file (images stay encoded), or our ``.jsonl`` records
 ==========  ====================================================================================
 
@@ -40,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import InputError
+from ...tasks.glue import get_dataset
+from ..glue import find_glue_file, read_glue_tsv
 from ..records import TASK_NAMES, read_jsonl
 from ..tsv import TSV_LAYOUTS, TSVFile, read_tsv
 from .coco import find_coco_references, read_coco_caption_list, read_coco_captions, read_karpathy
@@ -59,7 +64,9 @@ TASK_ALIASES = {"coco": "caption", "coco_caption": "caption", "captioning": "cap
                 "refcocog": "ground", "grounding": "ground",
                 "snli_ve": "entail", "snli-ve": "entail", "snlive": "entail",
                 "imagenet": "classify", "image_classify": "classify",
-                "gigaword": "summarize", "summarization": "summarize"}
+                "gigaword": "summarize", "summarization": "summarize",
+                **{name: "glue" for name in ("sst2", "sst-2", "cola", "mrpc", "qqp", "qnli",
+                                             "rte", "mnli", "mnli-m", "mnli-mm")}}
 _REFER_NAMES = {"refcoco": "refcoco", "refcoco+": "refcoco+", "refcocoplus": "refcoco+",
                 "refcocog": "refcocog"}
 
@@ -88,7 +95,7 @@ class _Request:
     images: Path | None
     annotations: Path | None
     class_names: Path | None
-    dataset: str | None  # refer dataset named by the task alias
+    dataset: str | None  # refer dataset named by the task alias; GLUE's dataset
 
 
 def resolve_task(task: str) -> tuple[str, str | None]:
@@ -99,22 +106,30 @@ def resolve_task(task: str) -> tuple[str, str | None]:
     if name is None:
         raise InputError(f"unknown evaluation task {task!r}; choose one of {list(TASK_NAMES)} "
                          f"or a benchmark name ({', '.join(TASK_ALIASES)})")
-    return name, _REFER_NAMES.get(key)
+    return name, _REFER_NAMES.get(key) or (key if name == "glue" and key != "glue" else None)
 
 
 def read_eval_data(task: str, data: str | os.PathLike[str], *, split: str | None = None,
                    images: str | os.PathLike[str] | None = None,
                    annotations: str | os.PathLike[str] | None = None,
-                   class_names: str | os.PathLike[str] | None = None) -> EvalData:
+                   class_names: str | os.PathLike[str] | None = None,
+                   glue_dataset: str | None = None) -> EvalData:
     """Records of the evaluation set at ``data`` for ``task`` (see the module docstring).
 
     ``split`` picks the split of a file or folder holding several; for a file holding one it
     must not contradict the file's name. ``images`` is the image folder (default: searched
     next to the annotations). ``annotations`` is a separate references file (VQA annotations,
     COCO ``*_gt.json``, Gigaword targets, refer ``instances.json``). ``class_names`` maps
-    class folders to names (classify). Anything wrong raises :class:`~ofa.errors.InputError`.
+    class folders to names (classify). ``glue_dataset`` names the GLUE dataset of ``data``
+    (default: told by the file). Anything wrong raises :class:`~ofa.errors.InputError`.
     """
     name, dataset = resolve_task(task)
+    if glue_dataset is not None:
+        if name != "glue":
+            raise InputError("a GLUE dataset only applies to the glue task")
+        if dataset is not None and get_dataset(dataset).name != get_dataset(glue_dataset).name:
+            raise InputError(f"task {task!r} and GLUE dataset {glue_dataset!r} disagree")
+        dataset = dataset or glue_dataset
     path = Path(data)
     if not path.exists():
         raise InputError(f"evaluation data not found: {path}")
@@ -122,7 +137,9 @@ def read_eval_data(task: str, data: str | os.PathLike[str], *, split: str | None
         raise InputError("a class-names file only applies to the classify task")
     req = _Request(name, path, split, _opt(images), _opt(annotations), _opt(class_names),
                    dataset)
-    if path.is_file() and path.suffix.lower() == ".tsv":
+    if name == "glue" and not (path.is_file() and path.suffix.lower() == ".jsonl"):
+        result = _glue(req)
+    elif path.is_file() and path.suffix.lower() == ".tsv":
         result = _tsv(req)
     elif path.is_file() and path.suffix.lower() == ".jsonl" and not (
             name == "entail" and _first_jsonl_is_snli_ve(path)):
@@ -201,6 +218,9 @@ def _jsonl(req: _Request) -> EvalData:
     _unused(req, "JSONL records: image paths are relative to the .jsonl file")
     check_file_split(req.path, req.split)
     records = read_jsonl(req.path, [req.task])
+    if req.task == "glue" and req.dataset is not None:
+        wanted = get_dataset(req.dataset).name
+        records = [r for r in records if r["dataset"] == wanted]
     check_first_image(records, str(req.path))
     candidates = None
     if req.task == "classify":
@@ -381,6 +401,32 @@ def _summarize(req: _Request) -> EvalData:
         "reference": str(reference) if reference else None, "skipped_blank": skipped})
 
 
+def _ocr(req: _Request) -> EvalData:
+    raise _bad_format(req, "the OFA-OCR TSV layout (uniq_id, base64 image, text)")
+
+
+# ---------------------------------------------------------------------- glue
+
+
+def _glue(req: _Request) -> EvalData:
+    _unused(req, "GLUE text")
+    p, split = req.path, req.split
+    if req.dataset in ("mnli-mm", "mnli-m") and split is None:
+        split = "dev_mismatched" if req.dataset == "mnli-mm" else "dev_matched"
+    dataset = None if req.dataset is None else get_dataset(req.dataset).name
+    if p.is_dir():
+        p = find_glue_file(p, dataset, split)
+    elif p.suffix.lower() != ".tsv":
+        raise _bad_format(req, "a GLUE .tsv file (SST-2/dev.tsv, OFA's sst2_dev.tsv) or a "
+                               "GLUE dataset folder")
+    else:
+        check_file_split(p, split)
+    records = read_glue_tsv(p, dataset)
+    return EvalData(records, f"glue {records.dataset.title} ({records.layout} layout)",
+                    meta={"split": split, "file": str(p), "dataset": records.dataset.name,
+                          "labelled": records.labelled})
+
+
 _READERS: dict[str, Callable[[_Request], EvalData]] = {
     "caption": _caption, "ground": _ground, "vqa": _vqa, "entail": _entail,
-    "classify": _classify, "summarize": _summarize}
+    "classify": _classify, "summarize": _summarize, "ocr": _ocr}

@@ -1,0 +1,50 @@
+"""Accuracy on ShapesWorld's GLUE-format task by kind, for `ofa eval glue` predictions.
+
+    .venv/bin/python benchmarks/shapes_glue_breakdown.py data/shapes-glue/RTE/test.tsv \
+        eval/shapes-glue-rte/predictions.jsonl
+
+RTE rows by statement kind (exist, count, size, relation) and label; MRPC rows by the number
+of shapes each text names (``n2``; ``diff`` when they name different numbers) and label.
+Prints a Markdown table. This is the error analysis BENCHMARKS.md quotes ("GLUE").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+
+from ofa.data.glue import read_glue_tsv
+
+
+def kind(record: dict) -> str:
+    if record["dataset"] == "rte":
+        h = record["text2"]
+        if h.startswith(("there are", "there is one shape")):
+            return "count"
+        if h.startswith("there is"):
+            return "exist"
+        return "relation" if " of the " in h else "size"
+    sizes = [t.count(" and ") + t.count(",") + 1 for t in (record["text"], record["text2"])]
+    return f"n{sizes[0]}" if sizes[0] == sizes[1] else "diff"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("data", help="a ShapesWorld GLUE TSV (RTE/ or MRPC/)")
+    ap.add_argument("predictions", help="predictions.jsonl of `ofa eval glue` on it")
+    args = ap.parse_args()
+    records = {r["id"]: r for r in read_glue_tsv(args.data)}
+    hits: dict[tuple[str, str], list[bool]] = defaultdict(list)
+    with open(args.predictions, encoding="utf-8") as f:
+        for line in f:
+            p = json.loads(line)
+            r = records[str(p["id"])]
+            hits[(kind(r), r["label"])].append(p["prediction"] == r["label"])
+    print("| kind | label | records | accuracy |\n|---|---|---|---|")
+    for (k, label), v in sorted(hits.items()):
+        print(f"| {k} | {label} | {len(v)} | {sum(v) / len(v):.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""A small GLUE-format task from ShapesWorld scene descriptions: text only, deterministic in
+``(seed, split, index)``, written as GLUE's files so :mod:`ofa.data.glue` reads them.
+
+- ``RTE/<split>.tsv`` (entailment): the premise is a scene's caption (its shapes left to
+  right); the hypothesis a statement that the caption makes true or false: a shape is there,
+  the number of shapes, a shape's size, one shape left or right of another. Half of each.
+- ``MRPC/<split>.tsv`` (paraphrase): two wordings of a scene ("a large red circle and a small
+  blue square" / "from left to right there is a red circle that is large and a blue square
+  that is small"); the same scene (quality 1) or one changed in one respect (0): a colour, a
+  kind or a size, two shapes swapped, a shape dropped or added.
+
+Every scene gives one statement of each truth and one pair of each label.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..files import write_atomic
+from .shapes import COLORS, NUMBER_WORDS, SHAPES, SIZES, ShapesWorld, split_code
+
+__all__ = ["GLUE_SPLITS", "glue_rows", "write_shapes_glue"]
+
+Item = tuple[str, str, str]  # (size, colour, kind), left to right
+GLUE_SPLITS = {"train": "train", "val": "dev", "test": "test"}  # ShapesWorld split -> file
+
+
+def _join(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _a(word: str) -> str:
+    return ("an " if word[0] in "aeiou" else "a ") + word
+
+
+def caption(items: list[Item]) -> str:
+    """ShapesWorld's caption: "a large red circle and a small blue square"."""
+    return _join([f"a {size} {color} {kind}" for size, color, kind in items])
+
+
+def rewording(items: list[Item]) -> str:
+    """The same scene in other words, sizes after the names."""
+    return "from left to right there is " + _join(
+        [f"{_a(color)} {kind} that is {size}" for size, color, kind in items])
+
+
+def _count(n: int) -> str:
+    return f"there is {NUMBER_WORDS[n]} shape" if n == 1 else f"there are {NUMBER_WORDS[n]} shapes"
+
+
+def statement(items: list[Item], truth: bool, rng: np.random.Generator) -> str:
+    """A hypothesis about the scene ``items`` describe, true or false as asked."""
+    n = len(items)
+    kinds = ["exist", "count", "size"] + (["relation"] if n > 1 else [])
+    kind = kinds[int(rng.integers(len(kinds)))]
+    size, color, shape = items[int(rng.integers(n))]
+    if kind == "exist":
+        if not truth:  # absent, sharing a colour or a kind with a shape (not a give-away)
+            present = {(c, k) for _, c, k in items}
+            near = [(c, k) for c in COLORS for k in SHAPES if (c, k) not in present
+                    and (c == color or k == shape)]
+            color, shape = near[int(rng.integers(len(near)))]
+        return f"there is {_a(color)} {shape}"
+    if kind == "count":
+        if not truth:
+            wrong = [m for m in range(1, len(NUMBER_WORDS)) if m != n]
+            n = wrong[int(rng.integers(len(wrong)))]
+        return _count(n)
+    if kind == "size":
+        said = size if truth else next(z for z in SIZES if z != size)
+        return f"the {color} {shape} is {said}"
+    i, j = (int(v) for v in rng.choice(n, size=2, replace=False))
+    relation = "left of" if (i < j) == truth else "right of"
+    return f"the {items[i][1]} {items[i][2]} is {relation} the {items[j][1]} {items[j][2]}"
+
+
+def changed(items: list[Item], rng: np.random.Generator) -> list[Item]:
+    """``items`` changed in one respect (never the same scene)."""
+    n = len(items)
+    ways = ["color", "kind", "size"] + (["swap", "drop"] if n > 1 else []) + (
+        ["add"] if n < 3 else [])
+    way = ways[int(rng.integers(len(ways)))]
+    out = list(items)
+    names = {(c, k) for _, c, k in items}
+    i = int(rng.integers(n))
+    size, color, kind = out[i]
+    if way == "color":
+        free = [c for c in COLORS if c != color and (c, kind) not in names]
+        out[i] = (size, free[int(rng.integers(len(free)))], kind)
+    elif way == "kind":
+        free = [k for k in SHAPES if k != kind and (color, k) not in names]
+        out[i] = (size, color, free[int(rng.integers(len(free)))])
+    elif way == "size":
+        out[i] = (next(z for z in SIZES if z != size), color, kind)
+    elif way == "swap":
+        j = (i + 1 + int(rng.integers(n - 1))) % n
+        out[i], out[j] = out[j], out[i]
+    elif way == "drop":
+        del out[i]
+    else:
+        free = [(c, k) for c in COLORS for k in SHAPES if (c, k) not in names]
+        c, k = free[int(rng.integers(len(free)))]
+        out.insert(int(rng.integers(n + 1)), (SIZES[int(rng.integers(2))], c, k))
+    return out
+
+
+def glue_rows(world: ShapesWorld, split: str, index: int
+              ) -> tuple[list[tuple[str, str, bool]], list[tuple[str, str, bool]]]:
+    """The scene's RTE rows ``(premise, hypothesis, entailed)`` and MRPC rows ``(text1, text2,
+    same)``: one of each label, in a random order."""
+    scene = world.scene(split, index)
+    items = [(s.size, s.color, s.kind) for s in scene._ordered()]
+    rng = np.random.default_rng([world.seed, split_code(split), index, 7])
+    rte = [(caption(items), statement(items, truth, rng), truth) for truth in (True, False)]
+    mrpc = []
+    for same in (True, False):
+        other = items if same else changed(items, rng)
+        pair = [caption(items), rewording(other)]
+        if rng.random() < 0.5:
+            pair = [rewording(items), caption(other)]
+        if rng.random() < 0.5:
+            pair.reverse()
+        mrpc.append((pair[0], pair[1], same))
+    order = rng.permutation(2)
+    return [rte[k] for k in order], [mrpc[k] for k in rng.permutation(2)]
+
+
+def _tsv(header: str, rows: list[str]) -> str:
+    return header + "\n" + "".join(r + "\n" for r in rows)
+
+
+def write_shapes_glue(out_dir: str | os.PathLike[str], counts: dict[str, int],
+                      seed: int = 0, progress: Callable[[str], None] | None = None
+                      ) -> dict[str, Path]:
+    """Write ``RTE/{train,dev,test}.tsv`` and ``MRPC/...`` (GLUE's layouts, every file
+    labelled) for ``counts`` scenes per ShapesWorld split; returns the files by name."""
+    if any(split not in GLUE_SPLITS or n < 0 for split, n in counts.items()):
+        raise InputError(f"scene counts are per split ({', '.join(GLUE_SPLITS)}) and >= 0")
+    world = ShapesWorld(seed=seed)
+    root = Path(out_dir)
+    written: dict[str, Path] = {}
+    for split, n in counts.items():
+        if n == 0:
+            continue
+        rte, mrpc = [], []
+        for index in range(n):
+            rte_rows, mrpc_rows = glue_rows(world, split, index)
+            for a, b, truth in rte_rows:
+                label = "entailment" if truth else "not_entailment"
+                rte.append(f"{len(rte)}\t{a}\t{b}\t{label}")
+            for a, b, same in mrpc_rows:
+                k = len(mrpc)
+                mrpc.append(f"{int(same)}\t{2 * k}\t{2 * k + 1}\t{a}\t{b}")
+        name = GLUE_SPLITS[split]
+        for folder, header, rows in (
+                ("RTE", "index\tsentence1\tsentence2\tlabel", rte),
+                ("MRPC", "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String", mrpc)):
+            path = root / folder / f"{name}.tsv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, _tsv(header, rows))
+            written[f"{folder}/{name}"] = path
+            if progress is not None:
+                progress(f"{split}: {n} scenes -> {path} ({len(rows)} rows)")
+    return written
