@@ -166,7 +166,7 @@ def test_entangled_positions_enter_the_embeddings(model):
         # the same token at two positions: embeddings differ only when positions are entangled
         text = model.encoder.embed_text(torch.full((1, 2), 7), torch.arange(2))
         tokens = model.decoder.embed(torch.full((1, 2), 7), torch.arange(2))
-        patches, _ = model.encoder.embed_image(torch.zeros(1, 3, 32, 32))
+        patches, _, _ = model.encoder.embed_image(torch.zeros(1, 3, 32, 32))
     for x in (text[0], tokens[0], patches[0]):
         assert ((x[0] - x[1]).abs().max() > 1e-3) == model.config.entangle_position_embedding
 
