@@ -224,6 +224,23 @@ class EvalResult:
     discarded: int = 0  # earlier predictions thrown away because resume was off
 
 
+def _state_tensors(state: dict) -> list[tuple[str, Any]]:
+    """The tensors of a state dict; an int8 layer's entries hold a tuple of its packed weight
+    and bias and a dtype, which are unpacked or named."""
+    import torch
+
+    out = []
+    for name, value in state.items():
+        if isinstance(value, torch.Tensor):
+            out.append((name, value))
+        elif isinstance(value, tuple | list):
+            out += [(f"{name}.{i}", v) for i, v in enumerate(value)
+                    if isinstance(v, torch.Tensor)]
+        else:
+            out.append((f"{name}={value}", torch.empty(0)))
+    return out
+
+
 def weights_fingerprint(model: Any) -> str:
     """A digest of every weight's name, shape and dtype and of 64 values spread over it:
     the same for the same weights on any device, different after training or for another
@@ -232,8 +249,10 @@ def weights_fingerprint(model: Any) -> str:
 
     h = hashlib.blake2b(digest_size=8)
     samples = []
-    for name, t in model.state_dict().items():
+    for name, t in _state_tensors(model.state_dict()):
         h.update(f"{name}{tuple(t.shape)}{t.dtype};".encode())
+        if t.is_quantized:  # int8 layers: their integer weights
+            t = t.int_repr()
         flat = t.detach().reshape(-1)
         if flat.numel():
             samples.append(flat[::max(1, flat.numel() // 64)][:64].float())

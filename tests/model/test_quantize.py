@@ -43,3 +43,15 @@ def test_load_int8_captions_as_fp32_does(image):
     int8 = ofa.load("shapes-demo", device="cpu", dtype="int8")
     assert isinstance(int8.model.decoder.layers[0].fc1, DynamicLinear)
     assert int8.caption(image)["caption"] == fp32.caption(image)["caption"]
+
+
+def test_an_int8_model_has_its_own_weights_fingerprint():
+    """Evaluation records which weights made its predictions; int8 state dicts hold packed
+    tuples and dtypes beside tensors."""
+    from ofa.evaluate import weights_fingerprint
+
+    torch.manual_seed(0)
+    model = OFAModel(tiny_config()).eval()
+    fp32 = weights_fingerprint(model)
+    int8 = weights_fingerprint(quantize_int8(model))
+    assert fp32 != int8 and int8 == weights_fingerprint(model)
