@@ -10,7 +10,6 @@ from ofa.data.glue import detect_dataset, find_glue_file, read_glue_tsv
 from ofa.data.records import validate_record
 from ofa.data.shapes import ShapesWorld
 from ofa.data.shapes_glue import glue_rows, write_shapes_glue
-from ofa.data.tsv import read_tsv
 from ofa.errors import InputError
 
 # GLUE's layouts (a header, except CoLA's train/dev), two rows each
@@ -76,7 +75,7 @@ def test_test_files_have_no_labels(tmp_path):
 
 def test_ofa_glue_data_files_and_selected_cols(tmp_path):
     mnli = _write(tmp_path, "mnli_train.tsv", "A dog runs.\tA cat sleeps.\t0\nA.\tB.\t2\n")
-    records = read_tsv(mnli, "glue")  # the training configs' path
+    records = read_glue_tsv(mnli)  # OFA's glue_data layout, told by the file name
     assert [r["label"] for r in records] == ["maybe", "no"]  # OFA numbers MNLI 0 maybe 2 no
     cola = _write(tmp_path, "cola_dev.tsv", "7\tIt ran.\t1\n")
     assert read_glue_tsv(cola, selected_cols=[1, 2])[0]["label"] == "yes"

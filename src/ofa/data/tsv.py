@@ -593,12 +593,8 @@ def read_tsv(path: str | os.PathLike[str], task: str,
     every line must have exactly the official number of columns. ``decode_images=False``
     leaves each ``image`` as the encoded file bytes, which :func:`ofa.preprocess.load_image`
     decodes later. Malformed lines raise :class:`~ofa.errors.InputError` naming the file and
-    line when they are read. ``glue`` reads GLUE's files (:mod:`ofa.data.glue`).
+    line when they are read. GLUE's files have readers of their own (:mod:`ofa.data.glue`).
     """
-    if task == "glue":  # text only, a layout per dataset: GLUE's own or OFA's glue_data
-        from .glue import read_glue_tsv
-
-        return read_glue_tsv(path, selected_cols=selected_cols)  # type: ignore[return-value]
     name = _resolve_task(task, path)
     layout = TSV_LAYOUTS[name]
     cols = _parse_cols(selected_cols, str(path))

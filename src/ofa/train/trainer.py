@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from ..checkpoints import model_from_checkpoint, read_checkpoint, save_native
 from ..data.answer_lists import read_answer_list
+from ..data.glue import read_glue_tsv
 from ..data.pretrain_tsv import read_pretrain_tsv
 from ..data.records import read_jsonl
 from ..data.tsv import TSVRecords, read_tsv
@@ -179,7 +180,9 @@ class Trainer:
             if spec.pretrain is not None:  # lazy too
                 return read_pretrain_tsv(spec.path, spec.pretrain, spec.selected_cols)
             if spec.path.endswith(".tsv"):  # lazy: rows are parsed when a batch needs them
-                rows = read_tsv(spec.path, spec.tasks[0], spec.selected_cols)
+                rows = (read_glue_tsv(spec.path, selected_cols=spec.selected_cols)
+                        if spec.tasks[0] == "glue"  # text only: a layout per GLUE dataset
+                        else read_tsv(spec.path, spec.tasks[0], spec.selected_cols))
                 return rows if spec.limit is None else rows[:spec.limit]
             if spec.path not in files:
                 files[spec.path] = read_jsonl(spec.path)
