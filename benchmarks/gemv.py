@@ -29,13 +29,17 @@ def best_ms(fn, repeats: int = 5) -> float:
     return min(times) * 1e3
 
 
+def read_ceiling_gbps() -> float:
+    """GB/s of a plain read (``sum``) of 200 MB on this process's threads."""
+    return 200e6 / best_ms(torch.randn(50_000_000).sum) / 1e6
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    ms = best_ms(torch.randn(50_000_000).sum)
-    print(f"read ceiling (sum of 200 MB): {200e6 / ms / 1e6:.1f} GB/s")
+    print(f"read ceiling (sum of 200 MB): {read_ceiling_gbps():.1f} GB/s")
     for dtype in (torch.float32, torch.bfloat16):
         for rows in (5, 40):
             print(f"{str(dtype)[6:]:8s} rows {rows:2d}: {step_weights(dtype, rows)}")

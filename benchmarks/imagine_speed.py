@@ -1,7 +1,8 @@
 """Text-to-image speed on this CPU: OFA-base sampling 24 images of 1024 codes, fp32 and bf16.
 
     .venv/bin/python benchmarks/imagine_speed.py [--samples 24] [--steps 1024] [--threads 2]
-                                                   [--vqgan-images 24]
+                                                   [--vqgan-images 24] [--device cuda]
+                                                   [--dtypes float16,bfloat16]
 
 Each dtype runs in a fresh process (its own peak memory) on random OFA-base weights (speed
 does not depend on the values) with the official sampling settings
@@ -16,7 +17,9 @@ reports the roofline fraction too: the larger of that floor and the step's multi
 over the matmul peak measured in the same process (2048^3 in the run's dtype), over the step
 time. It also times the VQGAN (taming's f8-8192 architecture, random weights) decoding
 ``--vqgan-images`` images in fp32, with its FLOPs and the fraction of the fp32 peak they
-reach, and gives its share of the whole.
+reach, and gives its share of the whole. On a GPU (``--device cuda``, what
+``benchmarks/gpu.sh`` runs) it reports the times and the peak GPU memory; the floor fractions
+are CPU figures.
 """
 
 from __future__ import annotations
@@ -71,17 +74,20 @@ def step_flops(model, rows: int, past: int, vocab: int) -> int:
     return 2 * rows * (matrices + vocab * cfg.d_model + attention)
 
 
-def run_one(dtype_name: str, samples: int, steps: int) -> dict:
+def run_one(dtype_name: str, samples: int, steps: int, device: str = "cpu") -> dict:
     from ofa.generate import generate, on_checkpoint
     from ofa.imagegen.imagine import generation_config
     from ofa.model import OFAConfig, OFAModel
 
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype_name]
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16,
+             "float16": torch.float16}[dtype_name]
     torch.manual_seed(0)
-    model = OFAModel(OFAConfig.preset("base", code_image_size=256)).eval().to(dtype)
+    model = OFAModel(OFAConfig.preset("base", code_image_size=256)).eval().to(device, dtype)
+    ids = torch.tensor([[0, *range(100, 120), 2]], device=device)
+    if device != "cpu":
+        return run_on_gpu(model, ids, dtype_name, samples, steps)
     bandwidth = read_bandwidth()
     peak = matmul_peak(dtype)
-    ids = torch.tensor([[0, *range(100, 120), 2]])
     grid = int(steps ** 0.5)
     cfg = generation_config(samples, 0, grid)
     start_id, end_id = cfg.constraint_range
@@ -109,22 +115,43 @@ def run_one(dtype_name: str, samples: int, steps: int) -> dict:
             "peak_gflops": peak / 1e9, "roofline_median": roofline[len(roofline) // 2]}
 
 
-def run_vqgan(images: int) -> dict:
+def run_on_gpu(model, ids, dtype_name: str, samples: int, steps: int) -> dict:
+    from ofa.generate import generate
+    from ofa.imagegen.imagine import generation_config
+
+    cfg = generation_config(samples, 0, int(steps ** 0.5))
+    with torch.inference_mode():
+        generate(model, ids, None, None, cfg.replace(min_len=16, max_len_b=16))  # warm-up
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        [hyps] = generate(model, ids, None, None, cfg)
+        torch.cuda.synchronize()
+    total = time.perf_counter() - start
+    assert len(hyps) == samples and all(len(h.tokens) == steps + 1 for h in hyps)
+    return {"dtype": dtype_name, "samples": samples, "steps": steps, "seconds": total,
+            "s_per_sample": total / samples, "tokens_per_s": samples * steps / total,
+            "peak_gpu_gb": torch.cuda.max_memory_allocated() / 2**30}
+
+
+def run_vqgan(images: int, device: str = "cpu") -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     from ofa.imagegen.vqgan import VQGAN
     from ofa.imagegen.vqgan_io import to_uint8
 
     torch.manual_seed(0)
-    vq = VQGAN().eval()
-    codes = torch.randint(0, 8192, (images, 32, 32))
+    vq = VQGAN().eval().to(device)
+    codes = torch.randint(0, 8192, (images, 32, 32), device=device)
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         vq.decode_codes(codes[:1])
-    peak = matmul_peak(torch.float32)
+    peak = matmul_peak(torch.float32) if device == "cpu" else float("nan")
     start = time.perf_counter()
     with torch.inference_mode():
         for chunk in codes.split(8):
             to_uint8(vq.decode_codes(chunk))
+        if device != "cpu":
+            torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     flops = counter.get_total_flops()
     return {"images": images, "seconds": seconds, "gflop_per_image": flops / 1e9,
@@ -137,22 +164,41 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1024, help="codes per sample (a square)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--vqgan-images", type=int, default=24)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--dtypes", default=None,
+                    help="sampling dtypes (default float32,bfloat16 on CPU, float16,bfloat16 "
+                         "on a GPU)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.child == "vqgan":
-        print(json.dumps(run_vqgan(args.vqgan_images)))
+        print(json.dumps(run_vqgan(args.vqgan_images, args.device)))
         return
     if args.child:
-        print(json.dumps(run_one(args.child, args.samples, args.steps)))
+        print(json.dumps(run_one(args.child, args.samples, args.steps, args.device)))
         return
+    dtypes = (args.dtypes or ("float32,bfloat16" if args.device == "cpu"
+                              else "float16,bfloat16")).split(",")
     results = {}
-    for child in ("float32", "bfloat16", "vqgan"):
+    for child in (*dtypes, "vqgan"):
         out = subprocess.run([sys.executable, __file__, "--child", child, "--samples",
                               str(args.samples), "--steps", str(args.steps), "--threads",
-                              str(args.threads), "--vqgan-images", str(args.vqgan_images)],
+                              str(args.threads), "--vqgan-images", str(args.vqgan_images),
+                              "--device", args.device],
                              check=True, capture_output=True, text=True).stdout
         results[child] = json.loads(out.strip().splitlines()[-1])
+    if args.device != "cpu":
+        print(f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}")
+        print("| dtype | samples x codes | total s | s/sample | tokens/s | peak GPU GB |")
+        print("|---|---|---|---|---|---|")
+        for name in dtypes:
+            r = results[name]
+            print(f"| {name} | {r['samples']} x {r['steps']} | {r['seconds']:.1f} | "
+                  f"{r['s_per_sample']:.3f} | {r['tokens_per_s']:.0f} | "
+                  f"{r['peak_gpu_gb']:.2f} |")
+        vq = results["vqgan"]
+        print(f"VQGAN decode of {vq['images']} images (fp32): {vq['seconds']:.2f} s")
+        return
     from ofa.hardware import cpu_summary
 
     torch.set_num_threads(args.threads)
@@ -161,7 +207,7 @@ def main() -> None:
           "read GB/s | matmul peak GFLOP/s | floor fraction (median, p10) | roofline "
           "fraction (median) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for name in ("float32", "bfloat16"):
+    for name in dtypes:
         r = results[name]
         print(f"| {name} | {r['samples']} x {r['steps']} | {r['seconds']:.1f} | "
               f"{r['s_per_sample']:.2f} | {r['tokens_per_s']:.1f} | {r['peak_rss_gb']:.2f} | "
@@ -171,7 +217,7 @@ def main() -> None:
     vq = results["vqgan"]
     print(f"VQGAN: {vq['gflop_per_image']:.0f} GFLOP per 256 px image; {vq['peak_fraction']:.0%} "
           f"of the fp32 matmul peak ({vq['peak_gflops']:.0f} GFLOP/s)")
-    for name in ("float32", "bfloat16"):
+    for name in dtypes:
         share = vq["seconds"] / (vq["seconds"] + results[name]["seconds"])
         print(f"VQGAN decode of {vq['images']} images (fp32): {vq['seconds']:.1f} s = "
               f"{share:.0%} of the whole with {name} sampling")

@@ -17,6 +17,15 @@ What it does, in one run:
    encoder forward's FLOP/s against a 2048x2048 matmul in the same process (MFU);
 5. prints a markdown table and, with ``--write``, puts it into BENCHMARKS.md.
 
+``--side-by-side`` instead runs the strongest alternatives for captioning and grounding beside
+ours (fp32, bf16, int8): mmpretrain as shipped, mmpretrain with its KV cache revived (its
+``prepare_inputs_for_generation`` reads ``past`` where transformers passes
+``past_key_values``, so every step re-runs the decoder on the whole prefix; the worker passes
+it on, the fix any user can apply) and ModelScope's port of the official fairseq generator
+(its venv from the same ``setup.sh``), and reports each against the floor of this machine:
+the encoder's FLOPs at the measured matmul peak plus one weight stream per decoding step at the
+measured read ceiling (``--write`` fills the ``side`` block of BENCHMARKS.md).
+
 Generation settings are the official ones (fairseq ``SequenceGenerator``) for ours and the same
 search expressed in HF terms for mmpretrain (as ``<shared>/oracle`` matches them): captions
 16 tokens + EOS, grounding exactly 4 tokens, VQA unnormalised scores with the question as a
@@ -38,6 +47,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
+SIDE_BEGIN, SIDE_END = "<!-- side:begin -->", "<!-- side:end -->"
 TASKS = ("caption", "ground", "vqa", "zsvqa")
 IMAGE_SIZE = {"caption": 480, "ground": 512, "vqa": 480, "zsvqa": 480}
 # the oracle case whose stored image (and text) is item 0 of every batch
@@ -61,6 +71,8 @@ MM_SETTINGS = {
                   length_penalty=0.0),
 }
 MM_TASK = {"caption": "caption", "ground": "refcoco", "vqa": "vqa", "zsvqa": "zs_vqa"}
+MS_TASK = {"caption": "caption", "ground": "refcoco"}  # what the side-by-side run measures
+REFERENCES = ("mmpretrain", "mmpretrain-cached", "modelscope")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -100,10 +112,26 @@ def strip_hf(ids: list[int]) -> list[int]:
 
 # ----------------------------------------------------------------------------- workers
 def _inputs(path: str, task: str, batch: int):
+    """The task's first ``batch`` prepared items (the 8 stored ones repeated beyond 8)."""
     import torch
 
     data = torch.load(path)
-    return data[task]["images"][:batch], data[task]["texts"][:batch], data["answers"]
+    images, texts = data[task]["images"], data[task]["texts"]
+    take = [i % len(texts) for i in range(batch)]
+    return images[take].contiguous(), [texts[i] for i in take], data["answers"]
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _gpu_peak_mb(device: str) -> float | None:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
 
 
 def worker_mmpretrain(args) -> dict:
@@ -121,13 +149,16 @@ def worker_mmpretrain(args) -> dict:
     cfg = mm.build_cfg(task, "ofa-base", tok_dir, answers if task == "vqa" else None)
     from mmpretrain.apis import get_model
 
-    model = get_model(cfg, pretrained=False, device="cpu").eval()
-    state = torch.load(args.weights, map_location="cpu")
+    model = get_model(cfg, pretrained=False, device=args.device).eval()
+    if args.impl == "mmpretrain-cached":
+        revive_cache(type(model.model))
+    state = torch.load(args.weights, map_location=args.device)
     res = model.load_state_dict(state, strict=False)
     assert not res.unexpected_keys, res.unexpected_keys
     del state
     load_s = time.perf_counter() - t0
     load_peak = peak_rss_mb()
+    images = images.to(args.device)
     case = {"images": [None] * len(texts), "text": texts}
     raw: dict = {}
     generate = model.model.generate
@@ -142,13 +173,63 @@ def worker_mmpretrain(args) -> dict:
 
     def run():
         with torch.no_grad():
-            return model.predict(images, mm.make_samples(case, task), post_process=False,
-                                 **MM_SETTINGS[args.task])
+            out = model.predict(images, mm.make_samples(case, task), post_process=False,
+                                **MM_SETTINGS[args.task])
+        _sync(args.device)
+        return out
 
     times, _ = timed(run, args.repeats)
     tokens = [strip_hf(r) for r in raw["ids"].tolist()]
     return {"times": times, "tokens": tokens, "load_s": load_s, "load_peak_mb": load_peak,
-            "infer_peak_mb": peak_rss_mb()}
+            "infer_peak_mb": peak_rss_mb(), "gpu_peak_mb": _gpu_peak_mb(args.device)}
+
+
+def revive_cache(cls) -> None:
+    """mmpretrain's one-line KV-cache fix: hand transformers' ``past_key_values`` to the
+    ``past`` argument its ``prepare_inputs_for_generation`` reads (captioning and grounding
+    only: with a cache its VQA constraint sees only the last token)."""
+    original = cls.prepare_inputs_for_generation
+
+    def prepare(self, decoder_input_ids=None, past=None, **kwargs):
+        past_key_values = kwargs.pop("past_key_values", None)
+        return original(self, decoder_input_ids, past=past if past is not None
+                        else past_key_values, **kwargs)
+
+    cls.prepare_inputs_for_generation = prepare
+
+
+def worker_modelscope(args) -> dict:
+    """Runs inside the ModelScope venv (``<oracle>/stubs`` on PYTHONPATH): the oracle's builder
+    (the same synthesized weights) and ModelScope's port of the fairseq SequenceGenerator with
+    the official settings."""
+    import torch
+
+    sys.path.insert(0, str(args.oracle))
+    import run_modelscope as ms  # threads from OFA_ORACLE_THREADS
+
+    if args.task not in MS_TASK:
+        raise SystemExit(f"modelscope worker: {args.task} is not measured")
+    images, texts, _ = _inputs(args.inputs, args.task, args.batch)
+    t0 = time.perf_counter()
+    model = ms.build_model("ofa-base", "v2")
+    tok = ms.build_tokenizer(str(Path(args.inputs).parent / "tokenizer"))
+    load_s = time.perf_counter() - t0
+    load_peak = peak_rss_mb()
+    case = {"task": MS_TASK[args.task], "images": [None] * len(texts), "text": texts}
+    prompt = tok(ms.prompt_texts(case), return_tensors="pt", padding=True).input_ids
+    net_input = {"input_ids": prompt, "patch_images": images,
+                 "patch_masks": torch.ones(len(texts), dtype=torch.bool)}
+    generator = ms.sg.SequenceGenerator(tokenizer=tok,
+                                        **ms.gen_runs(MS_TASK[args.task])["fs_official"])
+    reset_peak()
+
+    def run():
+        with torch.no_grad():
+            return generator.generate([model], {"net_input": net_input})
+
+    times, hyps = timed(run, args.repeats)
+    return {"times": times, "tokens": [h[0]["tokens"].tolist() for h in hyps], "load_s": load_s,
+            "load_peak_mb": load_peak, "infer_peak_mb": peak_rss_mb()}
 
 
 def worker_ofa(args) -> dict:
@@ -160,11 +241,16 @@ def worker_ofa(args) -> dict:
     from ofa.tokenizer import OFATokenizer, pad_batch
 
     torch.set_num_threads(args.threads)
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+             "int8": torch.float32}[args.dtype]
     images, texts, answers = _inputs(args.inputs, args.task, args.batch)
     t0 = time.perf_counter()
     tokenizer = OFATokenizer.from_dir(args.bpe)
-    model = load_model(args.weights, dtype=dtype)
+    model = load_model(args.weights, device=args.device, dtype=dtype)
+    if args.dtype == "int8":
+        from ofa.model.quantize import quantize_int8
+
+        quantize_int8(model)
     load_s = time.perf_counter() - t0
     load_peak = peak_rss_mb()
     task = {"caption": CaptionTask(), "ground": GroundingTask(), "vqa": VQATask(),
@@ -181,23 +267,49 @@ def worker_ofa(args) -> dict:
         trie = Trie.from_answers(tokenizer, answers)
     if args.task == "zsvqa":
         config = config.replace(max_len_b=10)  # as the oracle's matched runs
-    images = images.to(dtype)
+    images = images.to(args.device, dtype)
     reset_peak()
 
     def run():
         with torch.no_grad():
-            return generate(model, ids, images, None, config, prefix_tokens=prefix, trie=trie)
+            out = generate(model, ids, images, None, config, prefix_tokens=prefix, trie=trie)
+        _sync(args.device)
+        return out
 
     times, hyps = timed(run, args.repeats)
     out = {"times": times, "tokens": [h[0].tokens.tolist() for h in hyps], "load_s": load_s,
-           "load_peak_mb": load_peak, "infer_peak_mb": peak_rss_mb()}
+           "load_peak_mb": load_peak, "infer_peak_mb": peak_rss_mb(),
+           "gpu_peak_mb": _gpu_peak_mb(args.device)}
     if args.with_mfu:
         out.update(encoder_mfu(model, ids, images, repeats=max(args.repeats, 3)))
+    if args.with_floor:
+        out.update(floor_terms(model, ids, images))
     return out
 
 
+def floor_terms(model, ids, images) -> dict:
+    """What bounds a caption from below on this machine, in the worker's dtype: the encoder's
+    FLOPs at the measured matmul peak, and per decoding step the bytes every step must read
+    (the decoder layers' weights, the output table and one image's cached cross-attention
+    keys and values) at the measured read ceiling."""
+    import torch
+    from gemv import read_ceiling_gbps
+
+    mfu = encoder_mfu(model, ids[:1], images[:1], repeats=3)
+    size = images.element_size()
+    with torch.no_grad():
+        tokens = model.encode(ids[:1], images[:1]).hidden.shape[1]
+    d = model.config.d_model
+    step = (sum(p.numel() for p in model.decoder.layers.parameters())
+            + model.embed_tokens.weight.numel()
+            + 2 * model.config.decoder_layers * tokens * d) * size
+    return {"floor_encoder_gflop": mfu["encoder_gflop"],
+            "floor_matmul_gflops": mfu["matmul_gflops"], "floor_step_mb": step / 1e6,
+            "floor_read_gbps": read_ceiling_gbps()}
+
+
 def worker_main(args) -> None:
-    fn = worker_mmpretrain if args.impl == "mmpretrain" else worker_ofa
+    fn = {"ofa": worker_ofa, "modelscope": worker_modelscope}.get(args.impl, worker_mmpretrain)
     result = fn(args)
     Path(args.result).write_text(json.dumps(result))
 
@@ -222,9 +334,11 @@ def encoder_mfu(model, ids, images, repeats: int) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from ofa.model.packed import packed_weights
+
     with torch.no_grad():
         counter = FlopCounterMode(display=False)
-        with counter:
+        with counter, packed_weights(False):  # the counter does not see oneDNN's op
             model.encode(ids, images)
         flops = counter.get_total_flops()
         times, _ = timed(lambda: model.encode(ids, images), repeats)
@@ -324,18 +438,28 @@ def cached_result(args, impl: str, task: str, batch: int, dtype: str) -> dict:
 
 def run_worker(args, impl: str, task: str, batch: int, dtype: str, weights: Path,
                inputs: Path) -> dict:
-    python = (args.env / "venv-mmpretrain" / "bin" / "python" if impl == "mmpretrain"
-              else Path(sys.executable))
+    venv = {"mmpretrain": "venv-mmpretrain", "mmpretrain-cached": "venv-mmpretrain",
+            "modelscope": "venv-modelscope"}.get(impl)
+    python = Path(sys.executable)
+    if venv and impl != "modelscope" and args.mm_python:
+        python = Path(args.mm_python)
+    elif venv:
+        python = args.env / venv / "bin" / "python"
     result = result_path(args, impl, task, batch, dtype)
     cmd = [str(python), str(Path(__file__).resolve()), "--worker", impl, "--task", task,
            "--batch", str(batch), "--dtype", dtype, "--weights", str(weights), "--inputs",
            str(inputs), "--result", str(result), "--repeats",
            str(args.repeats if batch == 1 else args.repeats_batched),
            "--threads", str(args.threads), "--oracle", str(args.oracle), "--bpe",
-           str(args.shared / "bpe")]
+           str(args.shared / "bpe"), "--device", args.device]
     if impl == "ofa" and args.mfu:
         cmd.append("--with-mfu")
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONWARNINGS="ignore")
+    if impl == "ofa" and args.side_by_side and dtype != "int8" and args.device == "cpu":
+        cmd.append("--with-floor")
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONWARNINGS="ignore",
+               OFA_ORACLE_THREADS=str(args.threads))
+    if impl == "modelscope":  # the oracle's stand-in for fairseq, which ModelScope imports
+        env["PYTHONPATH"] = str(args.oracle / "stubs")
     print(f"  {impl} {dtype} {task} batch {batch} ...", flush=True)
     subprocess.run(cmd, check=True, env=env, cwd=ROOT)
     r = summarize(json.loads(result.read_text()), batch)
@@ -440,14 +564,134 @@ def table(results: dict, args) -> str:
     return "\n".join(lines)
 
 
+IMPL_NAMES = {"mmpretrain": "mmpretrain 1.2.0 as shipped",
+              "mmpretrain-cached": "mmpretrain, KV cache revived",
+              "modelscope": "ModelScope 1.40.2 (official generator port)",
+              "float32": "ours fp32", "bfloat16": "ours bf16", "float16": "ours fp16",
+              "int8": "ours int8"}
+
+
+def floor_s(x: dict) -> float:
+    """Seconds this machine needs at least for item 0: the encoder at the matmul peak, one
+    weight stream per generated token at the read ceiling (``floor_terms``)."""
+    steps = len(x["tokens"][0])
+    return (x["floor_encoder_gflop"] / x["floor_matmul_gflops"]
+            + steps * x["floor_step_mb"] / 1e3 / x["floor_read_gbps"])
+
+
+def side_table(results: dict, args) -> str:
+    from ofa.hardware import cpu_summary
+
+    if args.device.startswith("cuda"):
+        import torch
+
+        where = f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}"
+    else:
+        where = f"CPU: {cpu_summary()}"
+    lines = [SIDE_BEGIN, "", f"{where}.", "",
+             f"OFA-base, synthesized weights (oracle salt v2), {args.threads} CPU threads, "
+             f"{args.repeats} timed runs per process after a warm-up, {args.rounds} "
+             "interleaved round(s), the same image tensors and prompts for every "
+             "implementation. *Floor*: the encoder's FLOPs at the matmul peak of the dtype plus, "
+             "for each generated token, one read of the decoder weights, the output table and "
+             "the image's cached cross-attention keys/values at the read ceiling, all measured "
+             "in the same run (int8 has no such floor: its kernels' peak is not measured). "
+             "Tokens: item 0 against the official fairseq generator's ids stored in the oracle.",
+             "", "| task | batch | implementation | median s | images/s | speed-up over "
+             "mmpretrain | over mmpretrain, cache revived | floor s | share of the floor | "
+             "peak GPU MB | tokens = official |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (task, batch), r in results.items():
+        official = official_tokens(args.oracle, task)
+        mm, cached = r.get("mmpretrain"), r.get("mmpretrain-cached")
+        for key, x in r.items():
+            floor = floor_s(x) if batch == 1 and "floor_step_mb" in x else None
+            lines.append(
+                f"| {task} | {batch} | {IMPL_NAMES[key]} | {x['median_s']:.2f} | "
+                f"{batch / x['median_s']:.2f} | "
+                + (f"{mm['median_s'] / x['median_s']:.1f}x" if mm else "-") + " | "
+                + (f"**{cached['median_s'] / x['median_s']:.2f}x**" if cached else "-") + " | "
+                + (f"{floor:.2f} | {floor / x['median_s']:.0%}" if floor else "- | -") + " | "
+                + (f"{x['gpu_peak_mb']:.0f}" if x.get("gpu_peak_mb") else "-") + " | "
+                + identical(x["tokens"][:1], official) + " |")
+    lines += ["", SIDE_END]
+    return "\n".join(lines)
+
+
+def write_block(args, block: str, begin: str, end: str, saved_name: str, title: str) -> None:
+    """Put ``block`` (from ``begin`` to ``end``) into ``args.write`` with the command that made
+    it (``--table-only`` keeps the command of the run that measured the results, saved as
+    ``saved_name``), replacing the previous block or appending a section ``title``."""
+    saved = args.env / "speed" / saved_name
+    if not args.table_only:
+        saved.write_text(" ".join(sys.argv[1:]))
+    command = saved.read_text() if saved.exists() else " ".join(sys.argv[1:])
+    path = args.write
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    body = (f"{begin}\n\nCommand:\n\n    .venv/bin/python benchmarks/speed.py {command}\n"
+            + block[len(begin):])
+    if begin in text:
+        start, stop = text.index(begin), text.index(end) + len(end)
+        text = text[:start] + body + text[stop:]
+    else:
+        text += f"\n{title}\n\n{body}\n"
+    path.write_text(text)
+
+
+def run_rounds(args, task: str, batch: int, impls: list[tuple[str, str]], weights, inputs
+               ) -> dict:
+    """Every implementation once per round (interleaved, so a noisy neighbour slows them
+    alike), the rounds merged; keyed by reference name or our dtype."""
+    rounds: dict = {}
+    for _ in range(args.rounds):
+        for impl, dtype in impls:
+            rounds.setdefault(dtype if impl == "ofa" else impl, []).append(
+                cached_result(args, impl, task, batch, dtype) if args.table_only
+                else run_worker(args, impl, task, batch, dtype, weights, inputs))
+    return {k: merge_rounds(v) for k, v in rounds.items()}
+
+
+def run_side_by_side(args) -> None:
+    tasks = [t for t in (args.tasks or "caption,ground").split(",") if t]
+    batches = [int(b) for b in (args.batches or "1").split(",")]
+    dtypes = [d for d in (args.dtypes or "float32,bfloat16,int8").split(",") if d]
+    references = [r for r in args.references.split(",") if r]
+    weights, inputs = (None, None) if args.table_only else prepare(args)
+    results: dict = {}
+    for task in tasks:
+        # with its cache revived mmpretrain's VQA constraint sees only the last token, and
+        # the ModelScope worker runs the searches the oracle stores (captions, boxes)
+        impls = [(r, "float32") for r in references if r == "mmpretrain"
+                 or (r == "mmpretrain-cached" and task in ("caption", "ground"))
+                 or (r == "modelscope" and task in MS_TASK)] + [("ofa", d) for d in dtypes]
+        for batch in batches:
+            results[(task, batch)] = run_rounds(args, task, batch, impls, weights, inputs)
+    block = side_table(results, args)
+    print(block)
+    if args.write:
+        write_block(args, block, SIDE_BEGIN, SIDE_END, "side-command.txt",
+                    "## Side by side with the strongest alternatives (`benchmarks/speed.py "
+                    "--side-by-side`)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     ap.add_argument("--env", type=Path, default=Path(os.environ.get(
         "OFA_ORACLE_SCRATCH", "/tmp/ofa-oracle-env")), help="reference venvs and cached files")
-    ap.add_argument("--tasks", default=",".join(TASKS), help=f"subset of {','.join(TASKS)}")
-    ap.add_argument("--batches", default="1,8", help="batch sizes (at most 8)")
-    ap.add_argument("--dtypes", default="float32,bfloat16", help="our dtypes to run")
+    ap.add_argument("--tasks", default=None,
+                    help=f"subset of {','.join(TASKS)} (default all; --side-by-side: "
+                         "caption,ground)")
+    ap.add_argument("--batches", default=None,
+                    help="batch sizes, 1-64 (default 1,8; --side-by-side: 1)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the GPU table: gpu.sh)")
+    ap.add_argument("--references", default=",".join(REFERENCES),
+                    help="--side-by-side: the alternatives to run, of "
+                         f"{','.join(REFERENCES)} (default all)")
+    ap.add_argument("--mm-python", default=None,
+                    help="the Python where mmpretrain imports (default: the oracle's venv)")
+    ap.add_argument("--dtypes", default=None,
+                    help="our dtypes to run (float32, bfloat16, int8; default float32,bfloat16, "
+                         "with --side-by-side float32,bfloat16,int8)")
     ap.add_argument("--no-reference", action="store_true", help="skip mmpretrain")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per process, batch 1")
     ap.add_argument("--repeats-batched", type=int, default=1,
@@ -464,12 +708,16 @@ def main() -> None:
                     help="rebuild the table from the last run's cached results, run nothing")
     ap.add_argument("--write", type=Path, default=None, help="update this markdown file")
     # worker mode (internal)
-    ap.add_argument("--worker", choices=["mmpretrain", "ofa"], help=argparse.SUPPRESS)
+    ap.add_argument("--side-by-side", action="store_true",
+                    help="captioning and grounding against mmpretrain (as shipped and with its "
+                         "cache revived) and ModelScope, with the floor of this machine")
+    ap.add_argument("--worker", choices=["ofa", *REFERENCES], help=argparse.SUPPRESS)
     for name in ("--task", "--dtype", "--weights", "--inputs", "--result", "--oracle",
                  "--bpe"):
         ap.add_argument(name, help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--with-mfu", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--with-floor", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         args.impl = args.worker
@@ -477,28 +725,27 @@ def main() -> None:
         worker_main(args)
         return
     args.oracle = args.shared / "oracle"
-    tasks = [t for t in args.tasks.split(",") if t]
-    bad = [t for t in tasks if t not in TASKS]
+    bad = [t for t in (args.tasks or "").split(",") if t and t not in TASKS]
     if bad:
         ap.error(f"unknown task(s) {bad}; choose from {', '.join(TASKS)}")
-    batches = [int(b) for b in args.batches.split(",")]
-    if any(not 1 <= b <= 8 for b in batches):
-        ap.error("batch sizes must be between 1 and 8")
-    dtypes = [d for d in args.dtypes.split(",") if d]
+    if any(not b.isdigit() or not 1 <= int(b) <= 64 for b in (args.batches or "1").split(",")):
+        ap.error("batch sizes must be between 1 and 64")
+    bad = [r for r in args.references.split(",") if r and r not in REFERENCES]
+    if bad:
+        ap.error(f"unknown reference(s) {bad}; choose from {', '.join(REFERENCES)}")
+    if args.side_by_side:
+        run_side_by_side(args)
+        return
+    tasks = [t for t in (args.tasks or ",".join(TASKS)).split(",") if t]
+    batches = [int(b) for b in (args.batches or "1,8").split(",")]
+    dtypes = [d for d in (args.dtypes or "float32,bfloat16").split(",") if d]
     weights, inputs = (None, None) if args.table_only else prepare(args)
     impls = ([] if args.no_reference else [("mmpretrain", "float32")]) + [
         ("ofa", d) for d in dtypes]
     results: dict = {}
     for task in tasks:
         for batch in batches:
-            rounds: dict = {}
-            for _ in range(args.rounds):  # interleaved: every implementation once per round
-                for impl, dtype in impls:
-                    key = "mmpretrain" if impl == "mmpretrain" else dtype
-                    rounds.setdefault(key, []).append(
-                        cached_result(args, impl, task, batch, dtype) if args.table_only
-                        else run_worker(args, impl, task, batch, dtype, weights, inputs))
-            results[(task, batch)] = {k: merge_rounds(v) for k, v in rounds.items()}
+            results[(task, batch)] = run_rounds(args, task, batch, impls, weights, inputs)
     demo_cache = args.env / "speed" / "demo.json"
     if args.table_only and demo_cache.exists():
         results["demo"] = json.loads(demo_cache.read_text())
@@ -509,21 +756,8 @@ def main() -> None:
     block = table(results, args)
     print(block)
     if args.write:
-        text = args.write.read_text() if args.write.exists() else "# Benchmarks\n"
-        # --table-only keeps the command of the run that measured the results
-        saved = args.env / "speed" / "command.txt"
-        if not args.table_only:
-            saved.write_text(" ".join(sys.argv[1:]))
-        used = saved.read_text() if saved.exists() else " ".join(sys.argv[1:])
-        cmd = "    .venv/bin/python benchmarks/speed.py " + used
-        body = f"{BEGIN}\n\nCommand:\n\n{cmd}\n" + block[len(BEGIN):]
-        if BEGIN in text:
-            start, end = text.index(BEGIN), text.index(END) + len(END)
-            text = text[:start] + body + text[end:]
-        else:
-            title = "## Inference speed against mmpretrain (`benchmarks/speed.py`)"
-            text += f"\n{title}\n\n{body}\n"
-        args.write.write_text(text)
+        write_block(args, block, BEGIN, END, "command.txt",
+                    "## Inference speed against mmpretrain (`benchmarks/speed.py`)")
 
 
 if __name__ == "__main__":

@@ -448,7 +448,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
                     "the same scene or of one changed in one respect (MRPC). `ofa eval glue` "
                     "and training configs read them (configs/shapes-glue.yaml).")
     g.add_argument("out", type=Path, help="output folder")
-    g.add_argument("--train", type=int, default=10000, help="training scenes (default 10000)")
+    g.add_argument("--train", type=int, default=20000, help="training scenes (default 20000)")
     g.add_argument("--val", type=int, default=250, help="validation scenes (default 250)")
     g.add_argument("--test", type=int, default=1000, help="test scenes (default 1000)")
     g.add_argument("--seed", type=int, default=0, help="world seed (default 0)")

@@ -150,3 +150,26 @@ def test_shapes_glue_is_deterministic_balanced_and_readable(tmp_path):
     again = tmp_path / "again"
     write_shapes_glue(again, {"train": 20, "val": 5})
     assert (again / "RTE" / "train.tsv").read_bytes() == files["RTE/train"].read_bytes()
+
+
+def test_shapes_glue_training_rows_oversample_the_hard_kinds():
+    """Training statements lean to relations and changes inside the scene; dev and test keep
+    the uniform mix their figures measure (and the rows they had before the weights)."""
+    world = ShapesWorld(seed=0)
+
+    def shapes(text: str) -> int:
+        return text.count(",") + text.count(" and ") + 1
+
+    def shares(split: str) -> tuple[float, float]:
+        hyps, changes = [], []
+        for i in range(300):
+            rte, mrpc = glue_rows(world, split, i)
+            hyps += [h for _, h, _ in rte]
+            changes += [shapes(a) == shapes(b) for a, b, same in mrpc if not same]
+        relation = sum(" of the " in h for h in hyps) / len(hyps)
+        return relation, sum(changes) / len(changes)
+
+    train_relation, train_same_count = shares("train")
+    val_relation, val_same_count = shares("val")
+    assert train_relation > val_relation + 0.1
+    assert train_same_count > val_same_count + 0.1  # fewer shapes dropped or added

@@ -9,7 +9,11 @@
   that is small"); the same scene (quality 1) or one changed in one respect (0): a colour, a
   kind or a size, two shapes swapped, a shape dropped or added.
 
-Every scene gives one statement of each truth and one pair of each label.
+Every scene gives one statement of each truth and one pair of each label. Dev and test draw
+the kinds of statement and of change uniformly (the natural mix the figures measure); the
+training split oversamples the ones a model finds hard (:data:`TRAIN_STATEMENT_WEIGHTS`,
+:data:`TRAIN_CHANGE_WEIGHTS`): false relations and absent shapes that share a colour or a kind
+with one that is there, and colours, kinds, sizes and orders changed inside a longer scene.
 """
 
 from __future__ import annotations
@@ -24,10 +28,25 @@ from ..errors import InputError
 from ..files import write_atomic
 from .shapes import COLORS, NUMBER_WORDS, SHAPES, SIZES, ShapesWorld, split_code
 
-__all__ = ["GLUE_SPLITS", "glue_rows", "write_shapes_glue"]
+__all__ = ["GLUE_SPLITS", "TRAIN_CHANGE_WEIGHTS", "TRAIN_STATEMENT_WEIGHTS", "glue_rows",
+           "write_shapes_glue"]
 
 Item = tuple[str, str, str]  # (size, colour, kind), left to right
 GLUE_SPLITS = {"train": "train", "val": "dev", "test": "test"}  # ShapesWorld split -> file
+# Relative weights of the statement kinds and change ways in training rows (dev and test: 1
+# each). Counting is learned at once; binding a colour to its kind and an order across the two
+# texts is what a model misses (BENCHMARKS.md, "GLUE").
+TRAIN_STATEMENT_WEIGHTS = {"exist": 3.0, "count": 0.5, "size": 1.5, "relation": 4.0}
+TRAIN_CHANGE_WEIGHTS = {"color": 3.0, "kind": 2.0, "size": 2.0, "swap": 3.0, "drop": 0.5,
+                        "add": 0.5}
+
+
+def _pick(options: list[str], weights: dict[str, float] | None, rng: np.random.Generator) -> str:
+    """One of ``options``, uniformly or by ``weights`` (one draw from ``rng`` either way)."""
+    if weights is None:
+        return options[int(rng.integers(len(options)))]
+    w = np.array([weights[o] for o in options])
+    return options[int(np.searchsorted(np.cumsum(w / w.sum()), rng.random(), side="right"))]
 
 
 def _join(parts: list[str]) -> str:
@@ -53,11 +72,13 @@ def _count(n: int) -> str:
     return f"there is {NUMBER_WORDS[n]} shape" if n == 1 else f"there are {NUMBER_WORDS[n]} shapes"
 
 
-def statement(items: list[Item], truth: bool, rng: np.random.Generator) -> str:
-    """A hypothesis about the scene ``items`` describe, true or false as asked."""
+def statement(items: list[Item], truth: bool, rng: np.random.Generator,
+              weights: dict[str, float] | None = None) -> str:
+    """A hypothesis about the scene ``items`` describe, true or false as asked; its kind drawn
+    uniformly or by ``weights``."""
     n = len(items)
     kinds = ["exist", "count", "size"] + (["relation"] if n > 1 else [])
-    kind = kinds[int(rng.integers(len(kinds)))]
+    kind = _pick(kinds, weights, rng)
     size, color, shape = items[int(rng.integers(n))]
     if kind == "exist":
         if not truth:  # absent, sharing a colour or a kind with a shape (not a give-away)
@@ -79,12 +100,14 @@ def statement(items: list[Item], truth: bool, rng: np.random.Generator) -> str:
     return f"the {items[i][1]} {items[i][2]} is {relation} the {items[j][1]} {items[j][2]}"
 
 
-def changed(items: list[Item], rng: np.random.Generator) -> list[Item]:
-    """``items`` changed in one respect (never the same scene)."""
+def changed(items: list[Item], rng: np.random.Generator,
+            weights: dict[str, float] | None = None) -> list[Item]:
+    """``items`` changed in one respect (never the same scene), drawn uniformly or by
+    ``weights``."""
     n = len(items)
     ways = ["color", "kind", "size"] + (["swap", "drop"] if n > 1 else []) + (
         ["add"] if n < 3 else [])
-    way = ways[int(rng.integers(len(ways)))]
+    way = _pick(ways, weights, rng)
     out = list(items)
     names = {(c, k) for _, c, k in items}
     i = int(rng.integers(n))
@@ -112,14 +135,18 @@ def changed(items: list[Item], rng: np.random.Generator) -> list[Item]:
 def glue_rows(world: ShapesWorld, split: str, index: int
               ) -> tuple[list[tuple[str, str, bool]], list[tuple[str, str, bool]]]:
     """The scene's RTE rows ``(premise, hypothesis, entailed)`` and MRPC rows ``(text1, text2,
-    same)``: one of each label, in a random order."""
+    same)``: one of each label, in a random order. Training rows draw their kinds by the
+    ``TRAIN_*_WEIGHTS``, the others uniformly."""
     scene = world.scene(split, index)
     items = [(s.size, s.color, s.kind) for s in scene._ordered()]
     rng = np.random.default_rng([world.seed, split_code(split), index, 7])
-    rte = [(caption(items), statement(items, truth, rng), truth) for truth in (True, False)]
+    train = split == "train"
+    said = TRAIN_STATEMENT_WEIGHTS if train else None
+    ways = TRAIN_CHANGE_WEIGHTS if train else None
+    rte = [(caption(items), statement(items, truth, rng, said), truth) for truth in (True, False)]
     mrpc = []
     for same in (True, False):
-        other = items if same else changed(items, rng)
+        other = items if same else changed(items, rng, ways)
         pair = [caption(items), rewording(other)]
         if rng.random() < 0.5:
             pair = [rewording(items), caption(other)]

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .packed import linear
+
 
 def attention_for_training(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                            bias: torch.Tensor | None, scale: float, dropout: float = 0.0
@@ -73,14 +75,14 @@ class MultiheadAttention(nn.Module):
 
     def project_kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values [B, H, T, d_h] of ``x``; cached once per source for cross-attention."""
-        return self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x))
+        return self.split_heads(linear(self.k_proj, x)), self.split_heads(linear(self.v_proj, x))
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 bias: torch.Tensor | None) -> torch.Tensor:
         """query [B, Tq, D]; key/value already projected and split: [B, H, Tk, d_h], or
         [B / r, H, Tk, d_h] shared by r consecutive query rows (the beams of one sentence
         attending to its encoder states: no per-beam copies of the keys and values)."""
-        q = self.split_heads(self.q_proj(query))
+        q = self.split_heads(linear(self.q_proj, query))
         if key.dtype != q.dtype:  # a cache kept in another precision (LayerCache.append)
             q = q.to(key.dtype)
         b, h, tq, d = q.shape
@@ -102,4 +104,4 @@ class MultiheadAttention(nn.Module):
         if r > 1:
             out = out.view(-1, h, r, tq, d).transpose(1, 2).reshape(b, h, tq, d)
         out = out * self.c_attn.view(1, -1, 1, 1).to(out.dtype)
-        return self.out_proj(out.transpose(1, 2).reshape(b, tq, h * d).to(query.dtype))
+        return linear(self.out_proj, out.transpose(1, 2).reshape(b, tq, h * d).to(query.dtype))

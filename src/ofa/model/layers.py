@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .packed import linear
+
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
     """Exact (erf) GELU computed in fp32, as fairseq's ``gelu`` does for half inputs."""
@@ -55,5 +57,5 @@ class FeedForwardLayer(nn.Module):
         return x + self.drop_path(self.dropout(branch))
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.activation_dropout(gelu(self.fc1(self.final_layer_norm(x))))
-        return self.residual(x, self.fc2(self.ffn_layernorm(h)))
+        h = self.activation_dropout(gelu(linear(self.fc1, self.final_layer_norm(x))))
+        return self.residual(x, linear(self.fc2, self.ffn_layernorm(h)))

@@ -9,6 +9,7 @@ from torch import nn
 from .config import OFAConfig
 from .decoder import DecoderCache, OFADecoder
 from .encoder import EncoderOutput, OFAEncoder
+from .packed import table_linear
 
 
 def vocab_logits(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -35,6 +36,8 @@ class OFAModel(nn.Module):
         embed_tokens = nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
         self.encoder = OFAEncoder(config, embed_tokens)
         self.decoder = OFADecoder(config, embed_tokens)
+        # an int8 copy of the tied output table for inference (ofa.model.quantize), else None
+        self.vocab_projection: nn.Module | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -76,7 +79,12 @@ class OFAModel(nn.Module):
         with ``vocab`` (output-table rows, e.g. ``embed_tokens.weight[ids]``) only those ids'
         logits [B, T, len(ids)]."""
         hidden = self.decoder(tokens, encoder_out, cache, code_mask)
-        return vocab_logits(hidden, self.embed_tokens.weight if vocab is None else vocab)
+        if vocab is not None:
+            return vocab_logits(hidden, vocab)
+        if self.vocab_projection is not None:
+            return self.vocab_projection(hidden)
+        logits = table_linear(self, "embed_tokens", hidden, self.embed_tokens.weight)
+        return logits if logits is not None else vocab_logits(hidden, self.embed_tokens.weight)
 
     def forward(self, input_ids: torch.Tensor, decoder_input_ids: torch.Tensor,
                 images: torch.Tensor | None = None, image_mask: torch.Tensor | None = None,

@@ -1,0 +1,104 @@
+"""Linear layers with oneDNN-packed weights for CPU inference.
+
+A decoding step multiplies a few rows (the beams) by every decoder weight and by the output
+table, so it is bound by how fast the weights stream from memory. PyTorch's default CPU path
+for ``F.linear`` (MKL's GEMM on the plain [out, in] weight) reads them at about a third of the
+machine's read bandwidth for 5 rows; the same product on a weight reordered once into oneDNN's
+blocked layout (``torch.ops.mkldnn._reorder_linear_weight`` + ``_linear_pointwise``: what
+``torch.compile`` freezing uses for CPU linears) reads them two to three times faster, and is
+faster for the encoder's long inputs too (``benchmarks/roofline.py``, BENCHMARKS.md).
+
+The packed copy is made on first use and kept beside the float weight (which the state dict,
+training and the ONNX export keep using), and remade whenever the weight changes (another
+tensor, or an in-place update: its version counter), so a model trained after a no-grad pass
+never multiplies by a stale copy. It is used only on the CPU, in fp32 or bf16, outside
+autograd, and costs the memory of one more copy of the weights it packs.
+``packed_weights(False)`` (a context manager) or the environment variable
+``OFA_PACKED_WEIGHTS=0`` turns it off; FLOP counting turns it off, since torch's FLOP counter
+does not see the oneDNN op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import weakref
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+__all__ = ["linear", "packed_weights", "packing_available", "table_linear"]
+
+_ENABLED = os.environ.get("OFA_PACKED_WEIGHTS", "1") != "0"
+_CACHE_ATTR = "_ofa_packed"  # on the module that owns the weight: {name: (key, packed)}
+
+
+def packing_available() -> bool:
+    """Whether this PyTorch build has the oneDNN CPU linear kernels."""
+    return (torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+_AVAILABLE = packing_available()
+
+
+@contextlib.contextmanager
+def packed_weights(enabled: bool) -> Iterator[None]:
+    """Use packed weights (True) or PyTorch's plain ``F.linear`` (False) inside the block."""
+    global _ENABLED
+    before, _ENABLED = _ENABLED, enabled
+    try:
+        yield
+    finally:
+        _ENABLED = before
+
+
+def _usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (_ENABLED and _AVAILABLE and x.device.type == "cpu" and x.dtype == weight.dtype
+            and x.dtype in (torch.float32, torch.bfloat16) and not torch.is_grad_enabled()
+            and weight.layout == torch.strided and x.dim() >= 2)
+
+
+class _Cache(dict):
+    """Packed copies by name; never copied or pickled with the module (a deep copy or a
+    pickled model packs again on first use)."""
+
+    def __deepcopy__(self, memo: dict) -> _Cache:
+        return _Cache()
+
+    def __reduce__(self) -> tuple:
+        return _Cache, ()
+
+
+def _packed(owner: nn.Module, name: str, weight: torch.Tensor) -> torch.Tensor:
+    """The packed copy of ``weight``, made again unless the cached one was made from this very
+    tensor (not merely one at the same address) at its current version."""
+    cache = owner.__dict__.setdefault(_CACHE_ATTR, _Cache())
+    hit = cache.get(name)
+    if hit is None or hit[0]() is not weight or hit[1] != weight._version:
+        hit = (weakref.ref(weight), weight._version,
+               torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None))
+        cache[name] = hit
+    return hit[2]
+
+
+def linear(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` for an ``nn.Linear`` (or any layer, e.g. an int8 one, run as it is), with
+    its packed weight where that applies."""
+    if type(module) is not nn.Linear or not _usable(x, module.weight):
+        return module(x)
+    return torch.ops.mkldnn._linear_pointwise(
+        x, _packed(module, "weight", module.weight), module.bias, "none", [], "")
+
+
+def table_linear(owner: nn.Module, name: str, x: torch.Tensor, weight: torch.Tensor
+                 ) -> torch.Tensor | None:
+    """``x @ weight^T`` with ``weight``'s packed copy kept on ``owner`` under ``name`` (the
+    tied output table), or None where packing does not apply (the caller then takes its own
+    path)."""
+    if not _usable(x, weight):
+        return None
+    return torch.ops.mkldnn._linear_pointwise(x, _packed(owner, name, weight), None, "none",
+                                              [], "")

@@ -1,0 +1,72 @@
+"""oneDNN-packed linear weights for CPU inference: same products as F.linear, never stale,
+off under autograd and where switched off, and a model still copies and pickles."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ofa.model import OFAModel
+from ofa.model.packed import linear, packed_weights, packing_available
+
+from conftest import text_batch, tiny_config
+
+pytestmark = pytest.mark.skipif(not packing_available(), reason="no oneDNN in this torch build")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows", [1, 5, 37])
+def test_packed_linear_computes_f_linear(dtype, rows):
+    torch.manual_seed(0)
+    layer = nn.Linear(64, 96).to(dtype)
+    x = torch.randn(2, rows, 64).to(dtype)
+    with torch.no_grad():
+        out = linear(layer, x)
+        ref = F.linear(x, layer.weight, layer.bias)
+    assert "_ofa_packed" in layer.__dict__  # the packed path ran
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(out, ref, rtol=tol, atol=tol)
+
+
+def test_a_changed_weight_is_packed_again():
+    torch.manual_seed(0)
+    layer = nn.Linear(16, 8)
+    x = torch.randn(3, 16)
+    with torch.no_grad():
+        linear(layer, x)
+        layer.weight.mul_(2)  # in place: the version counter moves
+        torch.testing.assert_close(linear(layer, x), F.linear(x, layer.weight, layer.bias))
+        layer.weight = nn.Parameter(torch.randn(8, 16))  # another tensor
+        torch.testing.assert_close(linear(layer, x), F.linear(x, layer.weight, layer.bias))
+
+
+def test_autograd_and_the_switch_take_the_plain_path():
+    layer = nn.Linear(16, 8)
+    x = torch.randn(3, 16)
+    y = linear(layer, x)  # grad enabled: F.linear, gradients flow
+    y.sum().backward()
+    assert layer.weight.grad is not None and "_ofa_packed" not in layer.__dict__
+    with torch.no_grad(), packed_weights(False):
+        linear(layer, x)
+    assert "_ofa_packed" not in layer.__dict__
+
+
+def test_model_outputs_and_copies_with_packed_weights():
+    torch.manual_seed(0)
+    model = OFAModel(tiny_config()).eval()
+    ids, images = text_batch([7, 5]), torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        with packed_weights(False):
+            ref = model.decode(ids[:, :4], model.encode(ids, images))
+        out = model.decode(ids[:, :4], model.encode(ids, images))
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    assert "_ofa_packed" in model.__dict__  # the output table too
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert not clone.__dict__.get("_ofa_packed")
+        with torch.no_grad():
+            torch.testing.assert_close(clone.decode(ids[:, :4], clone.encode(ids, images)), out)
