@@ -159,12 +159,9 @@ def phases(kind: str, repeats: int, ceiling: float, peaks: dict[str, float],
     proj = model.vocab_projection
     table_bytes = (proj.weight().numel() if proj is not None
                    else table.numel() * table.element_size())
-    from ofa.model.ofa import vocab_logits
-
     for n, h in hidden.items():
         with torch.inference_mode():
-            ms = best_ms(lambda h=h: proj(h) if proj is not None else vocab_logits(h, table),
-                         repeats)
+            ms = best_ms(lambda h=h: model.logits(h), repeats)
         rows.append((f"vocabulary projection, {n} rows", kind, ms, table_bytes / 1e6, "MB",
                      table_bytes / ms / 1e6, ceiling, "read ceiling"))
     return rows

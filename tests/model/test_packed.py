@@ -43,6 +43,16 @@ def test_a_changed_weight_is_packed_again():
         torch.testing.assert_close(linear(layer, x), F.linear(x, layer.weight, layer.bias))
         layer.weight = nn.Parameter(torch.randn(8, 16))  # another tensor
         torch.testing.assert_close(linear(layer, x), F.linear(x, layer.weight, layer.bias))
+        layer.to(torch.bfloat16)  # the same parameters, their .data swapped
+        xb = x.bfloat16()
+        torch.testing.assert_close(linear(layer, xb), F.linear(xb, layer.weight, layer.bias))
+
+
+def test_a_model_made_under_inference_mode_packs():
+    with torch.inference_mode():  # inference tensors keep no version counter
+        layer = nn.Linear(16, 8)
+        x = torch.randn(3, 16)
+        torch.testing.assert_close(linear(layer, x), F.linear(x, layer.weight, layer.bias))
 
 
 def test_autograd_and_the_switch_take_the_plain_path():

@@ -79,8 +79,11 @@ class OFAModel(nn.Module):
         with ``vocab`` (output-table rows, e.g. ``embed_tokens.weight[ids]``) only those ids'
         logits [B, T, len(ids)]."""
         hidden = self.decoder(tokens, encoder_out, cache, code_mask)
-        if vocab is not None:
-            return vocab_logits(hidden, vocab)
+        return self.logits(hidden) if vocab is None else vocab_logits(hidden, vocab)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Inference logits [..., V] over the whole vocabulary: the int8 table where the model
+        is quantized, the packed table on the CPU (``ofa.model.packed``), else the table."""
         if self.vocab_projection is not None:
             return self.vocab_projection(hidden)
         logits = table_linear(self, "embed_tokens", hidden, self.embed_tokens.weight)

@@ -10,9 +10,9 @@ faster for the encoder's long inputs too (``benchmarks/roofline.py``, BENCHMARKS
 
 The packed copy is made on first use and kept beside the float weight (which the state dict,
 training and the ONNX export keep using), and remade whenever the weight changes (another
-tensor, or an in-place update: its version counter), so a model trained after a no-grad pass
-never multiplies by a stale copy. It is used only on the CPU, in fp32 or bf16, outside
-autograd, and costs the memory of one more copy of the weights it packs.
+tensor, an in-place update, its ``.data`` swapped by ``module.to``), so a model trained after
+a no-grad pass never multiplies by a stale copy. It is used only on the CPU, in fp32 or bf16,
+outside autograd, and costs the memory of one more copy of the weights it packs.
 ``packed_weights(False)`` (a context manager) or the environment variable
 ``OFA_PACKED_WEIGHTS=0`` turns it off; FLOP counting turns it off, since torch's FLOP counter
 does not see the oneDNN op.
@@ -75,10 +75,15 @@ class _Cache(dict):
 def _packed(owner: nn.Module, name: str, weight: torch.Tensor) -> torch.Tensor:
     """The packed copy of ``weight``, made again unless the cached one was made from this very
     tensor (not merely one at the same address) at its current version."""
+    # ``module.to(dtype)`` swaps a parameter's ``.data`` (same object and version): the
+    # storage and dtype are part of the key too
+    # (tensors made under inference_mode keep no version counter)
+    version = -1 if weight.is_inference() else weight._version
+    key = (version, weight.data_ptr(), weight.dtype, tuple(weight.shape))
     cache = owner.__dict__.setdefault(_CACHE_ATTR, _Cache())
     hit = cache.get(name)
-    if hit is None or hit[0]() is not weight or hit[1] != weight._version:
-        hit = (weakref.ref(weight), weight._version,
+    if hit is None or hit[0]() is not weight or hit[1] != key:
+        hit = (weakref.ref(weight), key,
                torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None))
         cache[name] = hit
     return hit[2]

@@ -7,9 +7,11 @@
   there; the vocabulary projection (the [V, D] table, 59,457 x 768 in OFA-base) is the largest
   of them. It gets an int8 copy of the tied table; the embedding lookups keep the float rows,
   and so do the restricted projections (a task's answer or code ids, ``decode(vocab=...)``).
-- The ResNet runs in bf16 where the CPU has native bf16 (AVX512-BF16 or AMX), in fp32 elsewhere:
-  convolutions have no dynamic int8 path, and bf16 halves their time where it is native.
-- The position projections, norms and attention itself stay fp32.
+- The ResNet runs in bf16 where the CPU has native bf16 (AVX512-BF16 or AMX), in fp32
+  elsewhere: convolutions have no dynamic int8 path, and bf16 halves their time where it is
+  native. (Running the encoder layers in bf16 too, cast at each layer, was slower than int8
+  there: the position biases around them stay fp32; BENCHMARKS.md.)
+- The position projections, norms and the attention itself stay fp32.
 """
 
 from __future__ import annotations
