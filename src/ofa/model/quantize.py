@@ -1,17 +1,20 @@
-"""Int8 for CPU inference.
+"""Int8 for CPU inference: int8 weights where a step streams them, the fastest native float
+where it computes.
 
-- The attention and feed-forward projections and the vocabulary projection hold int8 weights,
-  quantized per output channel once, and quantize their input per batch on the fly (PyTorch's
-  dynamic quantization: fbgemm / oneDNN kernels, which use AVX512-VNNI where the CPU has it).
-  A decoding step streams its weights from memory, so a quarter of the bytes is what pays
-  there; the vocabulary projection (the [V, D] table, 59,457 x 768 in OFA-base) is the largest
-  of them. It gets an int8 copy of the tied table; the embedding lookups keep the float rows,
-  and so do the restricted projections (a task's answer or code ids, ``decode(vocab=...)``).
-- The ResNet runs in bf16 where the CPU has native bf16 (AVX512-BF16 or AMX), in fp32
-  elsewhere: convolutions have no dynamic int8 path, and bf16 halves their time where it is
-  native. (Running the encoder layers in bf16 too, cast at each layer, was slower than int8
-  there: the position biases around them stay fp32; BENCHMARKS.md.)
-- The position projections, norms and the attention itself stay fp32.
+- The decoder's attention and feed-forward projections and the vocabulary projection hold int8
+  weights, quantized per output channel once, and quantize their input per batch on the fly
+  (PyTorch's dynamic quantization: fbgemm / oneDNN kernels, which use AVX512-VNNI where the CPU
+  has it). A decoding step streams its weights from memory, so a quarter of the bytes is what
+  pays there; the vocabulary projection (the [V, D] table, 59,457 x 768 in OFA-base) is the
+  largest of them. It gets an int8 copy of the tied table; the embedding lookups keep the float
+  rows, and so do the restricted projections (a task's answer or code ids,
+  ``decode(vocab=...)``).
+- The rest runs in the fastest float the CPU has natively: bf16 where it has AVX512-BF16 or AMX,
+  else fp32. The encoder (once per image, ~900 positions) is bound by arithmetic: in bf16 it
+  runs at twice fp32's speed there, faster than dynamic int8, which quantizes every
+  activation; where bf16 is not native its projections are int8 too (faster than fp32).
+  Convolutions have no dynamic int8 path: the ResNet is in that float. Int8 layers take and
+  give fp32 at their boundary.
 """
 
 from __future__ import annotations
@@ -37,38 +40,41 @@ def _dynamic_int8(linear: nn.Linear) -> nn.Module:
         return torch.ao.nn.quantized.dynamic.Linear.from_float(linear)
 
 
-def _run_in_bf16(module: nn.Module) -> None:
-    """``module`` computes in bf16 and hands fp32 on (its weights cast once, its input and
-    output at the boundary), so the modules around it are unchanged."""
-    module.to(torch.bfloat16)
-    module.register_forward_pre_hook(lambda _, args: tuple(
-        a.to(torch.bfloat16) if torch.is_tensor(a) and a.is_floating_point() else a
-        for a in args))
-    module.register_forward_hook(lambda _, __, out: out.float())
+def _fp32_boundary(layer: nn.Module, out_dtype: torch.dtype | None) -> None:
+    """An int8 layer inside a ``out_dtype`` model: its input cast to fp32, its output back to
+    ``out_dtype`` (None: left fp32, as the logits)."""
+    layer.register_forward_pre_hook(lambda _, args: (args[0].float(), *args[1:]))
+    if out_dtype is not None:
+        layer.register_forward_hook(lambda _, __, out: out.to(out_dtype))
 
 
-def quantize_int8(model: OFAModel, backbone_bf16: bool | None = None) -> OFAModel:
-    """``model`` (fp32, on the CPU, for inference) with int8 linear layers and an int8
-    vocabulary projection, in place. ``backbone_bf16``: run the ResNet in bf16 (default: where
-    the CPU has native bf16)."""
+def quantize_int8(model: OFAModel, float_dtype: torch.dtype | None = None) -> OFAModel:
+    """``model`` (fp32, on the CPU, for inference) with int8 decoder projections and an int8
+    vocabulary projection, in place; the rest in ``float_dtype`` (default: bf16 where the CPU
+    has native bf16, else fp32, where the encoder's projections turn int8 too)."""
     weight = model.embed_tokens.weight
     if weight.device.type != "cpu" or weight.dtype != torch.float32:
         raise InputError("int8 runs on the CPU from float32 weights (use device cpu)")
     if torch.backends.quantized.engine == "none":
         raise InputError("this PyTorch build has no quantized CPU kernels for int8")
+    if float_dtype is None:
+        float_dtype = torch.bfloat16 if native_bf16() else torch.float32
+    quantized = ("decoder.",) if float_dtype != torch.float32 else ("decoder.", "encoder.")
     qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
     # the attention and feed-forward projections: the position projections feed the
     # attention bias once per input, and stay exact
     spec = {name: qconfig for name, m in model.named_modules()
-            if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in INT8_LAYERS}
+            if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in INT8_LAYERS
+            and name.startswith(quantized)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
     table = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
     table.weight = weight  # quantized from the tied table; the table itself stays float
     model.vocab_projection = _dynamic_int8(table)
-    if backbone_bf16 is None:
-        backbone_bf16 = native_bf16()
-    if backbone_bf16:
-        _run_in_bf16(model.encoder.embed_images)
+    if float_dtype != torch.float32:
+        model.to(float_dtype)  # the float parts; the int8 layers keep their packed weights
+        for name, m in model.named_modules():
+            if isinstance(m, torch.ao.nn.quantized.dynamic.Linear):
+                _fp32_boundary(m, None if name == "vocab_projection" else float_dtype)
     return model.eval()
