@@ -136,17 +136,40 @@ class OFAEncoder(nn.Module):
             return pos
         return torch.cat([self.image_pos_ln(img_pos), pos])
 
+    def relative_index(self, text_buckets: torch.Tensor, img_buckets: torch.Tensor
+                       ) -> torch.Tensor:
+        """[T, T] rows of a layer's joined relative table (image buckets, then text buckets,
+        then one zero row): image-image and text-text pairs read their buckets, image<->text
+        pairs the zero row (they keep only the absolute bias). Shape-only arithmetic: the
+        ONNX graph traces it."""
+        n_img, n_text = img_buckets.shape[0], text_buckets.shape[0]
+        img_rows = self.image_rel_pos_table_list[0].num_embeddings
+        zero = img_rows + self.token_rel_pos_table_list[0].num_embeddings
+        img_side = torch.full((n_img, n_text), zero, dtype=img_buckets.dtype,
+                              device=img_buckets.device)
+        text_side = torch.full((n_text, n_img), zero, dtype=img_buckets.dtype,
+                               device=img_buckets.device)
+        return torch.cat([torch.cat([img_buckets, img_side], 1),
+                          torch.cat([text_side, text_buckets + img_rows], 1)], 0)
+
     def layer_bias(self, i: int, abs_bias: torch.Tensor, text_buckets: torch.Tensor,
-                   img_buckets: torch.Tensor | None) -> torch.Tensor:
+                   img_buckets: torch.Tensor | None, index: torch.Tensor | None = None
+                   ) -> torch.Tensor:
         """Layer ``i``'s position bias [1, H, T, T]: the absolute bias everywhere plus the
         relative one on the image-image and text-text blocks (image<->text keep only the
-        absolute bias). Zero-padded blocks summed: no data-dependent branch, so the ONNX
-        graph traces this very function."""
-        rel = self.token_rel_pos_table_list[i](text_buckets).permute(2, 0, 1)
-        if img_buckets is not None:
-            img_rel = self.image_rel_pos_table_list[i](img_buckets).permute(2, 0, 1)
-            n_img, n_text = img_rel.shape[-1], rel.shape[-1]
-            rel = F.pad(img_rel, (0, n_text, 0, n_text)) + F.pad(rel, (n_img, 0, n_img, 0))
+        absolute bias), gathered from the layer's two tables in one pass (``index``:
+        :meth:`relative_index`, computed here when not given). No data-dependent branch, so
+        the ONNX graph traces this very function."""
+        text_table = self.token_rel_pos_table_list[i].weight
+        if img_buckets is None:
+            rel = F.embedding(text_buckets, text_table).permute(2, 0, 1)
+        else:
+            if index is None:
+                index = self.relative_index(text_buckets, img_buckets)
+            img_table = self.image_rel_pos_table_list[i].weight
+            zero = text_table.new_zeros(1, text_table.shape[1])
+            table = torch.cat([img_table, text_table, zero]).t().contiguous()  # [H, rows]
+            rel = table.index_select(1, index.reshape(-1)).view(-1, *index.shape)
         # summed in the wider dtype, kept in the bias's own (an in-place add under autocast)
         return (abs_bias + rel).to(abs_bias.dtype).unsqueeze(0)
 
@@ -190,7 +213,8 @@ class OFAEncoder(nn.Module):
             key_pad = key_padding_bias(padding, abs_bias.dtype)
         text_buckets = token_rel_buckets(text_pos, text_pos, cfg.token_bucket_size,
                                          cfg.max_source_positions)
+        index = None if img_buckets is None else self.relative_index(text_buckets, img_buckets)
         for i, layer in enumerate(self.layers):
-            bias = self.layer_bias(i, abs_bias, text_buckets, img_buckets)
+            bias = self.layer_bias(i, abs_bias, text_buckets, img_buckets, index)
             x = layer(x, bias if key_pad is None else bias + key_pad)
         return EncoderOutput(self.layer_norm(x), padding, pos)

@@ -56,9 +56,13 @@ def packed_weights(enabled: bool) -> Iterator[None]:
 
 
 def _usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    return (_ENABLED and _AVAILABLE and x.device.type == "cpu" and x.dtype == weight.dtype
+    # plain tensors only: tracing (torch.export, ONNX, torch.compile) sees fake or functional
+    # tensor subclasses, and records the plain op
+    return (_ENABLED and _AVAILABLE and type(x) is torch.Tensor and type(weight.data) is
+            torch.Tensor and x.device.type == "cpu" and x.dtype == weight.dtype
             and x.dtype in (torch.float32, torch.bfloat16) and not torch.is_grad_enabled()
-            and weight.layout == torch.strided and x.dim() >= 2)
+            and weight.layout == torch.strided and x.dim() >= 2
+            and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
 
 
 class _Cache(dict):
