@@ -130,10 +130,8 @@ def encoder_flops() -> tuple[int, int]:
 
 def phases(kind: str, repeats: int, ceiling: float, peaks: dict[str, float],
            flops: tuple[int, int]) -> list[tuple]:
-    from ofa.hardware import native_bf16
-
     model = build(kind)
-    float_dtype = torch.bfloat16 if kind == "bfloat16" else torch.float32
+    float_dtype = model.embed_tokens.weight.dtype  # int8: bf16 where native, else fp32
     ids = IDS
     images = torch.randn(1, 3, 480, 480).to(float_dtype)
     resnet_flops, transformer_flops = flops
@@ -142,13 +140,14 @@ def phases(kind: str, repeats: int, ceiling: float, peaks: dict[str, float],
         enc = model.encode(ids, images)
         resnet_ms = best_ms(lambda: model.encoder.embed_images(images), repeats)
         encode_ms = best_ms(lambda: model.encode(ids, images), repeats)
-    backbone = ("bfloat16" if kind == "bfloat16" or (kind == "int8" and native_bf16())
-                else "float32")
+    backbone = str(float_dtype).removeprefix("torch.")
+    encoder = ("int8" if isinstance(model.encoder.layers[0].fc1, DynamicLinear)
+               else backbone)
     rows.append(("ResNet", kind, resnet_ms, resnet_flops / 1e9, "GFLOP",
                  resnet_flops / resnet_ms / 1e6, peaks[backbone], f"{backbone} matmul"))
     encoder_ms = encode_ms - resnet_ms
     rows.append(("transformer encoder", kind, encoder_ms, transformer_flops / 1e9, "GFLOP",
-                 transformer_flops / encoder_ms / 1e6, peaks[kind], f"{kind} matmul"))
+                 transformer_flops / encoder_ms / 1e6, peaks[encoder], f"{encoder} matmul"))
     nbytes = step_bytes(model, enc.hidden.shape[1])
     for n in (5, 24):
         ms = statistics.median(step_times(model, ids, images, n)) * 1e3
