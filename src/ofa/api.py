@@ -492,7 +492,8 @@ def load(name_or_path: str | os.PathLike[str], device: str | torch.device | None
     exact parity), float16, bfloat16, or auto: the fastest dtype the device runs natively (bf16
     on CPUs with AVX512-BF16 or AMX and on recent GPUs, fp16 on other GPUs, else fp32); bf16 on
     a CPU without native bf16 warns once (it is emulated: many times slower than fp32); int8:
-    dynamic int8 attention and feed-forward layers on the CPU (:mod:`ofa.model.quantize`).
+    int8 decoder and output-table weights, the rest in the CPU's fastest native float
+    (:mod:`ofa.model.quantize`).
     ``vocab``: tokenizer folder for checkpoints that ship none.
     ``max_pixels``: the largest image file or bytes decoded (width x height, checked from the
     header before decoding; default ``$OFA_MAX_PIXELS``, else 40,000,000).

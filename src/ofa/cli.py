@@ -15,6 +15,10 @@ from .tasks import TASKS, Task, TaskField
 
 # --dtype: ofa.load's dtypes
 DTYPE_CHOICES = ["float32", "float16", "bfloat16", "auto", "int8"]
+DTYPE_HELP = ("weights and activations dtype (default: float32, exact parity; auto: the "
+              "fastest one the device runs natively, e.g. bfloat16 on CPUs with AVX512-BF16 "
+              "or AMX, float32 on other CPUs; int8: int8 decoder and output-table weights, the "
+              "rest in the fastest native float, CPU only)")
 # CLI flag -> GenerationConfig field
 DECODING_FLAGS = {"beam": "beam_size", "max_len": "max_len_b", "max_len_a": "max_len_a",
                   "min_len": "min_len", "no_repeat_ngram": "no_repeat_ngram_size",
@@ -30,10 +34,7 @@ def _common(p: argparse.ArgumentParser, spec: Task) -> None:
                         + (", else the embedded shapes-demo model)" if spec.demo else ")"))
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     g.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES,
-                   help="weights and activations dtype (default: float32, exact parity; auto: "
-                        "the fastest one the device runs natively, e.g. bfloat16 on CPUs with "
-                        "AVX512-BF16 or AMX, float32 on other CPUs; int8: dynamic int8 "
-                        "attention and feed-forward layers, CPU only)")
+                   help=DTYPE_HELP)
     g.add_argument("--vocab", type=Path, default=None,
                    help="tokenizer folder for checkpoints that ship none")
     if spec.preprocess is not None:
@@ -866,10 +867,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     g.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES,
-                   help="weights and activations dtype (default: float32, exact parity; auto: "
-                        "the fastest one the device runs natively, e.g. bfloat16 on CPUs with "
-                        "AVX512-BF16 or AMX, float32 on other CPUs; int8: dynamic int8 "
-                        "attention and feed-forward layers, CPU only)")
+                   help=DTYPE_HELP)
     g.add_argument("--vocab", type=Path, default=None,
                    help="tokenizer folder for checkpoints that ship none")
     for part in _parts():

@@ -79,9 +79,8 @@ class _Cache(dict):
 def _packed(owner: nn.Module, name: str, weight: torch.Tensor) -> torch.Tensor:
     """The packed copy of ``weight``, made again unless the cached one was made from this very
     tensor (not merely one at the same address) at its current version."""
-    # ``module.to(dtype)`` swaps a parameter's ``.data`` (same object and version): the
-    # storage and dtype are part of the key too
-    # (tensors made under inference_mode keep no version counter)
+    # ``module.to(dtype)`` swaps a parameter's ``.data`` (same object and version), so the
+    # storage and dtype are part of the key; tensors made under inference_mode keep no version
     version = -1 if weight.is_inference() else weight._version
     key = (version, weight.data_ptr(), weight.dtype, tuple(weight.shape))
     cache = owner.__dict__.setdefault(_CACHE_ATTR, _Cache())
