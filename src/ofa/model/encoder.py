@@ -18,6 +18,7 @@ from .attention import MultiheadAttention, key_padding_bias
 from .backbone import ResNet
 from .config import OFAConfig
 from .layers import FeedForwardLayer, drop_path_rates
+from .packed import eager_inference
 from .positions import (
     image_position_ids,
     image_rel_buckets,
@@ -153,13 +154,15 @@ class OFAEncoder(nn.Module):
                           torch.cat([text_side, text_buckets + img_rows], 1)], 0)
 
     def layer_bias(self, i: int, abs_bias: torch.Tensor, text_buckets: torch.Tensor,
-                   img_buckets: torch.Tensor | None, index: torch.Tensor | None = None
-                   ) -> torch.Tensor:
+                   img_buckets: torch.Tensor | None, index: torch.Tensor | None = None,
+                   out: torch.Tensor | None = None) -> torch.Tensor:
         """Layer ``i``'s position bias [1, H, T, T]: the absolute bias everywhere plus the
         relative one on the image-image and text-text blocks (image<->text keep only the
         absolute bias), gathered from the layer's two tables in one pass (``index``:
-        :meth:`relative_index`, computed here when not given). No data-dependent branch, so
-        the ONNX graph traces this very function."""
+        :meth:`relative_index`, computed here when not given). ``out`` [H, T, T] (inference):
+        written in place, one buffer for every layer, since a fresh 39 MB tensor per layer
+        (OFA-base, 480 px) costs more in page faults than the gather. No data-dependent
+        branch, so the ONNX graph traces this very function."""
         text_table = self.token_rel_pos_table_list[i].weight
         if img_buckets is None:
             rel = F.embedding(text_buckets, text_table).permute(2, 0, 1)
@@ -169,6 +172,10 @@ class OFAEncoder(nn.Module):
             img_table = self.image_rel_pos_table_list[i].weight
             zero = text_table.new_zeros(1, text_table.shape[1])
             table = torch.cat([img_table, text_table, zero]).t().contiguous()  # [H, rows]
+            if out is not None and out.dtype == table.dtype == abs_bias.dtype:
+                rel = torch.index_select(table, 1, index.reshape(-1),
+                                         out=out.view(table.shape[0], -1))
+                return rel.view(out.shape).add_(abs_bias).unsqueeze(0)  # same sum, in place
             rel = table.index_select(1, index.reshape(-1)).view(-1, *index.shape)
         # summed in the wider dtype, kept in the bias's own (an in-place add under autocast)
         return (abs_bias + rel).to(abs_bias.dtype).unsqueeze(0)
@@ -213,8 +220,12 @@ class OFAEncoder(nn.Module):
             key_pad = key_padding_bias(padding, abs_bias.dtype)
         text_buckets = token_rel_buckets(text_pos, text_pos, cfg.token_bucket_size,
                                          cfg.max_source_positions)
-        index = None if img_buckets is None else self.relative_index(text_buckets, img_buckets)
+        index = buffer = None
+        if img_buckets is not None:
+            index = self.relative_index(text_buckets, img_buckets)
+            if eager_inference(abs_bias):  # each layer's bias is used up before the next one
+                buffer = torch.empty_like(abs_bias)
         for i, layer in enumerate(self.layers):
-            bias = self.layer_bias(i, abs_bias, text_buckets, img_buckets, index)
+            bias = self.layer_bias(i, abs_bias, text_buckets, img_buckets, index, buffer)
             x = layer(x, bias if key_pad is None else bias + key_pad)
         return EncoderOutput(self.layer_norm(x), padding, pos)

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-__all__ = ["linear", "packed_weights", "packing_available", "table_linear"]
+__all__ = ["eager_inference", "linear", "packed_weights", "packing_available", "table_linear"]
 
 _ENABLED = os.environ.get("OFA_PACKED_WEIGHTS", "1") != "0"
 _CACHE_ATTR = "_ofa_packed"  # on the module that owns the weight: {name: (key, packed)}
@@ -55,14 +55,20 @@ def packed_weights(enabled: bool) -> Iterator[None]:
         _ENABLED = before
 
 
+def eager_inference(*tensors: torch.Tensor) -> bool:
+    """True outside autograd, tracing and compilation, on plain tensors: where a forward may
+    take paths a graph or a backward pass could not (tracing by torch.export, ONNX or
+    torch.compile sees fake or functional tensor subclasses)."""
+    return (not torch.is_grad_enabled() and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling()
+            and all(type(t) is torch.Tensor for t in tensors))
+
+
 def _usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    # plain tensors only: tracing (torch.export, ONNX, torch.compile) sees fake or functional
-    # tensor subclasses, and records the plain op
-    return (_ENABLED and _AVAILABLE and type(x) is torch.Tensor and type(weight.data) is
-            torch.Tensor and x.device.type == "cpu" and x.dtype == weight.dtype
-            and x.dtype in (torch.float32, torch.bfloat16) and not torch.is_grad_enabled()
-            and weight.layout == torch.strided and x.dim() >= 2
-            and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
+    return (_ENABLED and _AVAILABLE and eager_inference(x, weight.data)
+            and x.device.type == "cpu" and x.dtype == weight.dtype
+            and x.dtype in (torch.float32, torch.bfloat16)
+            and weight.layout == torch.strided and x.dim() >= 2)
 
 
 class _Cache(dict):
