@@ -171,12 +171,17 @@ class OFAEncoder(nn.Module):
                 index = self.relative_index(text_buckets, img_buckets)
             img_table = self.image_rel_pos_table_list[i].weight
             zero = text_table.new_zeros(1, text_table.shape[1])
-            table = torch.cat([img_table, text_table, zero]).t().contiguous()  # [H, rows]
+            table = torch.cat([img_table, text_table, zero])  # [rows, H]
             if out is not None and out.dtype == table.dtype == abs_bias.dtype:
-                rel = torch.index_select(table, 1, index.reshape(-1),
-                                         out=out.view(table.shape[0], -1))
-                return rel.view(out.shape).add_(abs_bias).unsqueeze(0)  # same sum, in place
-            rel = table.index_select(1, index.reshape(-1)).view(-1, *index.shape)
+                if table.dtype == torch.float32:  # a head-major gather is fastest in fp32
+                    rel = torch.index_select(table.t().contiguous(), 1, index.reshape(-1),
+                                             out=out.view(table.shape[1], -1))
+                    return rel.view(out.shape).add_(abs_bias).unsqueeze(0)  # the same sum
+                # bf16 / fp16: gathering whole rows is (index_select over dim 1 is 2x slower)
+                rel = F.embedding(index, table).permute(2, 0, 1)
+                return torch.add(abs_bias, rel, out=out).unsqueeze(0)
+            rel = table.t().contiguous().index_select(1, index.reshape(-1)).view(
+                -1, *index.shape)
         # summed in the wider dtype, kept in the bias's own (an in-place add under autocast)
         return (abs_bias + rel).to(abs_bias.dtype).unsqueeze(0)
 
