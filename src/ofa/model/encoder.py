@@ -177,7 +177,7 @@ class OFAEncoder(nn.Module):
                     rel = torch.index_select(table.t().contiguous(), 1, index.reshape(-1),
                                              out=out.view(table.shape[1], -1))
                     return rel.view(out.shape).add_(abs_bias).unsqueeze(0)  # the same sum
-                # bf16 / fp16: gathering whole rows is (index_select over dim 1 is 2x slower)
+                # bf16 / fp16: gather whole rows (index_select over dim 1 is 2x slower there)
                 rel = F.embedding(index, table).permute(2, 0, 1)
                 return torch.add(abs_bias, rel, out=out).unsqueeze(0)
             rel = table.t().contiguous().index_select(1, index.reshape(-1)).view(
