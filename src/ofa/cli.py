@@ -405,6 +405,16 @@ def _run_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_scene_counts(parser: argparse.ArgumentParser, val: int) -> None:
+    """The output folder and the ShapesWorld scenes per split of an ``ofa data shapes*``."""
+    parser.add_argument("out", type=Path, help="output folder")
+    parser.add_argument("--train", type=int, default=20000,
+                        help="training scenes (default 20000)")
+    parser.add_argument("--val", type=int, default=val, help=f"validation scenes (default {val})")
+    parser.add_argument("--test", type=int, default=1000, help="test scenes (default 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
+
+
 def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="build datasets")
     dsub = p.add_subparsers(dest="dataset", required=True, metavar="DATASET")
@@ -420,11 +430,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
                     "questions and statements), SPLIT_referring.jsonl (every unique "
                     "expression of every shape) and SPLIT_distractors.jsonl (those of the "
                     "shapes that share a colour or a kind with another shape).")
-    s.add_argument("out", type=Path, help="output folder")
-    s.add_argument("--train", type=int, default=20000, help="training scenes (default 20000)")
-    s.add_argument("--val", type=int, default=500, help="validation scenes (default 500)")
-    s.add_argument("--test", type=int, default=1000, help="test scenes (default 1000)")
-    s.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
+    _add_scene_counts(s, val=500)
     s.add_argument("--image-size", type=int, default=128, help="image side (default 128)")
     s.add_argument("--max-shapes", type=int, default=3, help="shapes per scene (default 3)")
     s.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
@@ -448,11 +454,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
                     "statements true or false of a scene's caption (RTE), and two wordings of "
                     "the same scene or of one changed in one respect (MRPC). `ofa eval glue` "
                     "and training configs read them (configs/shapes-glue.yaml).")
-    g.add_argument("out", type=Path, help="output folder")
-    g.add_argument("--train", type=int, default=20000, help="training scenes (default 20000)")
-    g.add_argument("--val", type=int, default=250, help="validation scenes (default 250)")
-    g.add_argument("--test", type=int, default=1000, help="test scenes (default 1000)")
-    g.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
+    _add_scene_counts(g, val=250)
     g.set_defaults(func=_run_data_shapes_glue)
     c = dsub.add_parser(
         "cider-df", help="count CIDEr-D document frequencies for SCST's reward",
