@@ -13,25 +13,10 @@ FFN weights in both orientations, cycled so they never stay in cache, and a plai
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
-
-
-def best_ms(fn, repeats: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times) * 1e3
-
-
-def read_ceiling_gbps() -> float:
-    """GB/s of a plain read (``sum``) of 200 MB on this process's threads."""
-    return 200e6 / best_ms(torch.randn(50_000_000).sum) / 1e6
+from peaks import best_ms, read_ceiling_gbps
 
 
 def main() -> None:

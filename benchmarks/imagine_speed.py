@@ -32,27 +32,7 @@ import sys
 import time
 
 import torch
-
-
-def read_bandwidth() -> float:
-    """Bytes per second of a plain read of 200 MB (the best of five)."""
-    x = torch.randn(50_000_000)
-    x.sum()
-    best = min(_timed(x.sum) for _ in range(5))
-    return x.numel() * 4 / best
-
-
-def matmul_peak(dtype: torch.dtype) -> float:
-    """FLOP per second of a 2048^3 matmul in ``dtype`` (the best of five)."""
-    a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
-    a @ b
-    return 2 * 2048**3 / min(_timed(lambda: a @ b) for _ in range(5))
-
-
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+from peaks import matmul_peak_gflops, read_ceiling_gbps
 
 
 def step_bytes(model, rows: int, past: int, itemsize: int, vocab: int) -> int:
@@ -86,8 +66,8 @@ def run_one(dtype_name: str, samples: int, steps: int, device: str = "cpu") -> d
     ids = torch.tensor([[0, *range(100, 120), 2]], device=device)
     if device != "cpu":
         return run_on_gpu(model, ids, dtype_name, samples, steps)
-    bandwidth = read_bandwidth()
-    peak = matmul_peak(dtype)
+    bandwidth = read_ceiling_gbps() * 1e9
+    peak = matmul_peak_gflops(dtype) * 1e9
     grid = int(steps ** 0.5)
     cfg = generation_config(samples, 0, grid)
     start_id, end_id = cfg.constraint_range
@@ -145,7 +125,7 @@ def run_vqgan(images: int, device: str = "cpu") -> dict:
     codes = torch.randint(0, 8192, (images, 32, 32), device=device)
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         vq.decode_codes(codes[:1])
-    peak = matmul_peak(torch.float32) if device == "cpu" else float("nan")
+    peak = matmul_peak_gflops(torch.float32) * 1e9 if device == "cpu" else float("nan")
     start = time.perf_counter()
     with torch.inference_mode():
         for chunk in codes.split(8):

@@ -30,26 +30,11 @@ import time
 from pathlib import Path
 
 import torch
-from gemv import best_ms, read_ceiling_gbps
+from peaks import best_ms, matmul_peak_gflops, read_ceiling_gbps
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- roofline:begin -->", "<!-- roofline:end -->"
 DynamicLinear = torch.ao.nn.quantized.dynamic.Linear
-
-
-def matmul_peak_gflops(kind: str, size: int = 2048) -> float:
-    """GFLOP/s of a size^3 matmul: ``kind`` float32, bfloat16 or int8 (dynamic int8 linear)."""
-    if kind == "int8":
-        from ofa.model.quantize import _dynamic_int8
-
-        layer = _dynamic_int8(torch.nn.Linear(size, size, bias=False))
-        x = torch.randn(size, size)
-        ms = best_ms(lambda: layer(x))
-    else:
-        dtype = getattr(torch, kind)
-        a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
-        ms = best_ms(lambda: a @ b)
-    return 2 * size**3 / ms / 1e6
 
 
 def build(kind: str):

@@ -293,7 +293,7 @@ def floor_terms(model, ids, images) -> dict:
     (the decoder layers' weights, the output table and one image's cached cross-attention
     keys and values) at the measured read ceiling."""
     import torch
-    from gemv import read_ceiling_gbps
+    from peaks import read_ceiling_gbps
 
     mfu = encoder_mfu(model, ids[:1], images[:1], repeats=3)
     size = images.element_size()
@@ -314,24 +314,11 @@ def worker_main(args) -> None:
     Path(args.result).write_text(json.dumps(result))
 
 
-def matmul_flops(dtype, size: int = 2048, seconds: float = 2.0) -> float:
-    """FLOP/s of a size x size matmul in ``dtype`` on this process's threads."""
-    import torch
-
-    a = torch.randn(size, size).to(dtype)
-    b = torch.randn(size, size).to(dtype)
-    a @ b
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        a @ b
-        n += 1
-    return 2 * size**3 * n / (time.perf_counter() - t0)
-
-
 def encoder_mfu(model, ids, images, repeats: int) -> dict:
     """Encoder forward (ResNet + transformer) FLOP/s, counted by torch's FLOP counter, against
     the matmul FLOP/s measured in the same process and dtype."""
     import torch
+    from peaks import matmul_peak_gflops
     from torch.utils.flop_counter import FlopCounterMode
 
     from ofa.model.packed import packed_weights
@@ -343,7 +330,7 @@ def encoder_mfu(model, ids, images, repeats: int) -> dict:
         flops = counter.get_total_flops()
         times, _ = timed(lambda: model.encode(ids, images), repeats)
     achieved = flops / statistics.median(times)
-    peak = matmul_flops(images.dtype)
+    peak = matmul_peak_gflops(images.dtype) * 1e9
     return {"encoder_gflop": flops / 1e9, "encoder_s": statistics.median(times),
             "encoder_gflops": achieved / 1e9, "matmul_gflops": peak / 1e9,
             "mfu": achieved / peak}
