@@ -7,7 +7,6 @@ relative bias on the text-text and image-image blocks. They touch the embeddings
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import torch
@@ -60,32 +59,11 @@ class EncoderLayer(FeedForwardLayer):
 
 
 def position_bias(q_linear: nn.Linear, k_linear: nn.Linear, q_pos: torch.Tensor,
-                  k_pos: torch.Tensor, num_heads: int, scaling: float,
-                  out: torch.Tensor | None = None) -> torch.Tensor:
-    """Decoupled absolute-position attention bias [H, Tq, Tk] from LayerNormed positions
-    (written into ``out`` when given: inference)."""
+                  k_pos: torch.Tensor, num_heads: int, scaling: float) -> torch.Tensor:
+    """Decoupled absolute-position attention bias [H, Tq, Tk] from LayerNormed positions."""
     q = q_linear(q_pos).view(q_pos.shape[0], num_heads, -1).transpose(0, 1) * scaling
     k = k_linear(k_pos).view(k_pos.shape[0], num_heads, -1).transpose(0, 1)
-    if out is None:
-        return q @ k.transpose(1, 2)
-    return torch.matmul(q, k.transpose(1, 2), out=out)
-
-
-_workspace = threading.local()
-
-
-def bias_buffers(shape: tuple[int, int, int], dtype: torch.dtype, device: torch.device
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two [H, T, T] buffers for the absolute bias and each layer's full bias, kept per
-    thread from one inference call to the next at the same shape. A 480 px image's bias is
-    40 MB (OFA-base, fp32), above glibc's largest mmap threshold: a fresh one is a fresh
-    mapping whose first write page-faults, which cost as much as computing it."""
-    key = (shape, dtype, device)
-    if getattr(_workspace, "key", None) != key:
-        _workspace.key = key
-        _workspace.buffers = (torch.empty(shape, dtype=dtype, device=device),
-                              torch.empty(shape, dtype=dtype, device=device))
-    return _workspace.buffers
+    return q @ k.transpose(1, 2)
 
 
 class OFAEncoder(nn.Module):
@@ -237,14 +215,8 @@ class OFAEncoder(nn.Module):
             padding = torch.cat([img_pad, padding], dim=1)
             img_buckets = image_rel_buckets(img_ids, img_ids, cfg.image_bucket_size)
         pos = self.positions(text_pos, img_pos)
-        abs_out = buffer = None
-        if (img_buckets is not None and eager_inference(pos)
-                and not torch.is_autocast_enabled(pos.device.type)):
-            # each layer's bias is used up before the next one: one buffer for all layers
-            t = pos.shape[0]
-            abs_out, buffer = bias_buffers((cfg.attention_heads, t, t), pos.dtype, pos.device)
         abs_bias = position_bias(self.pos_q_linear, self.pos_k_linear, pos, pos,
-                                 cfg.attention_heads, self.pos_scaling, abs_out)
+                                 cfg.attention_heads, self.pos_scaling)
         # without padding the mask is skipped and the [1, H, T, T] bias broadcasts over the
         # batch (the ONNX graph applies both always: x * 1 and + 0 change no value)
         key_pad = None
@@ -253,9 +225,11 @@ class OFAEncoder(nn.Module):
             key_pad = key_padding_bias(padding, abs_bias.dtype)
         text_buckets = token_rel_buckets(text_pos, text_pos, cfg.token_bucket_size,
                                          cfg.max_source_positions)
-        index = None
+        index = buffer = None
         if img_buckets is not None:
             index = self.relative_index(text_buckets, img_buckets)
+            if eager_inference(abs_bias):  # each layer's bias is used up before the next one
+                buffer = torch.empty_like(abs_bias)
         for i, layer in enumerate(self.layers):
             bias = self.layer_bias(i, abs_bias, text_buckets, img_buckets, index, buffer)
             x = layer(x, bias if key_pad is None else bias + key_pad)
