@@ -2,9 +2,10 @@
 
     .venv/bin/python benchmarks/profile_caption.py [--dtype float32] [--threads 2] [--rows 25]
 
-Random OFA-base weights (the time does not depend on them), one 480 px image, the captioning
-task's official generation settings (beam 5). Prints the median of three timed captions after
-two warm-ups, then the profiler's table of operators by self time.
+The roofline's model and prompt (``roofline.build``: random OFA-base weights, the time does not
+depend on them; ``--dtype int8`` as ``quantize_int8`` makes it), one 480 px image, the
+captioning task's official generation settings (beam 5). Prints the median of three timed
+captions after two warm-ups, then the profiler's table of operators by self time.
 """
 
 from __future__ import annotations
@@ -14,24 +15,22 @@ import statistics
 import time
 
 import torch
+from roofline import IDS, build
 
 
 def main() -> None:
     from ofa.generate import generate
-    from ofa.model import OFAConfig, OFAModel
     from ofa.tasks import CaptionTask
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "int8"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rows", type=int, default=25, help="operators in the table")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    dtype = getattr(torch, args.dtype)
-    torch.manual_seed(0)
-    model = OFAModel(OFAConfig.preset("base")).eval().to(dtype)
-    ids = torch.tensor([[0, *range(100, 106), 2]])
-    image = torch.randn(1, 3, 480, 480).to(dtype)
+    model = build(args.dtype)
+    ids = IDS
+    image = torch.randn(1, 3, 480, 480).to(model.embed_tokens.weight.dtype)
     config = CaptionTask().generation_config(model.config)
     with torch.no_grad():
         for _ in range(2):
