@@ -15,16 +15,12 @@ import json
 from collections import defaultdict
 
 from ofa.data.glue import read_glue_tsv
+from ofa.data.shapes_glue import statement_kind
 
 
 def kind(record: dict) -> str:
     if record["dataset"] == "rte":
-        h = record["text2"]
-        if h.startswith(("there are", "there is one shape")):
-            return "count"
-        if h.startswith("there is"):
-            return "exist"
-        return "relation" if " of the " in h else "size"
+        return statement_kind(record["text2"])
     sizes = [t.count(" and ") + t.count(",") + 1 for t in (record["text"], record["text2"])]
     return f"n{sizes[0]}" if sizes[0] == sizes[1] else "diff"
 

@@ -452,8 +452,10 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
         description="Write RTE/ and MRPC/ folders of GLUE-format TSVs (train.tsv, dev.tsv, "
                     "test.tsv, all labelled) built from ShapesWorld scene descriptions: "
                     "statements true or false of a scene's caption (RTE), and two wordings of "
-                    "the same scene or of one changed in one respect (MRPC). `ofa eval glue` "
-                    "and training configs read them (configs/shapes-glue.yaml).")
+                    "the same scene or of one changed in one respect (MRPC), and the curriculum "
+                    "subsets of RTE's training rows (RTE/train_relations.tsv, "
+                    "RTE/train_multi.tsv). `ofa eval glue` and training configs read them "
+                    "(configs/shapes-glue*.yaml).")
     _add_scene_counts(g, val=250)
     g.set_defaults(func=_run_data_shapes_glue)
     c = dsub.add_parser(

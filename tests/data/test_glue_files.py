@@ -9,7 +9,7 @@ from ofa.data.benchmarks import read_eval_data
 from ofa.data.glue import detect_dataset, find_glue_file, read_glue_tsv
 from ofa.data.records import validate_record
 from ofa.data.shapes import ShapesWorld
-from ofa.data.shapes_glue import glue_rows, write_shapes_glue
+from ofa.data.shapes_glue import glue_rows, statement_kind, write_shapes_glue
 from ofa.errors import InputError
 
 # GLUE's layouts (a header, except CoLA's train/dev), two rows each
@@ -142,7 +142,20 @@ def test_shapes_glue_is_deterministic_balanced_and_readable(tmp_path):
     rte, mrpc = glue_rows(world, "train", 0)
     assert sorted(t for *_, t in rte) == [False, True] == sorted(s for *_, s in mrpc)
     files = write_shapes_glue(tmp_path, {"train": 20, "val": 5})
-    assert set(files) == {"RTE/train", "MRPC/train", "RTE/dev", "MRPC/dev"}
+    assert set(files) == {"RTE/train", "MRPC/train", "RTE/dev", "MRPC/dev",
+                          "RTE/train_relations", "RTE/train_multi"}
+
+    def rows(name: str) -> list[tuple[str, str, str]]:
+        return [(r["text"], r["text2"], r["label"]) for r in read_glue_tsv(files[name])]
+
+    def shapes(text: str) -> int:
+        return text.count(",") + text.count(" and ") + 1
+
+    train = rows("RTE/train")
+    assert rows("RTE/train_relations") == [r for r in train if statement_kind(r[1]) == "relation"]
+    assert rows("RTE/train_multi") == [r for r in train if shapes(r[0]) > 1
+                                       and statement_kind(r[1]) != "count"]
+    assert 0 < len(rows("RTE/train_relations")) < len(rows("RTE/train_multi")) < len(train)
     records = read_glue_tsv(files["MRPC/train"])
     assert records.dataset.name == "mrpc" and len(records) == 40
     labels = [r["label"] for r in read_glue_tsv(files["RTE/dev"])]
@@ -166,10 +179,19 @@ def test_shapes_glue_training_rows_oversample_the_hard_kinds():
             rte, mrpc = glue_rows(world, split, i)
             hyps += [h for _, h, _ in rte]
             changes += [shapes(a) == shapes(b) for a, b, same in mrpc if not same]
-        relation = sum(" of the " in h for h in hyps) / len(hyps)
+        relation = sum(statement_kind(h) == "relation" for h in hyps) / len(hyps)
         return relation, sum(changes) / len(changes)
 
     train_relation, train_same_count = shares("train")
     val_relation, val_same_count = shares("val")
     assert train_relation > val_relation + 0.1
     assert train_same_count > val_same_count + 0.1  # fewer shapes dropped or added
+
+
+@pytest.mark.parametrize("hypothesis, kind", [
+    ("there is a red circle", "exist"), ("there is one shape", "count"),
+    ("there are three shapes", "count"), ("the red circle is small", "size"),
+    ("the red circle is left of the blue square", "relation"),
+    ("the red circle is right of the blue square", "relation")])
+def test_statement_kind(hypothesis, kind):
+    assert statement_kind(hypothesis) == kind

@@ -14,6 +14,12 @@ the kinds of statement and of change uniformly (the natural mix the figures meas
 training split oversamples the ones a model finds hard (:data:`TRAIN_STATEMENT_WEIGHTS`,
 :data:`TRAIN_CHANGE_WEIGHTS`): false relations and absent shapes that share a colour or a kind
 with one that is there, and colours, kinds, sizes and orders changed inside a longer scene.
+
+Curriculum files hold a subset of ``RTE/train.tsv``'s rows (:data:`CURRICULA`):
+``train_relations.tsv`` the relation statements, ``train_multi.tsv`` every statement about a
+scene of two or three shapes except its count. Mixed with the easy rows, a small model stays at
+chance on relations for 12,000 updates; on relations alone it leaves chance within a few
+hundred (BENCHMARKS.md, "GLUE").
 """
 
 from __future__ import annotations
@@ -28,8 +34,8 @@ from ..errors import InputError
 from ..files import write_atomic
 from .shapes import COLORS, NUMBER_WORDS, SHAPES, SIZES, ShapesWorld, split_code
 
-__all__ = ["GLUE_SPLITS", "TRAIN_CHANGE_WEIGHTS", "TRAIN_STATEMENT_WEIGHTS", "glue_rows",
-           "write_shapes_glue"]
+__all__ = ["CURRICULA", "GLUE_SPLITS", "TRAIN_CHANGE_WEIGHTS", "TRAIN_STATEMENT_WEIGHTS",
+           "glue_rows", "statement_kind", "write_shapes_glue"]
 
 Item = tuple[str, str, str]  # (size, colour, kind), left to right
 GLUE_SPLITS = {"train": "train", "val": "dev", "test": "test"}  # ShapesWorld split -> file
@@ -39,6 +45,11 @@ GLUE_SPLITS = {"train": "train", "val": "dev", "test": "test"}  # ShapesWorld sp
 TRAIN_STATEMENT_WEIGHTS = {"exist": 3.0, "count": 0.5, "size": 1.5, "relation": 4.0}
 TRAIN_CHANGE_WEIGHTS = {"color": 3.0, "kind": 2.0, "size": 2.0, "swap": 3.0, "drop": 0.5,
                         "add": 0.5}
+# RTE/train_<name>.tsv: the training rows whose (statement kind, shapes in the scene) pass
+CURRICULA: dict[str, Callable[[str, int], bool]] = {
+    "relations": lambda kind, shapes: kind == "relation",
+    "multi": lambda kind, shapes: shapes > 1 and kind != "count",
+}
 
 
 def _pick(options: list[str], weights: dict[str, float] | None, rng: np.random.Generator) -> str:
@@ -98,6 +109,16 @@ def statement(items: list[Item], truth: bool, rng: np.random.Generator,
     i, j = (int(v) for v in rng.choice(n, size=2, replace=False))
     relation = "left of" if (i < j) == truth else "right of"
     return f"the {items[i][1]} {items[i][2]} is {relation} the {items[j][1]} {items[j][2]}"
+
+
+def statement_kind(hypothesis: str) -> str:
+    """Which kind of :func:`statement` ``hypothesis`` is: exist, count, size or relation."""
+    if hypothesis.startswith(("there are", "there is one shape")):
+        return "count"
+    if hypothesis.startswith("there is"):
+        return "exist"
+    return "relation" if hypothesis.endswith(tuple(
+        f" of the {c} {k}" for c in COLORS for k in SHAPES)) else "size"
 
 
 def changed(items: list[Item], rng: np.random.Generator,
@@ -165,7 +186,8 @@ def write_shapes_glue(out_dir: str | os.PathLike[str], counts: dict[str, int],
                       seed: int = 0, progress: Callable[[str], None] | None = None
                       ) -> dict[str, Path]:
     """Write ``RTE/{train,dev,test}.tsv`` and ``MRPC/...`` (GLUE's layouts, every file
-    labelled) for ``counts`` scenes per ShapesWorld split; returns the files by name."""
+    labelled) for ``counts`` scenes per ShapesWorld split, and the training split's
+    :data:`CURRICULA` files; returns the files by name."""
     if any(split not in GLUE_SPLITS or n < 0 for split, n in counts.items()):
         raise InputError(f"scene counts are per split ({', '.join(GLUE_SPLITS)}) and >= 0")
     world = ShapesWorld(seed=seed)
@@ -175,22 +197,31 @@ def write_shapes_glue(out_dir: str | os.PathLike[str], counts: dict[str, int],
         if n == 0:
             continue
         rte, mrpc = [], []
+        curricula: dict[str, list[str]] = {name: [] for name in CURRICULA}
         for index in range(n):
             rte_rows, mrpc_rows = glue_rows(world, split, index)
+            shapes = len(world.scene(split, index).shapes)
             for a, b, truth in rte_rows:
                 label = "entailment" if truth else "not_entailment"
                 rte.append(f"{len(rte)}\t{a}\t{b}\t{label}")
+                for name, keep in CURRICULA.items():
+                    if keep(statement_kind(b), shapes):
+                        rows = curricula[name]
+                        rows.append(f"{len(rows)}\t{a}\t{b}\t{label}")
             for a, b, same in mrpc_rows:
                 k = len(mrpc)
                 mrpc.append(f"{int(same)}\t{2 * k}\t{2 * k + 1}\t{a}\t{b}")
         name = GLUE_SPLITS[split]
-        for folder, header, rows in (
-                ("RTE", "index\tsentence1\tsentence2\tlabel", rte),
-                ("MRPC", "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String", mrpc)):
-            path = root / folder / f"{name}.tsv"
+        rte_header = "index\tsentence1\tsentence2\tlabel"
+        files = [("RTE", name, rte_header, rte),
+                 ("MRPC", name, "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String", mrpc)]
+        if split == "train":
+            files += [("RTE", f"train_{k}", rte_header, rows) for k, rows in curricula.items()]
+        for folder, stem, header, rows in files:
+            path = root / folder / f"{stem}.tsv"
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, _tsv(header, rows))
-            written[f"{folder}/{name}"] = path
+            written[f"{folder}/{stem}"] = path
             if progress is not None:
                 progress(f"{split}: {n} scenes -> {path} ({len(rows)} rows)")
     return written
