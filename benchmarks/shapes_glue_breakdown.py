@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/shapes_glue_breakdown.py data/shapes-glue/RTE/test.tsv \
         eval/shapes-glue-rte/predictions.jsonl
 
-RTE rows by statement kind (exist, count, size, relation) and label; MRPC rows by the number
-of shapes each text names (``n2``; ``diff`` when they name different numbers) and label.
+RTE rows by statement kind (exist, count, size, relation), then by the number of shapes the
+premise names (``/n3``), and label; MRPC rows by the number of shapes each text names (``n2``;
+``diff`` when they name different numbers) and label.
 Prints a Markdown table. This is the error analysis BENCHMARKS.md quotes ("GLUE").
 """
 
@@ -18,11 +19,18 @@ from ofa.data.glue import read_glue_tsv
 from ofa.data.shapes_glue import statement_kind
 
 
-def kind(record: dict) -> str:
+def shapes(text: str) -> int:
+    """How many shapes a caption or rewording names ("a, b and c")."""
+    return text.count(" and ") + text.count(",") + 1
+
+
+def kinds(record: dict) -> list[str]:
+    """The groups a record counts in: its kind, and for RTE its kind by scene size too."""
     if record["dataset"] == "rte":
-        return statement_kind(record["text2"])
-    sizes = [t.count(" and ") + t.count(",") + 1 for t in (record["text"], record["text2"])]
-    return f"n{sizes[0]}" if sizes[0] == sizes[1] else "diff"
+        kind = statement_kind(record["text2"])
+        return [kind, f"{kind}/n{shapes(record['text'])}"]
+    n1, n2 = shapes(record["text"]), shapes(record["text2"])
+    return [f"n{n1}" if n1 == n2 else "diff"]
 
 
 def main() -> None:
@@ -36,7 +44,8 @@ def main() -> None:
         for line in f:
             p = json.loads(line)
             r = records[str(p["id"])]
-            hits[(kind(r), r["label"])].append(p["prediction"] == r["label"])
+            for k in kinds(r):
+                hits[(k, r["label"])].append(p["prediction"] == r["label"])
     print("| kind | label | records | accuracy |\n|---|---|---|---|")
     for (k, label), v in sorted(hits.items()):
         print(f"| {k} | {label} | {len(v)} | {sum(v) / len(v):.3f} |")
