@@ -72,3 +72,30 @@ def test_load_warns_for_an_explicit_emulated_dtype_only(cpu):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert ofa.load("shapes-demo", device="cpu", dtype="auto").dtype == torch.float32
+
+
+@pytest.mark.parametrize(("max_isa", "left"), [
+    (None, set(hardware.CPU_FLAGS)),
+    ("ALL", set(hardware.CPU_FLAGS)),
+    ("avx2", {"avx2"}),                                   # an AVX2-only CPU, as oneDNN sees it
+    ("AVX512_CORE_VNNI", {"avx2", "avx512f", "avx512_vnni"}),
+    ("AVX512_CORE_BF16", {"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}),
+])
+def test_onednn_isa_limit_hides_the_flags_above_it(max_isa, left):
+    every = dict.fromkeys(hardware.CPU_FLAGS, True)
+    limited = hardware.limit_flags(every, max_isa)
+    assert {f for f, has in limited.items() if has} == left
+    assert hardware.limit_flags(dict.fromkeys(hardware.CPU_FLAGS, False), max_isa) == \
+        dict.fromkeys(hardware.CPU_FLAGS, False)  # never adds a flag the CPU lacks
+
+
+def test_limited_isa_makes_auto_keep_fp32_and_is_named(monkeypatch):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    hardware.cpu_flags.cache_clear()
+    try:
+        assert not hardware.native_bf16()
+        assert parse_dtype("auto", torch.device("cpu")) == torch.float32
+        assert "ONEDNN_MAX_CPU_ISA=AVX2" in hardware.cpu_summary()
+    finally:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+        hardware.cpu_flags.cache_clear()

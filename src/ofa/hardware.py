@@ -5,26 +5,68 @@ cpuinfo library it ships); where that private call is missing, ``/proc/cpuinfo``
 read instead. bf16 is native on a CPU with AVX512-BF16 or AMX-BF16: elsewhere PyTorch emulates
 bf16 matmuls and takes a slow path for convolutions (``aten::_slow_conv2d_forward``), many
 times slower than fp32, so ``dtype="auto"`` keeps fp32 there and an explicit bf16 warns once.
+
+oneDNN, which runs the bf16 and int8 matmuls and convolutions, can be held below the CPU's
+instruction sets with ``ONEDNN_MAX_CPU_ISA`` (e.g. ``AVX2``, as on an AVX2-only CPU): the
+flags above that level then read as absent, so ``auto`` and the warning follow what the
+kernels may use. :data:`ISA_LIMITS` are the variables that hold kernels back; benchmark
+tables name those that are set.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import warnings
 from pathlib import Path
 
 import torch
 
-__all__ = ["CPU_FLAGS", "auto_dtype", "cpu_flags", "cpu_model", "cpu_summary", "native_bf16",
-           "warn_if_emulated"]
+__all__ = ["CPU_FLAGS", "ISA_LIMITS", "auto_dtype", "cpu_flags", "cpu_model", "cpu_summary",
+           "isa_limits", "limit_flags", "native_bf16", "warn_if_emulated"]
 
 #: the flags benchmark tables name: what decides the speed of fp32, bf16 and int8 kernels
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
 
 
+#: environment variables that keep PyTorch's kernels below the CPU's instruction sets
+ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "FBGEMM_ENABLE_INSTRUCTIONS",
+              "MKL_ENABLE_INSTRUCTIONS")
+# oneDNN's ISA names (ONEDNN_MAX_CPU_ISA) from which each flag's instructions may be used
+_ONEDNN_FLOOR = {"avx2": "AVX2", "avx512f": "AVX512_CORE", "avx512_vnni": "AVX512_CORE_VNNI",
+                 "avx512_bf16": "AVX512_CORE_BF16", "amx_bf16": "AVX512_CORE_AMX",
+                 "amx_int8": "AVX512_CORE_AMX"}
+# each level includes the ones before it (the AVX10 names, not a chain with these, mean no limit)
+_ONEDNN_ORDER = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
+                 "AVX512_CORE_VNNI", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX",
+                 "AVX512_CORE_AMX_FP16")
+
+
+def limit_flags(flags: dict[str, bool], max_isa: str | None) -> dict[str, bool]:
+    """``flags`` as oneDNN may use them under ``ONEDNN_MAX_CPU_ISA=max_isa`` (None, empty,
+    ``ALL``, ``DEFAULT`` or an unknown name: no limit)."""
+    name = (max_isa or "").strip().upper()
+    if name not in _ONEDNN_ORDER:
+        return dict(flags)
+    level = _ONEDNN_ORDER.index(name)
+    return {f: has and _ONEDNN_ORDER.index(_ONEDNN_FLOOR[f]) <= level
+            for f, has in flags.items()}
+
+
+def isa_limits() -> dict[str, str]:
+    """The :data:`ISA_LIMITS` variables set in this process, by name."""
+    return {k: os.environ[k] for k in ISA_LIMITS if os.environ.get(k)}
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_flags() -> dict[str, bool]:
+    """Each of :data:`CPU_FLAGS` -> whether this CPU has it and oneDNN may use it."""
+    max_isa = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return limit_flags(_found_flags(), max_isa)
+
+
+def _found_flags() -> dict[str, bool]:
     """Each of :data:`CPU_FLAGS` -> whether this CPU has it."""
     try:
         cap = torch._C._cpu._get_cpu_capability()
@@ -58,8 +100,9 @@ def cpu_summary() -> str:
     flags = cpu_flags()
     have = [f.upper().replace("_", "-") for f in CPU_FLAGS if flags[f]]
     lacks = [f.upper().replace("_", "-") for f in CPU_FLAGS if not flags[f]]
+    limits = "".join(f"; {k}={v}" for k, v in isa_limits().items())
     return (f"{cpu_model()}, {torch.get_num_threads()} threads; has {', '.join(have) or '-'}; "
-            f"lacks {', '.join(lacks) or '-'}")
+            f"lacks {', '.join(lacks) or '-'}{limits}")
 
 
 def native_bf16() -> bool:
