@@ -4,7 +4,10 @@ off under autograd and where switched off, and a model still copies and pickles.
 from __future__ import annotations
 
 import copy
+import os
 import pickle
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -80,3 +83,21 @@ def test_model_outputs_and_copies_with_packed_weights():
         assert not clone.__dict__.get("_ofa_packed")
         with torch.no_grad():
             torch.testing.assert_close(clone.decode(ids[:, :4], clone.encode(ids, images)), out)
+
+
+def test_bf16_on_a_cpu_oneDNN_cannot_pack_it_for_takes_the_plain_path():
+    """On an AVX2-only CPU oneDNN has no bf16 reorder (it raises); the linear must not try it.
+    ``ONEDNN_MAX_CPU_ISA=AVX2`` makes this CPU look so to oneDNN (read at start: a subprocess)."""
+    code = (
+        "import torch, torch.nn.functional as F\n"
+        "from torch import nn\n"
+        "from ofa.model.packed import linear\n"
+        "layer = nn.Linear(64, 32).to(torch.bfloat16)\n"
+        "x = torch.randn(5, 64, dtype=torch.bfloat16)\n"
+        "with torch.no_grad():\n"
+        "    assert torch.equal(linear(layer, x), F.linear(x, layer.weight, layer.bias))\n"
+        "print('ok')\n")
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -11,8 +11,9 @@ faster for the encoder's long inputs too (``benchmarks/roofline.py``, BENCHMARKS
 The packed copy is made on first use and kept beside the float weight (which the state dict,
 training and the ONNX export keep using), and remade whenever the weight changes (another
 tensor, an in-place update, its ``.data`` swapped by ``module.to``), so a model trained after
-a no-grad pass never multiplies by a stale copy. It is used only on the CPU, in fp32 or bf16,
-outside autograd, and costs the memory of one more copy of the weights it packs.
+a no-grad pass never multiplies by a stale copy. It is used only on the CPU, in fp32 or bf16
+(bf16 only where oneDNN packs it: not on AVX2-only CPUs), outside autograd, and costs the
+memory of one more copy of the weights it packs.
 ``packed_weights(False)`` (a context manager) or the environment variable
 ``OFA_PACKED_WEIGHTS=0`` turns it off; FLOP counting turns it off, since torch's FLOP counter
 does not see the oneDNN op.
@@ -21,6 +22,7 @@ does not see the oneDNN op.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import weakref
 from collections.abc import Iterator
@@ -64,11 +66,22 @@ def eager_inference(*tensors: torch.Tensor) -> bool:
             and all(type(t) is torch.Tensor for t in tensors))
 
 
+@functools.cache
+def _packs(dtype: torch.dtype) -> bool:
+    """Whether oneDNN packs ``dtype`` weights here: bf16 needs AVX512-BW/VL/DQ or
+    AVX-NE-CONVERT (held back by ``ONEDNN_MAX_CPU_ISA`` too), else the reorder raises."""
+    try:
+        torch.ops.mkldnn._reorder_linear_weight(torch.zeros(16, 16, dtype=dtype), None)
+    except RuntimeError:
+        return False
+    return True
+
+
 def _usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (_ENABLED and _AVAILABLE and eager_inference(x, weight.data)
             and x.device.type == "cpu" and x.dtype == weight.dtype
             and x.dtype in (torch.float32, torch.bfloat16)
-            and weight.layout == torch.strided and x.dim() >= 2)
+            and weight.layout == torch.strided and x.dim() >= 2 and _packs(x.dtype))
 
 
 class _Cache(dict):
