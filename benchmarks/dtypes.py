@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/dtypes.py [--rounds 3] [--repeats 3] [--threads 2]
                                           [--demo-scenes 500] [--json F]
+                                          [--dtypes float32 bfloat16 int8]
 
 1. OFA-base on the oracle's synthesized weights (``<shared>/oracle``, salt v2), captioning
    the oracle's astronaut at batch 1 with the official settings (beam 5, 480 px): median
@@ -51,8 +52,8 @@ def caption_speed(args) -> dict:
     case = args.shared / "oracle" / "cases" / "caption_base.safetensors"
     image = load_file(str(case))["image_input"][:1]
     models = {d: ofa.load(weights, device="cpu", dtype=d, vocab=args.shared / "bpe",
-                          progress=False) for d in DTYPES}
-    times: dict[str, list[float]] = {d: [] for d in DTYPES}
+                          progress=False) for d in args.dtypes}
+    times: dict[str, list[float]] = {d: [] for d in args.dtypes}
     tokens: dict[str, list[int]] = {}
     for _ in range(args.rounds):
         for d, m in models.items():
@@ -79,7 +80,7 @@ def caption_tensor(m, image: torch.Tensor) -> list[int]:
     return hyps[0][0].tokens.tolist()
 
 
-def demo_agreement(n: int) -> dict:
+def demo_agreement(n: int, dtypes: list[str]) -> dict:
     import ofa
     from ofa.data.shapes import ShapesWorld
 
@@ -87,7 +88,7 @@ def demo_agreement(n: int) -> dict:
     images = [world.scene("test", i).render() for i in range(n)]
     captions = {}
     speed = {}
-    for d in DTYPES:
+    for d in dtypes:
         m = ofa.load("shapes-demo", device="cpu", dtype=d)
         m.caption(images[:8], batch_size=8)  # warm-up
         t0 = time.perf_counter()
@@ -110,7 +111,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--demo-scenes", type=int, default=500)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--dtypes", nargs="+", choices=DTYPES, default=list(DTYPES),
+                   help="the dtypes to compare (float32 is always added: the reference)")
     args = p.parse_args()
+    args.dtypes = ["float32", *[d for d in args.dtypes if d != "float32"]]
     torch.set_num_threads(args.threads)
     print(f"CPU: {cpu_summary()}; auto picks {parse_dtype('auto')}", flush=True)
     result = {"cpu": cpu_summary(), "auto": str(parse_dtype("auto")),
@@ -119,7 +123,7 @@ def main() -> None:
         print(f"OFA-base caption, batch 1, {d}: {r['median_s']:.2f} s (median of {r['runs']}), "
               f"tokens = fp32: {r['tokens_equal_fp32']}", flush=True)
     if args.demo_scenes:
-        result["demo"] = demo_agreement(args.demo_scenes)
+        result["demo"] = demo_agreement(args.demo_scenes, args.dtypes)
         for d, r in result["demo"].items():
             print(f"demo model, {args.demo_scenes} test scenes, {d}: "
                   f"{r['identical_to_fp32']} captions = fp32, {r['images_per_s']:.1f} images/s")
