@@ -35,7 +35,7 @@ from ..files import write_atomic
 from .shapes import COLORS, NUMBER_WORDS, SHAPES, SIZES, ShapesWorld, split_code
 
 __all__ = ["CURRICULA", "GLUE_SPLITS", "TRAIN_CHANGE_WEIGHTS", "TRAIN_STATEMENT_WEIGHTS",
-           "glue_rows", "statement_kind", "write_shapes_glue"]
+           "glue_rows", "scene_items", "statement_kind", "write_shapes_glue"]
 
 Item = tuple[str, str, str]  # (size, colour, kind), left to right
 GLUE_SPLITS = {"train": "train", "val": "dev", "test": "test"}  # ShapesWorld split -> file
@@ -158,8 +158,16 @@ def glue_rows(world: ShapesWorld, split: str, index: int
     """The scene's RTE rows ``(premise, hypothesis, entailed)`` and MRPC rows ``(text1, text2,
     same)``: one of each label, in a random order. Training rows draw their kinds by the
     ``TRAIN_*_WEIGHTS``, the others uniformly."""
-    scene = world.scene(split, index)
-    items = [(s.size, s.color, s.kind) for s in scene._ordered()]
+    return _rows(world, split, index, scene_items(world, split, index))
+
+
+def scene_items(world: ShapesWorld, split: str, index: int) -> list[Item]:
+    """The scene's shapes as ``(size, colour, kind)``, left to right."""
+    return [(s.size, s.color, s.kind) for s in world.scene(split, index)._ordered()]
+
+
+def _rows(world: ShapesWorld, split: str, index: int, items: list[Item]
+          ) -> tuple[list[tuple[str, str, bool]], list[tuple[str, str, bool]]]:
     rng = np.random.default_rng([world.seed, split_code(split), index, 7])
     train = split == "train"
     said = TRAIN_STATEMENT_WEIGHTS if train else None
@@ -199,13 +207,13 @@ def write_shapes_glue(out_dir: str | os.PathLike[str], counts: dict[str, int],
         rte, mrpc = [], []
         curricula: dict[str, list[str]] = {name: [] for name in CURRICULA}
         for index in range(n):
-            rte_rows, mrpc_rows = glue_rows(world, split, index)
-            shapes = len(world.scene(split, index).shapes)
+            items = scene_items(world, split, index)
+            rte_rows, mrpc_rows = _rows(world, split, index, items)
             for a, b, truth in rte_rows:
                 label = "entailment" if truth else "not_entailment"
                 rte.append(f"{len(rte)}\t{a}\t{b}\t{label}")
                 for name, keep in CURRICULA.items():
-                    if keep(statement_kind(b), shapes):
+                    if keep(statement_kind(b), len(items)):
                         rows = curricula[name]
                         rows.append(f"{len(rows)}\t{a}\t{b}\t{label}")
             for a, b, same in mrpc_rows:
