@@ -7,6 +7,9 @@ relative bias on the text-text and image-image blocks. They touch the embeddings
 
 from __future__ import annotations
 
+import os
+import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -18,13 +21,20 @@ from .attention import MultiheadAttention, key_padding_bias
 from .backbone import ResNet
 from .config import OFAConfig
 from .layers import FeedForwardLayer, drop_path_rates
-from .packed import eager_inference
+from .packed import TransientCache, eager_inference, same_tensors, tensor_key
 from .positions import (
     image_position_ids,
     image_rel_buckets,
     relative_bias_tables,
     token_rel_buckets,
 )
+
+# The per-layer position biases [H, T, T] depend only on the weights and the input's shape
+# (text length, patch grid): every caption of a 480 px image with the task's prompt reuses
+# them. Inference keeps those of the last shape while they fit in this many bytes (OFA-base,
+# 480 px, fp32: 6 x 39 MB); OFA_BIAS_CACHE_MB=0 turns the cache off.
+BIAS_CACHE_BYTES = int(float(os.environ.get("OFA_BIAS_CACHE_MB", "256")) * 2**20)
+_BIAS_CACHE = "_ofa_position_biases"
 
 
 @dataclass
@@ -215,22 +225,67 @@ class OFAEncoder(nn.Module):
             padding = torch.cat([img_pad, padding], dim=1)
             img_buckets = image_rel_buckets(img_ids, img_ids, cfg.image_bucket_size)
         pos = self.positions(text_pos, img_pos)
-        abs_bias = position_bias(self.pos_q_linear, self.pos_k_linear, pos, pos,
-                                 cfg.attention_heads, self.pos_scaling)
         # without padding the mask is skipped and the [1, H, T, T] bias broadcasts over the
         # batch (the ONNX graph applies both always: x * 1 and + 0 change no value)
-        key_pad = None
-        if padding.any():
+        padded = bool(padding.any())
+        if padded:
             x = x * (~padding).unsqueeze(-1).to(x.dtype)
-            key_pad = key_padding_bias(padding, abs_bias.dtype)
+        biases = store = None
+        if (img_buckets is not None and sample_patches is None and BIAS_CACHE_BYTES > 0
+                and eager_inference(x, pos) and not torch.is_autocast_enabled(x.device.type)):
+            shape = (n_text, tuple(images.shape[-2:]))
+            biases, store = self.cached_biases(shape, pos.dtype, pos.device, pos.shape[0])
+        if biases is None:
+            biases = self.layer_biases(pos, text_pos, img_buckets, keep=store is not None)
+            if store is not None:
+                weights = self.position_weights()
+                store["biases"] = ((shape, pos.dtype, pos.device),
+                                   tuple(weakref.ref(w) for w in weights),
+                                   tuple(tensor_key(w) for w in weights), biases)
+        for layer, bias in zip(self.layers, biases, strict=True):
+            x = layer(x, bias + key_padding_bias(padding, bias.dtype) if padded else bias)
+        return EncoderOutput(self.layer_norm(x), padding, pos)
+
+    def layer_biases(self, pos: torch.Tensor, text_pos: torch.Tensor,
+                     img_buckets: torch.Tensor | None, keep: bool = False) -> Iterator[
+                         torch.Tensor] | list[torch.Tensor]:
+        """Each layer's position bias [1, H, T, T] (:meth:`layer_bias`), made as the layers
+        ask for them; ``keep``: all of them, each its own tensor (to cache)."""
+        cfg = self.cfg
+        abs_bias = position_bias(self.pos_q_linear, self.pos_k_linear, pos, pos,
+                                 cfg.attention_heads, self.pos_scaling)
         text_buckets = token_rel_buckets(text_pos, text_pos, cfg.token_bucket_size,
                                          cfg.max_source_positions)
         index = buffer = None
         if img_buckets is not None:
             index = self.relative_index(text_buckets, img_buckets)
-            if eager_inference(abs_bias):  # each layer's bias is used up before the next one
+            if not keep and eager_inference(abs_bias):  # each bias is used up before the next
                 buffer = torch.empty_like(abs_bias)
-        for i, layer in enumerate(self.layers):
-            bias = self.layer_bias(i, abs_bias, text_buckets, img_buckets, index, buffer)
-            x = layer(x, bias if key_pad is None else bias + key_pad)
-        return EncoderOutput(self.layer_norm(x), padding, pos)
+        biases = (self.layer_bias(i, abs_bias, text_buckets, img_buckets, index, buffer)
+                  for i in range(len(self.layers)))
+        return list(biases) if keep else biases
+
+    def cached_biases(self, key: tuple, dtype: torch.dtype, device: torch.device, t: int
+                      ) -> tuple[list[torch.Tensor] | None, TransientCache | None]:
+        """The layers' position biases kept from an earlier input of the same shape ``key``
+        made from the current weights, or None; with the cache to store them in (None where
+        they do not fit in :data:`BIAS_CACHE_BYTES`)."""
+        heads = self.cfg.attention_heads
+        size = len(self.layers) * heads * t * t * torch.empty(0, dtype=dtype).element_size()
+        if size > BIAS_CACHE_BYTES:
+            return None, None
+        cache = self.__dict__.setdefault(_BIAS_CACHE, TransientCache())
+        hit = cache.get("biases")
+        weights = self.position_weights()
+        if (hit is not None and hit[0] == (key, dtype, device)
+                and same_tensors(hit[1], hit[2], weights)):
+            return hit[3], cache
+        cache.clear()  # one shape at a time: the old biases go before new ones are made
+        return None, cache
+
+    def position_weights(self) -> list[torch.Tensor]:
+        """Every tensor the position biases are computed from."""
+        modules = [self.pos_q_linear, self.pos_k_linear, self.pos_ln, self.image_pos_ln,
+                   self.embed_positions, self.embed_image_positions,
+                   *self.token_rel_pos_table_list, *self.image_rel_pos_table_list]
+        return [p for m in modules for p in m.parameters()]

@@ -30,7 +30,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-__all__ = ["eager_inference", "linear", "packed_weights", "packing_available", "table_linear"]
+__all__ = ["TransientCache", "eager_inference", "linear", "packed_weights", "packing_available",
+           "same_tensors", "table_linear", "tensor_key"]
 
 _ENABLED = os.environ.get("OFA_PACKED_WEIGHTS", "1") != "0"
 _CACHE_ATTR = "_ofa_packed"  # on the module that owns the weight: {name: (key, packed)}
@@ -84,28 +85,40 @@ def _usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and weight.layout == torch.strided and x.dim() >= 2 and _packs(x.dtype))
 
 
-class _Cache(dict):
-    """Packed copies by name; never copied or pickled with the module (a deep copy or a
-    pickled model packs again on first use)."""
+class TransientCache(dict):
+    """Values derived from a module's weights (packed copies, position biases), kept in its
+    ``__dict__``; never copied or pickled with the module (a deep copy or a pickled model
+    derives them again on first use)."""
 
-    def __deepcopy__(self, memo: dict) -> _Cache:
-        return _Cache()
+    def __deepcopy__(self, memo: dict) -> TransientCache:
+        return TransientCache()
 
     def __reduce__(self) -> tuple:
-        return _Cache, ()
+        return TransientCache, ()
+
+
+def tensor_key(t: torch.Tensor) -> tuple:
+    """What changes when a tensor's values may have: its version (in-place updates; tensors
+    made under inference_mode keep none), storage and dtype (``module.to(dtype)`` swaps a
+    parameter's ``.data``: same object and version) and shape."""
+    return (-1 if t.is_inference() else t._version, t.data_ptr(), t.dtype, tuple(t.shape))
+
+
+def same_tensors(refs: tuple, keys: tuple, tensors: list[torch.Tensor]) -> bool:
+    """Whether ``tensors`` are the very tensors of ``refs`` (weak references), unchanged since
+    ``keys`` (:func:`tensor_key`) were taken: not merely others at the same addresses."""
+    return (len(refs) == len(tensors)
+            and all(r() is t for r, t in zip(refs, tensors, strict=True))
+            and keys == tuple(tensor_key(t) for t in tensors))
 
 
 def _packed(owner: nn.Module, name: str, weight: torch.Tensor) -> torch.Tensor:
     """The packed copy of ``weight``, made again unless the cached one was made from this very
-    tensor (not merely one at the same address) at its current version."""
-    # ``module.to(dtype)`` swaps a parameter's ``.data`` (same object and version), so the
-    # storage and dtype are part of the key; tensors made under inference_mode keep no version
-    version = -1 if weight.is_inference() else weight._version
-    key = (version, weight.data_ptr(), weight.dtype, tuple(weight.shape))
-    cache = owner.__dict__.setdefault(_CACHE_ATTR, _Cache())
+    tensor at its current version."""
+    cache = owner.__dict__.setdefault(_CACHE_ATTR, TransientCache())
     hit = cache.get(name)
-    if hit is None or hit[0]() is not weight or hit[1] != key:
-        hit = (weakref.ref(weight), key,
+    if hit is None or not same_tensors(hit[0], hit[1], [weight]):
+        hit = ((weakref.ref(weight),), (tensor_key(weight),),
                torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None))
         cache[name] = hit
     return hit[2]
