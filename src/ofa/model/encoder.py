@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -247,8 +247,8 @@ class OFAEncoder(nn.Module):
         return EncoderOutput(self.layer_norm(x), padding, pos)
 
     def layer_biases(self, pos: torch.Tensor, text_pos: torch.Tensor,
-                     img_buckets: torch.Tensor | None, keep: bool = False) -> Iterator[
-                         torch.Tensor] | list[torch.Tensor]:
+                     img_buckets: torch.Tensor | None, keep: bool = False
+                     ) -> Iterable[torch.Tensor]:
         """Each layer's position bias [1, H, T, T] (:meth:`layer_bias`), made as the layers
         ask for them; ``keep``: all of them, each its own tensor (to cache)."""
         cfg = self.cfg

@@ -34,7 +34,7 @@ __all__ = ["TransientCache", "eager_inference", "linear", "packed_weights", "pac
            "same_tensors", "table_linear", "tensor_key"]
 
 _ENABLED = os.environ.get("OFA_PACKED_WEIGHTS", "1") != "0"
-_CACHE_ATTR = "_ofa_packed"  # on the module that owns the weight: {name: (key, packed)}
+_CACHE_ATTR = "_ofa_packed"  # on the module that owns the weight: {name: (refs, keys, packed)}
 
 
 def packing_available() -> bool:
