@@ -29,11 +29,20 @@ from .positions import (
     token_rel_buckets,
 )
 
+
+def _cache_bytes(value: str) -> int:
+    try:
+        return int(float(value) * 2**20)
+    except ValueError:
+        raise ValueError(f"OFA_BIAS_CACHE_MB must be a number of megabytes, got {value!r}"
+                         ) from None
+
+
 # The per-layer position biases [H, T, T] depend only on the weights and the input's shape
 # (text length, patch grid): every caption of a 480 px image with the task's prompt reuses
-# them. Inference keeps those of the last shape while they fit in this many bytes (OFA-base,
-# 480 px, fp32: 6 x 39 MB); OFA_BIAS_CACHE_MB=0 turns the cache off.
-BIAS_CACHE_BYTES = int(float(os.environ.get("OFA_BIAS_CACHE_MB", "256")) * 2**20)
+# them. Inference keeps those of a shape seen twice in a row while they fit in this many
+# bytes (OFA-base, 480 px, fp32: 6 x 39 MB); OFA_BIAS_CACHE_MB=0 turns the cache off.
+BIAS_CACHE_BYTES = _cache_bytes(os.environ.get("OFA_BIAS_CACHE_MB", "256"))
 _BIAS_CACHE = "_ofa_position_biases"
 
 
@@ -268,20 +277,24 @@ class OFAEncoder(nn.Module):
     def cached_biases(self, key: tuple, dtype: torch.dtype, device: torch.device, t: int
                       ) -> tuple[list[torch.Tensor] | None, TransientCache | None]:
         """The layers' position biases kept from an earlier input of the same shape ``key``
-        made from the current weights, or None; with the cache to store them in (None where
-        they do not fit in :data:`BIAS_CACHE_BYTES`)."""
+        made from the current weights, or None; with the cache to store new ones in when the
+        previous input had this shape too (None otherwise, or where they do not fit in
+        :data:`BIAS_CACHE_BYTES`). Inputs whose shapes keep changing (questions of different
+        lengths) so make each bias in the one reused buffer, as without a cache."""
         heads = self.cfg.attention_heads
         size = len(self.layers) * heads * t * t * torch.empty(0, dtype=dtype).element_size()
         if size > BIAS_CACHE_BYTES:
             return None, None
         cache = self.__dict__.setdefault(_BIAS_CACHE, TransientCache())
+        shape = (key, dtype, device)
         hit = cache.get("biases")
-        weights = self.position_weights()
-        if (hit is not None and hit[0] == (key, dtype, device)
-                and same_tensors(hit[1], hit[2], weights)):
+        if hit is not None and hit[0] == shape and same_tensors(hit[1], hit[2],
+                                                                self.position_weights()):
             return hit[3], cache
+        again = cache.get("last") == shape
         cache.clear()  # one shape at a time: the old biases go before new ones are made
-        return None, cache
+        cache["last"] = shape
+        return None, cache if again else None
 
     def position_weights(self) -> list[torch.Tensor]:
         """Every tensor the position biases are computed from."""
