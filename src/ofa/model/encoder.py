@@ -248,8 +248,7 @@ class OFAEncoder(nn.Module):
             biases = self.layer_biases(pos, text_pos, img_buckets, keep=store is not None)
             if store is not None:
                 weights = self.position_weights()
-                store["biases"] = ((shape, pos.dtype, pos.device),
-                                   tuple(weakref.ref(w) for w in weights),
+                store["biases"] = (store["last"], tuple(weakref.ref(w) for w in weights),
                                    tuple(tensor_key(w) for w in weights), biases)
         for layer, bias in zip(self.layers, biases, strict=True):
             x = layer(x, bias + key_padding_bias(padding, bias.dtype) if padded else bias)
