@@ -281,7 +281,7 @@ class OFAEncoder(nn.Module):
         :data:`BIAS_CACHE_BYTES`). Inputs whose shapes keep changing (questions of different
         lengths) so make each bias in the one reused buffer, as without a cache."""
         heads = self.cfg.attention_heads
-        size = len(self.layers) * heads * t * t * torch.empty(0, dtype=dtype).element_size()
+        size = len(self.layers) * heads * t * t * dtype.itemsize
         if size > BIAS_CACHE_BYTES:
             return None, None
         cache = self.__dict__.setdefault(_BIAS_CACHE, TransientCache())
