@@ -125,6 +125,10 @@ class DecoderLayer(FeedForwardLayer):
         else:
             ck, cv = self.encoder_attn.project_kv(enc)
             if cache is not None:
+                # kept contiguous: every later step reads them, and SDPA's CPU kernel reads
+                # the heads-transposed view of a bf16 projection about 1.8x slower (the same
+                # values either way)
+                ck, cv = ck.contiguous(), cv.contiguous()
                 cache.cross_k, cache.cross_v = ck, cv
         h = self.encoder_attn_layer_norm(x)
         x = self.residual(x, self.cross_attn_ln(self.encoder_attn(h, ck, cv, cross_bias)))
