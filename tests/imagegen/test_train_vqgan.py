@@ -19,6 +19,7 @@ from ofa.imagegen.train_vqgan import (
     VQGANTrainConfig,
     build_vqgan_train_config,
     evaluate_vqgan,
+    far_tiles,
     gumbel_one_hot,
     load_vqgan_train_config,
     pixels_to_input,
@@ -111,8 +112,11 @@ def test_scene_pixels_are_what_preprocess_gives():
 def test_foreground_marks_the_shapes_and_weighs_their_errors(tmp_path):
     world = ShapesWorld(seed=0)
     pixels, _ = render_scenes(world, "test", 2, 64)
-    masks = render_foreground(world, "test", 2, 64)
+    masks, empty = render_foreground(world, "test", 2, 64)
     assert masks.shape == (2, 64, 64) and masks.dtype == torch.bool
+    assert empty.shape == pixels.shape and empty.dtype == torch.uint8
+    gap = (empty.int() - pixels.int()).abs().amax(-1)  # within the resize's ringing off the shapes
+    assert gap[~masks].max() <= 8 and gap[masks].float().mean() > 20
     for i in range(2):
         frame = [round(v / 2) for v in world.scene("test", i).shapes[0].frame]  # 128 -> 64 px
         cx, cy = (frame[0] + frame[2]) // 2, (frame[1] + frame[3]) // 2
@@ -128,6 +132,45 @@ def test_foreground_marks_the_shapes_and_weighs_their_errors(tmp_path):
                                    foreground=masks)
     assert same["l1"] == parts["l1"]  # the reported L1 is the plain one
     assert weighted.item() != pytest.approx(plain.item(), rel=1e-3)
+
+
+def test_far_tiles_leave_out_a_shape_and_its_neighbour_tiles():
+    foreground = torch.zeros(1, 32, 32, dtype=torch.bool)
+    foreground[0, 9, 17] = True  # tile (1, 2) of a 4 x 4 grid of 8 px tiles
+    far = far_tiles(foreground, 8)
+    near = torch.zeros(4, 4, dtype=torch.bool)
+    near[0:3, 1:4] = True
+    assert torch.equal(far[0], ~near)
+
+
+def test_context_term_pulls_far_tiles_towards_the_shapeless_scene(tmp_path):
+    world = ShapesWorld(seed=0)
+    pixels, _ = render_scenes(world, "test", 2, 64)
+    masks, empty = render_foreground(world, "test", 2, 64)
+    cfg = tiny(tmp_path, resolution=64, ch_mult=[1, 2, 2, 2], quantizer="vq",
+               context_weight=1.0)
+    torch.manual_seed(0)
+    model = VQGAN(cfg.vqgan_config)
+    x = pixels_to_input(pixels)
+    loss, parts = training_loss(model, x, cfg, 0, foreground=masks, empty=pixels_to_input(empty))
+    assert parts["context"] > 0
+    base = parts["loss"] - parts["context"]
+    # the term is the squared gap between the two encodings at the far tiles
+    z, target = model.encode_to_prequant(x), model.encode_to_prequant(pixels_to_input(empty))
+    far = far_tiles(masks, 8)
+    expected = ((z - target).pow(2).mean(1) * far).sum() / far.sum()
+    assert parts["context"] == pytest.approx(expected.item(), rel=1e-5)
+    assert loss.item() == pytest.approx(base + expected.item(), rel=1e-5)
+    # the gradient reaches the encoder through the scene's encoding only
+    loss.backward()
+    assert model.encoder.conv_in.weight.grad.abs().sum() > 0
+    # a scene is its own shapeless twin when it has no shapes: the term is zero
+    _, none = training_loss(model, x, cfg, 0, foreground=torch.zeros_like(masks), empty=x)
+    assert none["context"] == 0
+    with pytest.raises(ValueError, match="context_weight needs"):
+        training_loss(model, x, cfg, 0)
+    with pytest.raises(InputError, match="vq quantizer only"):
+        tiny(tmp_path, context_weight=1.0)
 
 
 def test_temperature_follows_a_cosine_to_its_end(tmp_path):

@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
@@ -66,7 +67,7 @@ from ..files import replace_folder, replacing
 from .vqgan import VQGAN, VQGANConfig
 
 __all__ = ["OUTPUT_FILES", "VQGANTrainConfig", "build_vqgan_train_config", "evaluate_vqgan",
-           "gumbel_one_hot", "load_vqgan_train_config", "noise_at", "pixels_to_input", "psnr",
+           "far_tiles", "gumbel_one_hot", "load_vqgan_train_config", "noise_at", "pixels_to_input", "psnr",
            "render_foreground", "render_scenes", "restart_dead_codes", "temperature_at",
            "train_vqgan", "training_loss", "write_taming_folder"]
 
@@ -118,6 +119,11 @@ class VQGANTrainConfig:
     # reconstruction errors on the shapes' pixels count 1 + foreground_weight times: the shapes
     # are about a tenth of a scene and carry everything its caption says
     foreground_weight: float = 0.0
+    # vq: pulls the encoder output at tiles with no shape pixel in them or their 8 neighbours
+    # towards its output for the same scene drawn without its shapes (squared error, weighted
+    # like the codebook term): GroupNorm's per-image statistics otherwise let a shape change
+    # the codes of every tile, and text-to-image must then predict the whole grid anew
+    context_weight: float = 0.0
     kl_weight: float = 5e-4  # taming GumbelQuantize's default (GumbelVQ passes 1e-8)
     usage_weight: float = 0.0  # the same KL for the batch's mean code distribution
     commitment_weight: float = 0.25  # vq: taming VectorQuantizer2's beta
@@ -240,10 +246,12 @@ def _validate(cfg: VQGANTrainConfig, where: str) -> None:
         need(math.isfinite(value) and value > 0, f"{name} must be a positive number, got "
                                                  f"{value!r}")
     for name in ("end_lr", "weight_decay", "clip_norm", "l1_weight", "mse_weight", "kl_weight",
-                 "usage_weight", "gumbel_noise_end", "foreground_weight"):
+                 "usage_weight", "gumbel_noise_end", "foreground_weight", "context_weight"):
         value = getattr(cfg, name)
         need(math.isfinite(value) and value >= 0, f"{name} must be a number >= 0, got "
                                                   f"{value!r}")
+    need(cfg.context_weight == 0 or cfg.quantizer == "vq",
+         "context_weight applies to a vq quantizer only")
     need(cfg.l1_weight + cfg.mse_weight > 0, "l1_weight or mse_weight must be positive")
     need(all(0 <= b < 1 for b in cfg.betas), f"betas must lie in [0, 1), got {list(cfg.betas)}")
     need(cfg.temperature_steps is None or cfg.temperature_steps >= 1,
@@ -325,10 +333,12 @@ def render_scenes(world: Any, split: str, count: int, resolution: int, start: in
 
 
 def render_foreground(world: Any, split: str, count: int, resolution: int, start: int = 0
-                      ) -> torch.Tensor:
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Where the shapes are in :func:`render_scenes`' pixels: bool [N, res, res], the pixels
-    that differ from the same scene drawn without its shapes (after the same resize)."""
+    that differ from the same scene drawn without its shapes (after the same resize); and
+    those shapeless scenes, uint8 [N, res, res, 3]."""
     masks = np.empty((count, resolution, resolution), dtype=bool)
+    empty = np.empty((count, resolution, resolution, 3), dtype=np.uint8)
     for i in range(count):
         scene = world.scene(split, start + i)
         drawn = [scene.render(), dataclasses.replace(scene, shapes=()).render()]
@@ -336,7 +346,17 @@ def render_foreground(world: Any, split: str, count: int, resolution: int, start
             drawn = [im.resize((resolution, resolution), Image.LANCZOS) for im in drawn]
         a, b = (np.asarray(im, dtype=np.int16) for im in drawn)
         masks[i] = np.abs(a - b).max(-1) > _FOREGROUND_LEVEL
-    return torch.from_numpy(masks)
+        empty[i] = b
+    return torch.from_numpy(masks), torch.from_numpy(empty)
+
+
+def far_tiles(foreground: torch.Tensor, factor: int) -> torch.Tensor:
+    """bool [B, H/f, W/f]: the code positions with no ``foreground`` pixel ([B, H, W]) in
+    their tile or the 8 tiles around it."""
+    b, h, w = foreground.shape
+    tiles = foreground.view(b, h // factor, factor, w // factor, factor).any(4).any(2)
+    near = F.max_pool2d(tiles[:, None].float(), 3, stride=1, padding=1)[:, 0]
+    return near == 0
 
 
 _FOREGROUND_LEVEL = 8  # of 255: LANCZOS ringing around a shape stays below it
@@ -396,11 +416,12 @@ def gumbel_one_hot(logits: torch.Tensor, temperature: float, hard: bool,
 
 def training_loss(model: VQGAN, x: torch.Tensor, cfg: VQGANTrainConfig, step: int,
                   generator: torch.Generator | None = None, usage: torch.Tensor | None = None,
-                  foreground: torch.Tensor | None = None
+                  foreground: torch.Tensor | None = None, empty: torch.Tensor | None = None
                   ) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of one batch ``x`` ([B, 3, H, W] in [-1, 1]) at ``step`` and its parts.
     ``usage`` (vq): per-code counts, incremented by the codes this batch chose.
     ``foreground``: bool [B, H, W], the shapes' pixels (weighted by ``foreground_weight``).
+    ``empty``: the same scenes without their shapes, like ``x`` (for ``context_weight``).
 
     A vq model: VQModel's forward with the VQ-VAE codebook and commitment terms
     (``|sg(z) - e|^2 + beta |z - sg(e)|^2``; taming's VectorQuantizer2 with ``legacy=False``).
@@ -414,7 +435,12 @@ def training_loss(model: VQGAN, x: torch.Tensor, cfg: VQGANTrainConfig, step: in
     if foreground is not None and cfg.foreground_weight:
         weights = 1 + cfg.foreground_weight * foreground[:, None].to(x.dtype)
     if cfg.quantizer == "vq":
-        return _vq_loss(model, x, cfg, usage, weights)
+        context = None
+        if cfg.context_weight:
+            if foreground is None or empty is None:
+                raise ValueError("context_weight needs foreground and empty")
+            context = empty, far_tiles(foreground, model.config.downsample_factor)
+        return _vq_loss(model, x, cfg, usage, weights, context)
     logits = quantize.proj(model.encode_to_prequant(x))
     codes = gumbel_one_hot(logits, temperature_at(cfg, step), cfg.straight_through, generator,
                            noise_at(cfg, step))
@@ -444,7 +470,8 @@ def _reconstruction(xrec: torch.Tensor, x: torch.Tensor, cfg: VQGANTrainConfig,
 
 
 def _vq_loss(model: VQGAN, x: torch.Tensor, cfg: VQGANTrainConfig,
-             usage: torch.Tensor | None, weights: torch.Tensor | None
+             usage: torch.Tensor | None, weights: torch.Tensor | None,
+             context: tuple[torch.Tensor, torch.Tensor] | None = None
              ) -> tuple[torch.Tensor, dict[str, float]]:
     z = model.encode_to_prequant(x)
     with torch.no_grad():
@@ -458,6 +485,14 @@ def _vq_loss(model: VQGAN, x: torch.Tensor, cfg: VQGANTrainConfig,
     rec, l1, mse = _reconstruction(model.decoder(model.post_quant_conv(z_q)), x, cfg, weights)
     loss = rec + codebook + cfg.commitment_weight * commitment
     parts = {"loss": loss, "l1": l1, "mse": mse, "codebook": codebook, "commitment": commitment}
+    if context is not None:
+        empty, far = context
+        with torch.no_grad():
+            target = model.encode_to_prequant(empty)
+        per_tile = (z - target).pow(2).mean(1)  # [B, h, w]
+        locality = (per_tile * far).sum() / far.sum().clamp(min=1)
+        loss = loss + cfg.context_weight * locality
+        parts.update(loss=loss, context=locality)
     return loss, {k: v.item() for k, v in parts.items()}
 
 
@@ -633,8 +668,10 @@ def _train_and_evaluate(cfg: VQGANTrainConfig, world: Any, tmp: Path, progress: 
     from .vqgan_io import load_vqgan
 
     train_pixels, _ = render_scenes(world, cfg.train_split, cfg.train_scenes, cfg.resolution)
-    train_foreground = (render_foreground(world, cfg.train_split, cfg.train_scenes,
-                                          cfg.resolution) if cfg.foreground_weight else None)
+    train_foreground = train_empty = None
+    if cfg.foreground_weight or cfg.context_weight:
+        train_foreground, train_empty = render_foreground(world, cfg.train_split,
+                                                          cfg.train_scenes, cfg.resolution)
     with torch.random.fork_rng(devices=[]):  # the caller's global RNG stays as it was
         torch.manual_seed(cfg.seed)
         model = VQGAN(cfg.vqgan_config)
@@ -655,8 +692,11 @@ def _train_and_evaluate(cfg: VQGANTrainConfig, world: Any, tmp: Path, progress: 
         for step in range(cfg.steps):
             rows = next(batches)
             x = pixels_to_input(train_pixels[rows])
-            foreground = None if train_foreground is None else train_foreground[rows]
-            loss, parts = training_loss(model, x, cfg, step, noise_gen, usage, foreground)
+            foreground = empty = None
+            if train_foreground is not None:
+                foreground = train_foreground[rows]
+                empty = pixels_to_input(train_empty[rows]) if cfg.context_weight else None
+            loss, parts = training_loss(model, x, cfg, step, noise_gen, usage, foreground, empty)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             clip_grad_norm(model.parameters(), cfg.clip_norm)
