@@ -67,9 +67,9 @@ from ..files import replace_folder, replacing
 from .vqgan import VQGAN, VQGANConfig
 
 __all__ = ["OUTPUT_FILES", "VQGANTrainConfig", "build_vqgan_train_config", "evaluate_vqgan",
-           "far_tiles", "gumbel_one_hot", "load_vqgan_train_config", "noise_at", "pixels_to_input", "psnr",
-           "render_foreground", "render_scenes", "restart_dead_codes", "temperature_at",
-           "train_vqgan", "training_loss", "write_taming_folder"]
+           "far_tiles", "gumbel_one_hot", "load_vqgan_train_config", "noise_at",
+           "pixels_to_input", "psnr", "render_foreground", "render_scenes", "restart_dead_codes",
+           "temperature_at", "train_vqgan", "training_loss", "write_taming_folder"]
 
 OUTPUT_FILES = ("model.yaml", "last.ckpt", "metrics.json")
 _SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
