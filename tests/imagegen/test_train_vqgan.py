@@ -331,14 +331,16 @@ def test_shipped_tokenizer_reads_shapesworld():
     got = evaluate_vqgan(vq, *render_scenes(world, cfg.test_split, 60, cfg.resolution))
     assert got["psnr"] > 28 and got["codes_used"] > 400
     for key in ("colors", "sizes", "positions"):
-        # what the shipped metrics.json says of 500 scenes: 0.81 (small shapes' kinds)
+        # what the shipped metrics.json says of 500 scenes: 0.79 (small shapes' kinds)
         assert got["reconstructions"][key] >= 0.7, got
-        assert metrics["reconstructions"][key] >= 0.8, metrics
+        assert metrics["reconstructions"][key] >= 0.75, metrics
+    # the locality term it was trained with (configs/shapes-vqgan.yaml)
+    assert cfg.context_weight > 0
 
 
 @pytest.mark.slow
 def test_shipped_tokenizer_is_reproduced_byte_for_byte(tmp_path):
-    """configs/shapes-vqgan.yaml retrains ofa/assets/shapes-demo/vqgan exactly (about 21
+    """configs/shapes-vqgan.yaml retrains ofa/assets/shapes-demo/vqgan exactly (about 26
     minutes on 2 cores); only on the CPU kind and torch version it was trained with."""
     metrics = json.loads((ASSET / "metrics.json").read_text())
     if (metrics["cpu_capability"], metrics["torch"]) != (
