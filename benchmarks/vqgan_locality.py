@@ -14,19 +14,22 @@ often a shapeless scene's code at a position equals that position's most common 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
     from ofa.data.shapes import ShapesWorld
-    from ofa.imagegen.train_vqgan import far_tiles, pixels_to_input
+    from ofa.imagegen.train_vqgan import (
+        far_tiles,
+        pixels_to_input,
+        render_foreground,
+        render_scenes,
+    )
     from ofa.imagegen.vqgan_io import load_vqgan
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -40,19 +43,12 @@ def main() -> None:
     vqgan = load_vqgan(args.vqgan).float()
     size, factor = vqgan.config.resolution, vqgan.config.downsample_factor
     world = ShapesWorld(seed=0)
-    drawn, shapeless, backgrounds = [], [], []
-    for i in range(args.scenes):
-        scene = world.scene(args.split, i).plain()
-        backgrounds.append(scene.background)
-        for s, out in ((scene, drawn), (dataclasses.replace(scene, shapes=()), shapeless)):
-            out.append(np.asarray(s.render().resize((size, size), Image.LANCZOS)))
-    drawn_px = torch.from_numpy(np.stack(drawn))
-    shapeless_px = torch.from_numpy(np.stack(shapeless))
-    # the pixels a shape touches (LANCZOS ringing below 8 of 255 left out)
-    foreground = (drawn_px.int() - shapeless_px.int()).abs().amax(-1) > 8
+    drawn, _ = render_scenes(world, args.split, args.scenes, size, plain=True)
+    foreground, shapeless = render_foreground(world, args.split, args.scenes, size, plain=True)
+    backgrounds = [world.scene(args.split, i).background for i in range(args.scenes)]
     with torch.inference_mode():
-        codes = vqgan.encode(pixels_to_input(drawn_px))
-        bare = vqgan.encode(pixels_to_input(shapeless_px))
+        codes = vqgan.encode(pixels_to_input(drawn))
+        bare = vqgan.encode(pixels_to_input(shapeless))
     far = far_tiles(foreground, factor)
     changed = (codes != bare)[far].float().mean().item()
     print(f"{args.vqgan}: {args.scenes} plain {args.split} scenes at {size} px; far tiles "

@@ -117,6 +117,9 @@ def test_foreground_marks_the_shapes_and_weighs_their_errors(tmp_path):
     assert empty.shape == pixels.shape and empty.dtype == torch.uint8
     gap = (empty.int() - pixels.int()).abs().amax(-1)  # within the resize's ringing off the shapes
     assert gap[~masks].max() <= 8 and gap[masks].float().mean() > 20
+    plain_masks, flat = render_foreground(world, "test", 2, 64, plain=True)
+    assert all((flat[i] == flat[i, 0, 0]).all() for i in range(2))  # plain: a flat background
+    assert plain_masks.any() and not torch.equal(flat, empty)
     for i in range(2):
         frame = [round(v / 2) for v in world.scene("test", i).shapes[0].frame]  # 128 -> 64 px
         cx, cy = (frame[0] + frame[2]) // 2, (frame[1] + frame[3]) // 2

@@ -332,15 +332,16 @@ def render_scenes(world: Any, split: str, count: int, resolution: int, start: in
     return torch.from_numpy(pixels), captions
 
 
-def render_foreground(world: Any, split: str, count: int, resolution: int, start: int = 0
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+def render_foreground(world: Any, split: str, count: int, resolution: int, start: int = 0,
+                      plain: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Where the shapes are in :func:`render_scenes`' pixels: bool [N, res, res], the pixels
     that differ from the same scene drawn without its shapes (after the same resize); and
-    those shapeless scenes, uint8 [N, res, res, 3]."""
+    those shapeless scenes, uint8 [N, res, res, 3]. ``plain``: :meth:`Scene.plain` renders."""
     masks = np.empty((count, resolution, resolution), dtype=bool)
     empty = np.empty((count, resolution, resolution, 3), dtype=np.uint8)
     for i in range(count):
         scene = world.scene(split, start + i)
+        scene = scene.plain() if plain else scene
         drawn = [scene.render(), dataclasses.replace(scene, shapes=()).render()]
         if drawn[0].size != (resolution, resolution):
             drawn = [im.resize((resolution, resolution), Image.LANCZOS) for im in drawn]
