@@ -46,7 +46,7 @@ demo-model: install
 	$(BIN)/ofa train configs/shapes-demo.yaml
 	$(BIN)/python -m ofa.demo runs/shapes-demo/best
 
-# Rebuild the demo's image tokenizer from scratch (about 26 minutes on 2 CPU cores); the codes
+# Rebuild the demo's image tokenizer from scratch (about 25 minutes on 2 CPU cores); the codes
 # it gives change, so run `make draw-model` after it.
 DEMO_VQGAN := src/ofa/assets/shapes-demo/vqgan
 

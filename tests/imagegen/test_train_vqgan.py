@@ -343,7 +343,7 @@ def test_shipped_tokenizer_reads_shapesworld():
 
 @pytest.mark.slow
 def test_shipped_tokenizer_is_reproduced_byte_for_byte(tmp_path):
-    """configs/shapes-vqgan.yaml retrains ofa/assets/shapes-demo/vqgan exactly (about 26
+    """configs/shapes-vqgan.yaml retrains ofa/assets/shapes-demo/vqgan exactly (about 25
     minutes on 2 cores); only on the CPU kind and torch version it was trained with."""
     metrics = json.loads((ASSET / "metrics.json").read_text())
     if (metrics["cpu_capability"], metrics["torch"]) != (
