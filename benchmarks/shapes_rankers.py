@@ -55,7 +55,10 @@ def main() -> None:
         source = torch.tensor([ImagineTask().prepare(tokenizer, "", caption).source] * n)
         target = codes.reshape(n, -1)
         tokens = torch.cat([torch.full((n, 1), BOS), target[:, :-1] + CODE_OFFSET], 1)
-        logits = drawer.decode(tokens, drawer.encode(source, None), vocab=codes_table).float()
+        # code_mask: the codes' own position table and LayerNorm, as the drawer drew them
+        logits = drawer.decode(tokens, drawer.encode(source, None),
+                               code_mask=torch.ones(n, dtype=torch.bool),
+                               vocab=codes_table).float()
         return F.log_softmax(logits, -1).gather(2, target[..., None])[..., 0].sum(1).numpy()
 
     rankings: dict[str, list[bool]] = {}
@@ -87,7 +90,9 @@ def main() -> None:
                 "the drawer's log p(codes | caption)": own,
                 "the drawer's PMI against training captions": pmi,
                 **{f"caption likelihood + {w} x PMI": per_token.sum(1) + w * pmi
-                   for w in (0.02, 0.05, 0.2)},
+                   for w in (0.02, 0.05, 0.2, 0.5, 1.0)},
+                **{f"caption likelihood + {w} x the drawer's log p": per_token.sum(1) + w * own
+                   for w in (0.05, 0.2)},
             }
             for name, s in scores.items():
                 rankings.setdefault(name, []).append(bool(right[int(np.argmax(s))]))

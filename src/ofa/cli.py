@@ -7,11 +7,16 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .data.answer_lists import read_answer_list
 from .errors import InputError, OFAError
 from .preprocess import DEFAULT_MAX_PIXELS
 from .tasks import TASKS, Task, TaskField
+
+if TYPE_CHECKING:
+    from .data.shapes import ShapesWorld
+    from .imagegen.vqgan import VQGAN
 
 # --dtype: ofa.load's dtypes
 DTYPE_CHOICES = ["float32", "float16", "bfloat16", "auto", "int8"]
@@ -441,6 +446,16 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
                         "caption with the codes of its scene drawn plain (flat background, "
                         "palette colours), to train text-to-image (the demo model's is "
                         "src/ofa/assets/shapes-demo/vqgan)")
+    s.add_argument("--far-background", action="store_true",
+                   help="with --vqgan: each code tile with no shape pixel in or next to it takes "
+                        "its code in the scene drawn without its shapes, so every drawing's "
+                        "background is the same codes (the tokenizer's encoder sees the whole "
+                        "image: a shape changes far tiles' codes too); what the demo's drawing "
+                        "model learns from")
+    s.add_argument("--imagine-only", action="store_true",
+                   help="with --vqgan: write only SPLIT_imagine.jsonl, straight from the scenes "
+                        "(no image files or other records: what text-to-image training alone "
+                        "reads, in a fraction of the time)")
     s.add_argument("--pretrain", type=int, default=0, metavar="N",
                    help="also write OFA's pretraining files (needs --vqgan) to OUT/pretrain: "
                         "pairs/text/image/detection_pretrain.tsv of N scenes of a split of "
@@ -503,30 +518,33 @@ def _run_data_shapes_glue(args: argparse.Namespace) -> int:
 
 
 def _run_data_shapes(args: argparse.Namespace) -> int:
-    from .data.shapes import EXHAUSTIVE_SETS, ShapesWorld
+    from .data.shapes import ShapesWorld
 
     counts = {"train": args.train, "val": args.val, "test": args.test}
     if any(n < 0 for n in counts.values()) or args.pretrain < 0:
         raise InputError("scene counts must not be negative")
     if args.pretrain and (args.vqgan is None or args.val < 1):
         raise InputError("--pretrain needs --vqgan (image infilling's codes) and --val >= 1")
+    for flag, given in (("--far-background", args.far_background),
+                        ("--imagine-only", args.imagine_only)):
+        if given and args.vqgan is None:
+            raise InputError(f"{flag} needs --vqgan")
     vqgan = None
     if args.vqgan is not None:  # checked before minutes of rendering
         from .imagegen.vqgan_io import load_vqgan
 
         vqgan = load_vqgan(args.vqgan)
     world = ShapesWorld(seed=args.seed, image_size=args.image_size, max_shapes=args.max_shapes)
-    files = world.write(args.out, {k: n for k, n in counts.items() if n > 0},
-                        workers=args.workers)
-    sets = list(EXHAUSTIVE_SETS)
-    if vqgan is not None:
-        from .data.shapes_codes import write_imagine_records
+    if args.imagine_only:
+        from .data.shapes_codes import write_world_imagine_records
 
-        write_imagine_records(args.out, files, vqgan, world=world)
-        sets.append("imagine")
-    for split, path in files.items():
-        extra = ", ".join(f"{path.stem}_{name}.jsonl" for name in sets)
-        print(f"{split}: {counts[split]} scenes -> {path} (+ {extra})")
+        written = write_world_imagine_records(world, args.out,
+                                              {k: n for k, n in counts.items() if n > 0},
+                                              vqgan, far_background=args.far_background)
+        for split, path in written.items():
+            print(f"{split}: {counts[split]} scenes -> {path}")
+    else:
+        _write_shapes_folder(args, world, counts, vqgan)
     if args.pretrain:
         from .data.shapes_pretrain import write_pretraining_data
 
@@ -536,6 +554,25 @@ def _run_data_shapes(args: argparse.Namespace) -> int:
         print(f"pretraining: {args.pretrain} + {args.val} scenes -> {out} "
               f"({', '.join(sorted(written))})")
     return 0
+
+
+def _write_shapes_folder(args: argparse.Namespace, world: ShapesWorld, counts: dict[str, int],
+                         vqgan: VQGAN | None) -> None:
+    """`ofa data shapes`' folder: images, records, exhaustive sets (and imagine records)."""
+    from .data.shapes import EXHAUSTIVE_SETS
+
+    files = world.write(args.out, {k: n for k, n in counts.items() if n > 0},
+                        workers=args.workers)
+    sets = list(EXHAUSTIVE_SETS)
+    if vqgan is not None:
+        from .data.shapes_codes import write_imagine_records
+
+        write_imagine_records(args.out, files, vqgan, world=world,
+                              far_background=args.far_background)
+        sets.append("imagine")
+    for split, path in files.items():
+        extra = ", ".join(f"{path.stem}_{name}.jsonl" for name in sets)
+        print(f"{split}: {counts[split]} scenes -> {path} (+ {extra})")
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:

@@ -11,7 +11,7 @@ import torch
 from ofa.cli import main
 from ofa.data.records import read_jsonl
 from ofa.data.shapes import ShapesWorld
-from ofa.data.shapes_codes import write_imagine_records
+from ofa.data.shapes_codes import write_imagine_records, write_world_imagine_records
 from ofa.errors import InputError
 from ofa.imagegen.vqgan_io import load_vqgan, preprocess
 
@@ -71,6 +71,53 @@ def test_with_its_world_the_records_hold_the_codes_of_plain_scenes(tmp_path):
                               world=ShapesWorld(seed=1))
 
 
+def test_far_background_gives_far_tiles_the_codes_of_the_scene_without_shapes(tmp_path):
+    from ofa.imagegen.train_vqgan import (
+        far_tiles,
+        foreground_mask,
+        pixels_to_input,
+        render_scenes,
+    )
+
+    vqgan = load_vqgan(write_vqgan(tmp_path / "vqgan"))
+    world = ShapesWorld(seed=0)
+    world.write(tmp_path / "shapes", {"train": 6}, progress=False)
+    plain = _lines(write_imagine_records(tmp_path / "shapes", ["train"], vqgan,
+                                         progress=False, world=world)["train"])
+    local = _lines(write_imagine_records(tmp_path / "shapes", ["train"], vqgan, progress=False,
+                                         world=world, far_background=True)["train"])
+    drawn, captions = render_scenes(world, "train", 6, VQ.resolution, plain=True)
+    bare, _ = render_scenes(world, "train", 6, VQ.resolution, plain=True, shapeless=True)
+    with torch.no_grad():
+        bare_codes = vqgan.encode(pixels_to_input(bare)).flatten(1)
+    far = far_tiles(foreground_mask(drawn, bare), vqgan.config.downsample_factor).flatten(1)
+    got, kept = torch.tensor([r["codes"] for r in local]), torch.tensor([r["codes"] for r in plain])
+    assert [r["text"] for r in local] == captions
+    assert 0 < int(far.sum()) < far.numel()  # both kinds of tile occur
+    assert torch.equal(got[far], bare_codes[far])  # far: the shapeless scene's codes
+    assert torch.equal(got[~far], kept[~far])  # near the shapes: the scene's own
+    assert not torch.equal(got, kept)  # this tokenizer's shapes do reach far tiles
+    with pytest.raises(InputError, match="far_background needs the ShapesWorld"):
+        write_imagine_records(tmp_path / "shapes", ["train"], vqgan, progress=False,
+                              far_background=True)
+
+
+def test_records_straight_from_the_world_are_those_of_its_folder(tmp_path):
+    vqgan = load_vqgan(write_vqgan(tmp_path / "vqgan"))
+    world = ShapesWorld(seed=0)
+    world.write(tmp_path / "shapes", {"train": 4, "test": 3}, progress=False)
+    for far in (False, True):
+        folder = write_imagine_records(tmp_path / "shapes", ["train", "test"], vqgan,
+                                       progress=False, world=world, far_background=far)
+        direct = write_world_imagine_records(world, tmp_path / f"direct-{far}",
+                                             {"train": 4, "test": 3}, vqgan,
+                                             far_background=far, progress=False)
+        for split in ("train", "test"):
+            assert direct[split].read_bytes() == folder[split].read_bytes()
+        assert sorted(p.name for p in (tmp_path / f"direct-{far}").iterdir()) == \
+            ["test_imagine.jsonl", "train_imagine.jsonl"]
+
+
 def test_a_folder_without_records_is_an_input_error(tmp_path):
     vq_dir = write_vqgan(tmp_path / "vqgan")
     with pytest.raises(InputError, match="dataset file not found"):
@@ -94,3 +141,19 @@ def test_cli_writes_imagine_records_with_vqgan(tmp_path, capsys):
                  str(tmp_path / "nothing")]) == 1
     assert "VQGAN checkpoint not found" in capsys.readouterr().err
     assert not (tmp_path / "other").exists()
+    assert main(["data", "shapes", str(tmp_path / "other"), "--train", "1",
+                 "--far-background"]) == 1
+    assert "--far-background needs --vqgan" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
+    assert main(["data", "shapes", str(tmp_path / "other"), "--train", "1",
+                 "--imagine-only"]) == 1
+    assert "--imagine-only needs --vqgan" in capsys.readouterr().err
+    # --imagine-only: the imagine records alone, the same as the folder's
+    only = tmp_path / "only"
+    assert main(["data", "shapes", str(only), "--train", "2", "--val", "0", "--test", "1",
+                 "--vqgan", str(vq_dir), "--imagine-only"]) == 0
+    assert f"train: 2 scenes -> {only / 'train_imagine.jsonl'}" in capsys.readouterr().out
+    assert sorted(p.name for p in only.iterdir()) == ["test_imagine.jsonl",
+                                                      "train_imagine.jsonl"]
+    assert (only / "train_imagine.jsonl").read_bytes() == \
+        (out / "train_imagine.jsonl").read_bytes()

@@ -20,6 +20,7 @@ from ofa.imagegen.train_vqgan import (
     build_vqgan_train_config,
     evaluate_vqgan,
     far_tiles,
+    foreground_mask,
     gumbel_one_hot,
     load_vqgan_train_config,
     pixels_to_input,
@@ -120,6 +121,9 @@ def test_foreground_marks_the_shapes_and_weighs_their_errors(tmp_path):
     plain_masks, flat = render_foreground(world, "test", 2, 64, plain=True)
     assert all((flat[i] == flat[i, 0, 0]).all() for i in range(2))  # plain: a flat background
     assert plain_masks.any() and not torch.equal(flat, empty)
+    bare, captions = render_scenes(world, "test", 2, 64, shapeless=True)  # what it compares with
+    assert torch.equal(bare, empty) and torch.equal(foreground_mask(pixels, bare), masks)
+    assert captions == [world.scene("test", i).caption() for i in range(2)]  # the scenes' own
     for i in range(2):
         frame = [round(v / 2) for v in world.scene("test", i).shapes[0].frame]  # 128 -> 64 px
         cx, cy = (frame[0] + frame[2]) // 2, (frame[1] + frame[3]) // 2

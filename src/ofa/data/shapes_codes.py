@@ -9,7 +9,12 @@ draw: the same files on every run) and written as an ``imagine`` record to
 ``{split}_imagine.jsonl``. Given the folder's ShapesWorld, each scene is drawn again as
 :meth:`~ofa.data.shapes.Scene.plain` (flat background, palette colours) and those pixels are
 encoded instead: the texture and colour jitter are in no caption, and in the codes they are
-noise a drawing would have to reproduce::
+noise a drawing would have to reproduce. ``far_background`` goes one step further: a tokenizer's
+encoder sees the whole image (GroupNorm statistics, taming's mid-block attention), so a shape
+changes the codes of tiles far from it too; each tile with no shape pixel in it or in the 8
+tiles around it then takes the code it has in the scene drawn without its shapes, and the
+background of every drawing on one colour is the same codes (the decoded scene barely changes:
+``benchmarks/shapes_ceiling.py``)::
 
     {"task": "imagine", "id": "train-000000-imagine", "text": "a large red circle ...",
      "codes": [17, 201, ...]}
@@ -29,20 +34,19 @@ from tqdm import tqdm
 from ..files import write_atomic
 from .records import read_jsonl
 
-__all__ = ["imagine_records", "write_imagine_records"]
+__all__ = ["imagine_records", "write_imagine_records", "write_world_imagine_records"]
 
 
 @torch.no_grad()
-def imagine_records(records: list[dict], images: Callable[[int, list[dict]], torch.Tensor],
-                    vqgan: Any, batch_size: int = 250, progress: bool = True,
+def imagine_records(records: list[dict], codes: Callable[[int, list[dict]], torch.Tensor],
+                    batch_size: int = 250, progress: bool = True,
                     desc: str = "codes") -> Iterator[dict]:
-    """``imagine`` records for caption records, in the same order; ``images(start, chunk)``
-    gives the VQGAN's input for ``records[start:start + len(chunk)]``."""
+    """``imagine`` records for caption records, in the same order; ``codes(start, chunk)``
+    gives the code grids [N, h, w] of ``records[start:start + len(chunk)]``."""
     with tqdm(total=len(records), desc=desc, disable=not progress, unit="image") as bar:
         for i in range(0, len(records), batch_size):
             chunk = records[i:i + batch_size]
-            codes = vqgan.encode(images(i, chunk)).flatten(1).tolist()
-            for record, grid in zip(chunk, codes, strict=True):
+            for record, grid in zip(chunk, codes(i, chunk).flatten(1).tolist(), strict=True):
                 yield {"task": "imagine", "id": record["id"].removesuffix("-caption") +
                        "-imagine", "text": record["caption"], "codes": grid}
             bar.update(len(chunk))
@@ -50,15 +54,19 @@ def imagine_records(records: list[dict], images: Callable[[int, list[dict]], tor
 
 def write_imagine_records(root: str | os.PathLike[str], splits: Iterable[str],
                           vqgan: str | os.PathLike[str] | Any, progress: bool = True,
-                          world: Any = None) -> dict[str, Path]:
+                          world: Any = None, far_background: bool = False) -> dict[str, Path]:
     """Write ``{split}_imagine.jsonl`` beside each ``{split}.jsonl`` of a ShapesWorld folder;
     ``vqgan`` is a loaded VQGAN or what :func:`~ofa.imagegen.vqgan_io.load_vqgan` reads.
     ``world``: the :class:`~ofa.data.shapes.ShapesWorld` that wrote the folder, to encode
     plain renders of its scenes (module docstring); without it the image files are encoded.
-    Returns split -> the written path."""
+    ``far_background`` (needs ``world``): tiles away from the shapes take the codes of the
+    scene without them (module docstring). Returns split -> the written path."""
+    from ..errors import InputError
     from ..imagegen.vqgan import VQGAN
     from ..imagegen.vqgan_io import load_vqgan, preprocess
 
+    if far_background and world is None:
+        raise InputError("far_background needs the ShapesWorld that wrote the folder")
     model = vqgan if isinstance(vqgan, VQGAN) else load_vqgan(vqgan)
     model = model.float().eval()
     base = Path(root)
@@ -67,32 +75,78 @@ def write_imagine_records(root: str | os.PathLike[str], splits: Iterable[str],
     for split in splits:
         records = read_jsonl(base / f"{split}.jsonl", ["caption"])  # checked, line by line
         if world is None:
-            def images(start: int, chunk: list[dict]) -> torch.Tensor:
-                return preprocess([str(base / r["image"]) for r in chunk], size)
+            def codes(start: int, chunk: list[dict]) -> torch.Tensor:
+                return model.encode(preprocess([str(base / r["image"]) for r in chunk], size))
         else:
-            images = _plain_scenes(world, split, size)
-        lines = [json.dumps(r) for r in imagine_records(records, images, model,
-                                                        progress=progress,
-                                                        desc=f"codes {split}")]
-        path = base / f"{split}_imagine.jsonl"
-        write_atomic(path, "".join(line + "\n" for line in lines))
-        written[split] = path
+            codes = _plain_scene_codes(world, split, model, far_background)
+        written[split] = _write_split(base, split, records, codes, progress)
     return written
 
 
-def _plain_scenes(world: Any, split: str, size: int
-                  ) -> Callable[[int, list[dict]], torch.Tensor]:
-    """The VQGAN input of scene i's plain render for the i-th caption record of ``split``;
+def write_world_imagine_records(world: Any, root: str | os.PathLike[str],
+                                counts: dict[str, int], vqgan: str | os.PathLike[str] | Any,
+                                far_background: bool = False, progress: bool = True
+                                ) -> dict[str, Path]:
+    """Write ``{split}_imagine.jsonl`` under ``root`` for the first ``counts[split]`` scenes of
+    each split of ``world``, straight from the world: the same records as
+    :func:`write_imagine_records` given the folder ``world.write`` makes, without writing its
+    image files and other records (text-to-image training reads nothing else). Returns
+    split -> the written path."""
+    from ..imagegen.vqgan import VQGAN
+    from ..imagegen.vqgan_io import load_vqgan
+
+    model = (vqgan if isinstance(vqgan, VQGAN) else load_vqgan(vqgan)).float().eval()
+    base = Path(root)
+    base.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for split, count in counts.items():
+        records = [{"id": f"{split}-{i:06d}-caption", "caption": world.scene(split, i).caption()}
+                   for i in range(count)]
+        codes = _plain_scene_codes(world, split, model, far_background)
+        written[split] = _write_split(base, split, records, codes, progress)
+    return written
+
+
+def _write_split(base: Path, split: str, records: list[dict],
+                 codes: Callable[[int, list[dict]], torch.Tensor], progress: bool) -> Path:
+    lines = [json.dumps(r) for r in imagine_records(records, codes, progress=progress,
+                                                    desc=f"codes {split}")]
+    path = base / f"{split}_imagine.jsonl"
+    write_atomic(path, "".join(line + "\n" for line in lines))
+    return path
+
+
+def _plain_scene_codes(world: Any, split: str, vqgan: Any, far_background: bool
+                       ) -> Callable[[int, list[dict]], torch.Tensor]:
+    """The codes of scene i's plain render for the i-th caption record of ``split``;
     an InputError if the records are not the world's scenes in order."""
     from ..errors import InputError
-    from ..imagegen.train_vqgan import pixels_to_input, render_scenes
+    from ..imagegen.train_vqgan import far_tiles, foreground_mask, pixels_to_input, render_scenes
 
-    def images(start: int, chunk: list[dict]) -> torch.Tensor:
+    size = vqgan.config.resolution
+    # a plain scene without its shapes is one flat colour: a handful of distinct images, each
+    # encoded once (alone, so its codes do not depend on which chunk met it first)
+    bare_codes: dict[bytes, torch.Tensor] = {}
+
+    def shapeless_codes(bare: torch.Tensor) -> torch.Tensor:
+        keys = [image.numpy().tobytes() for image in bare]
+        for key, image in zip(keys, bare, strict=True):
+            if key not in bare_codes:
+                bare_codes[key] = vqgan.encode(pixels_to_input(image[None]))[0]
+        return torch.stack([bare_codes[key] for key in keys])
+
+    def codes(start: int, chunk: list[dict]) -> torch.Tensor:
         pixels, captions = render_scenes(world, split, len(chunk), size, start=start, plain=True)
         for record, caption in zip(chunk, captions, strict=True):
             if record["caption"] != caption:
                 raise InputError(f"{split}.jsonl record {record['id']} is not this ShapesWorld's "
                                  f"scene: {record['caption']!r}, the world drew {caption!r}")
-        return pixels_to_input(pixels)
+        grids = vqgan.encode(pixels_to_input(pixels))
+        if far_background:
+            bare, _ = render_scenes(world, split, len(chunk), size, start=start, plain=True,
+                                    shapeless=True)
+            far = far_tiles(foreground_mask(pixels, bare), vqgan.config.downsample_factor)
+            grids = torch.where(far, shapeless_codes(bare), grids)
+        return grids
 
-    return images
+    return codes

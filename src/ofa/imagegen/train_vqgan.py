@@ -67,9 +67,10 @@ from ..files import replace_folder, replacing
 from .vqgan import VQGAN, VQGANConfig
 
 __all__ = ["OUTPUT_FILES", "VQGANTrainConfig", "build_vqgan_train_config", "evaluate_vqgan",
-           "far_tiles", "gumbel_one_hot", "load_vqgan_train_config", "noise_at",
-           "pixels_to_input", "psnr", "render_foreground", "render_scenes", "restart_dead_codes",
-           "temperature_at", "train_vqgan", "training_loss", "write_taming_folder"]
+           "far_tiles", "foreground_mask", "gumbel_one_hot", "load_vqgan_train_config",
+           "noise_at", "pixels_to_input", "psnr", "render_foreground", "render_scenes",
+           "restart_dead_codes", "temperature_at", "train_vqgan", "training_loss",
+           "write_taming_folder"]
 
 OUTPUT_FILES = ("model.yaml", "last.ckpt", "metrics.json")
 _SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
@@ -314,17 +315,23 @@ def load_vqgan_train_config(path: str | os.PathLike[str],
 
 
 # ----------------------------------------------------------------------------- data
+_FOREGROUND_LEVEL = 8  # of 255: LANCZOS ringing around a shape stays below it
+
+
 def render_scenes(world: Any, split: str, count: int, resolution: int, start: int = 0,
-                  plain: bool = False) -> tuple[torch.Tensor, list[str]]:
+                  plain: bool = False, shapeless: bool = False
+                  ) -> tuple[torch.Tensor, list[str]]:
     """Scenes ``start .. start+count-1`` of ``split``: uint8 pixels [N, res, res, 3] and
     captions. Each render is resized with LANCZOS, as :func:`ofa.imagegen.vqgan_io.preprocess`
     does (OFA-Sys/OFA run_scripts/image_gen/generate_code.py), so these pixels are what the
-    VQGAN sees when OFA's training targets are encoded. ``plain``: :meth:`Scene.plain` renders."""
+    VQGAN sees when OFA's training targets are encoded. ``plain``: :meth:`Scene.plain` renders;
+    ``shapeless``: each scene drawn without its shapes (the captions stay the scenes')."""
     pixels = np.empty((count, resolution, resolution, 3), dtype=np.uint8)
     captions = []
     for i in range(count):
         scene = world.scene(split, start + i)
-        image = (scene.plain() if plain else scene).render()
+        drawn = scene.plain() if plain else scene
+        image = (dataclasses.replace(drawn, shapes=()) if shapeless else drawn).render()
         if image.size != (resolution, resolution):
             image = image.resize((resolution, resolution), Image.LANCZOS)
         pixels[i] = np.asarray(image)
@@ -332,23 +339,20 @@ def render_scenes(world: Any, split: str, count: int, resolution: int, start: in
     return torch.from_numpy(pixels), captions
 
 
+def foreground_mask(drawn: torch.Tensor, shapeless: torch.Tensor) -> torch.Tensor:
+    """bool [N, H, W]: where uint8 scenes [N, H, W, 3] differ from the same scenes drawn
+    without their shapes, by more than LANCZOS ringing: the shapes' pixels."""
+    return (drawn.short() - shapeless.short()).abs().amax(-1) > _FOREGROUND_LEVEL
+
+
 def render_foreground(world: Any, split: str, count: int, resolution: int, start: int = 0,
                       plain: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where the shapes are in :func:`render_scenes`' pixels: bool [N, res, res], the pixels
-    that differ from the same scene drawn without its shapes (after the same resize); and
-    those shapeless scenes, uint8 [N, res, res, 3]. ``plain``: :meth:`Scene.plain` renders."""
-    masks = np.empty((count, resolution, resolution), dtype=bool)
-    empty = np.empty((count, resolution, resolution, 3), dtype=np.uint8)
-    for i in range(count):
-        scene = world.scene(split, start + i)
-        scene = scene.plain() if plain else scene
-        drawn = [scene.render(), dataclasses.replace(scene, shapes=()).render()]
-        if drawn[0].size != (resolution, resolution):
-            drawn = [im.resize((resolution, resolution), Image.LANCZOS) for im in drawn]
-        a, b = (np.asarray(im, dtype=np.int16) for im in drawn)
-        masks[i] = np.abs(a - b).max(-1) > _FOREGROUND_LEVEL
-        empty[i] = b
-    return torch.from_numpy(masks), torch.from_numpy(empty)
+    """Where the shapes are in :func:`render_scenes`' pixels: bool [N, res, res]
+    (:func:`foreground_mask`); and the scenes drawn without their shapes, uint8
+    [N, res, res, 3]. ``plain``: :meth:`Scene.plain` renders."""
+    drawn, _ = render_scenes(world, split, count, resolution, start, plain)
+    empty, _ = render_scenes(world, split, count, resolution, start, plain, shapeless=True)
+    return foreground_mask(drawn, empty), empty
 
 
 def far_tiles(foreground: torch.Tensor, factor: int) -> torch.Tensor:
@@ -358,9 +362,6 @@ def far_tiles(foreground: torch.Tensor, factor: int) -> torch.Tensor:
     tiles = foreground.view(b, h // factor, factor, w // factor, factor).any(4).any(2)
     near = F.max_pool2d(tiles[:, None].float(), 3, stride=1, padding=1)[:, 0]
     return near == 0
-
-
-_FOREGROUND_LEVEL = 8  # of 255: LANCZOS ringing around a shape stays below it
 
 
 def pixels_to_input(pixels: torch.Tensor) -> torch.Tensor:
