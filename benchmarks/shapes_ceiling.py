@@ -1,7 +1,7 @@
 """The tokenizer's ceiling for text-to-image: the target codes themselves, decoded and checked.
 
     .venv/bin/python benchmarks/shapes_ceiling.py [--vqgan src/ofa/assets/shapes-demo/vqgan]
-                                                  [--records data/shapes/test_imagine.jsonl]
+                                                  [--records data/shapes-draw/test_imagine.jsonl]
                                                   [--captions 200]
 
 ``--records`` are the imagine records ``ofa data shapes OUT --vqgan DIR`` wrote with the same
@@ -29,7 +29,7 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--vqgan", type=Path, default=ROOT / "src/ofa/assets/shapes-demo/vqgan")
-    p.add_argument("--records", type=Path, default=ROOT / "data/shapes/test_imagine.jsonl")
+    p.add_argument("--records", type=Path, default=ROOT / "data/shapes-draw/test_imagine.jsonl")
     p.add_argument("--captions", type=int, default=200)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
