@@ -27,6 +27,7 @@ from ofa.imagegen.train_vqgan import (
     render_foreground,
     render_scenes,
     restart_dead_codes,
+    shape_scales,
     temperature_at,
     train_vqgan,
     training_loss,
@@ -72,6 +73,8 @@ def tiny(tmp_path: Path, name: str = "run", **changes) -> VQGANTrainConfig:
     ({"quantizer": "kmeans"}, "quantizer must be gumbel or vq, got 'kmeans'"),
     ({"embed_dim": 8}, "a gumbel quantizer needs embed_dim equal to z_channels"),
     ({"quantizer": "vq", "restart_interval": -1}, "restart_interval must be >= 0"),
+    ({"shape_balance": 4.0}, "shape_balance scales foreground_weight"),
+    ({"foreground_weight": 1.0, "shape_balance": -1}, "shape_balance must be a number >= 0"),
 ])
 def test_bad_config_values_are_one_line_errors(tmp_path, changes, message):
     with pytest.raises(InputError) as e:
@@ -139,6 +142,46 @@ def test_foreground_marks_the_shapes_and_weighs_their_errors(tmp_path):
                                    foreground=masks)
     assert same["l1"] == parts["l1"]  # the reported L1 is the plain one
     assert weighted.item() != pytest.approx(plain.item(), rel=1e-3)
+
+
+def test_shape_scales_weigh_each_shape_by_the_median_area_over_its_own():
+    foreground = torch.zeros(2, 16, 16, dtype=torch.bool)
+    foreground[0, 0:2, 0:2] = True  # area 4
+    foreground[0, 5:9, 5:9] = True  # 16
+    foreground[1, 10:16, 0:6] = True  # 36
+    foreground[1, 0, 15] = True  # 1; the median of 1, 4, 16, 36 is 10
+    scales = shape_scales(foreground, cap=8.0)
+    assert scales.shape == (2, 16, 16) and scales.dtype == torch.float32
+    assert torch.equal(scales > 0, foreground)  # zero off the shapes
+    assert scales[0, 0, 0] == 2.5 and scales[0, 6, 6] == 0.625
+    assert scales[1, 12, 3] == pytest.approx(10 / 36) and scales[1, 0, 15] == 8.0  # 10 capped
+    # 4-connected: a diagonal neighbour is another shape
+    diagonal = torch.zeros(1, 4, 4, dtype=torch.bool)
+    diagonal[0, 0, 0] = diagonal[0, 1, 1] = diagonal[0, 2, 2] = diagonal[0, 2, 3] = True
+    assert shape_scales(diagonal, cap=8.0)[0, 0, 0] == 1.0  # areas 1, 1, 2: median 1
+    assert shape_scales(torch.zeros(1, 4, 4, dtype=torch.bool), 8.0).abs().sum() == 0
+
+
+def test_shape_balance_scales_the_foreground_weight_per_pixel(tmp_path):
+    world = ShapesWorld(seed=0)
+    pixels, _ = render_scenes(world, "test", 2, 64)
+    masks, _ = render_foreground(world, "test", 2, 64)
+    cfg = tiny(tmp_path, resolution=64, ch_mult=[1, 2, 2, 2], quantizer="vq",
+               foreground_weight=4.0, shape_balance=8.0)
+    torch.manual_seed(0)
+    model = VQGAN(cfg.vqgan_config)
+    x = pixels_to_input(pixels)
+    with torch.no_grad():
+        error = (model.decode_codes(model.encode(x)) - x).abs()
+    scales = shape_scales(masks, cfg.shape_balance)
+    assert scales[masks].min() < 1 < scales.max()  # larger and smaller shapes than the median
+    for given, emphasis in ((None, masks.float()), (torch.ones(2, 64, 64), masks.float()),
+                            (scales, scales)):
+        _, parts = training_loss(model, x, cfg, 0, foreground=masks, scales=given)
+        weights = 1 + cfg.foreground_weight * emphasis[:, None]
+        expected = (weights / weights.mean() * error).mean()  # the L1 term (mse_weight 0)
+        term = parts["loss"] - parts["codebook"] - cfg.commitment_weight * parts["commitment"]
+        assert term == pytest.approx(expected.item(), rel=1e-4)
 
 
 def test_far_tiles_leave_out_a_shape_and_its_neighbour_tiles():

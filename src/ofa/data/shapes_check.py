@@ -71,6 +71,7 @@ __all__ = [
     "Seen",
     "Wanted",
     "check",
+    "label_components",
     "parse_caption",
     "read_image",
     "summary",
@@ -308,7 +309,7 @@ def _classes(rgb: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, np.nd
     return classes, core
 
 
-def _label(classes: np.ndarray) -> tuple[np.ndarray, int]:
+def label_components(classes: np.ndarray) -> tuple[np.ndarray, int]:
     """4-connected components of equal non-zero values: labels 1..n (0 elsewhere), and n.
 
     Scanline union-find over horizontal runs, so the Python loops go over runs, not pixels.
@@ -522,8 +523,8 @@ def _read(rgb: np.ndarray) -> list[Seen]:
     classes, core = _classes(rgb, background)
     foreground = classes > 0
     min_area = MIN_AREA * h * w
-    blobs, n_blobs = _label(foreground.astype(np.int8))
-    parts, n_parts = _label(classes.astype(np.int8))
+    blobs, n_blobs = label_components(foreground.astype(np.int8))
+    parts, n_parts = label_components(classes.astype(np.int8))
     blob_area = np.bincount(blobs.ravel(), minlength=n_blobs + 1)
     part_area = np.bincount(parts.ravel(), minlength=n_parts + 1)[1:]
     part_core = np.bincount(parts.ravel(), weights=core.ravel(), minlength=n_parts + 1)[1:]

@@ -69,7 +69,7 @@ from .vqgan import VQGAN, VQGANConfig
 __all__ = ["OUTPUT_FILES", "VQGANTrainConfig", "build_vqgan_train_config", "evaluate_vqgan",
            "far_tiles", "foreground_mask", "gumbel_one_hot", "load_vqgan_train_config",
            "noise_at", "pixels_to_input", "psnr", "render_foreground", "render_scenes",
-           "restart_dead_codes", "temperature_at", "train_vqgan", "training_loss",
+           "restart_dead_codes", "shape_scales", "temperature_at", "train_vqgan", "training_loss",
            "write_taming_folder"]
 
 OUTPUT_FILES = ("model.yaml", "last.ckpt", "metrics.json")
@@ -120,6 +120,10 @@ class VQGANTrainConfig:
     # reconstruction errors on the shapes' pixels count 1 + foreground_weight times: the shapes
     # are about a tenth of a scene and carry everything its caption says
     foreground_weight: float = 0.0
+    # > 0: each shape (a connected part of the foreground) has its foreground weight scaled by
+    # the median shape area over its own area, at most shape_balance times: a small shape's few
+    # pixels otherwise cost little when drawn wrong, and small diamonds came back round
+    shape_balance: float = 0.0
     # vq: pulls the encoder output at tiles with no shape pixel in them or their 8 neighbours
     # towards its output for the same scene drawn without its shapes (squared error, weighted
     # like the codebook term): GroupNorm's per-image statistics otherwise let a shape change
@@ -247,12 +251,15 @@ def _validate(cfg: VQGANTrainConfig, where: str) -> None:
         need(math.isfinite(value) and value > 0, f"{name} must be a positive number, got "
                                                  f"{value!r}")
     for name in ("end_lr", "weight_decay", "clip_norm", "l1_weight", "mse_weight", "kl_weight",
-                 "usage_weight", "gumbel_noise_end", "foreground_weight", "context_weight"):
+                 "usage_weight", "gumbel_noise_end", "foreground_weight", "context_weight",
+                 "shape_balance"):
         value = getattr(cfg, name)
         need(math.isfinite(value) and value >= 0, f"{name} must be a number >= 0, got "
                                                   f"{value!r}")
     need(cfg.context_weight == 0 or cfg.quantizer == "vq",
          "context_weight applies to a vq quantizer only")
+    need(cfg.shape_balance == 0 or cfg.foreground_weight > 0,
+         "shape_balance scales foreground_weight: set foreground_weight > 0")
     need(cfg.l1_weight + cfg.mse_weight > 0, "l1_weight or mse_weight must be positive")
     need(all(0 <= b < 1 for b in cfg.betas), f"betas must lie in [0, 1), got {list(cfg.betas)}")
     need(cfg.temperature_steps is None or cfg.temperature_steps >= 1,
@@ -355,6 +362,25 @@ def render_foreground(world: Any, split: str, count: int, resolution: int, start
     return foreground_mask(drawn, empty), empty
 
 
+def shape_scales(foreground: torch.Tensor, cap: float) -> torch.Tensor:
+    """float [N, H, W]: for each pixel of a shape (a 4-connected part of ``foreground``, bool
+    [N, H, W]) the median shape area over all the images divided by its shape's area, at most
+    ``cap``; 0 off the shapes. Touching shapes count as one."""
+    from ..data.shapes_check import label_components
+
+    labelled = [label_components(mask.numpy().astype(np.int8)) for mask in foreground]
+    areas = [np.bincount(labels.ravel(), minlength=n + 1)[1:] for labels, n in labelled]
+    every = np.concatenate(areas) if areas else np.zeros(0)
+    if every.size == 0:
+        return torch.zeros(foreground.shape)
+    median = float(np.median(every))
+    scales = np.zeros(foreground.shape, dtype=np.float32)
+    for i, ((labels, _), area) in enumerate(zip(labelled, areas, strict=True)):
+        per_label = np.concatenate([[0.0], np.minimum(median / np.maximum(area, 1), cap)])
+        scales[i] = per_label[labels]
+    return torch.from_numpy(scales)
+
+
 def far_tiles(foreground: torch.Tensor, factor: int) -> torch.Tensor:
     """bool [B, H/f, W/f]: the code positions with no ``foreground`` pixel ([B, H, W]) in
     their tile or the 8 tiles around it."""
@@ -418,12 +444,15 @@ def gumbel_one_hot(logits: torch.Tensor, temperature: float, hard: bool,
 
 def training_loss(model: VQGAN, x: torch.Tensor, cfg: VQGANTrainConfig, step: int,
                   generator: torch.Generator | None = None, usage: torch.Tensor | None = None,
-                  foreground: torch.Tensor | None = None, empty: torch.Tensor | None = None
+                  foreground: torch.Tensor | None = None, empty: torch.Tensor | None = None,
+                  scales: torch.Tensor | None = None
                   ) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of one batch ``x`` ([B, 3, H, W] in [-1, 1]) at ``step`` and its parts.
     ``usage`` (vq): per-code counts, incremented by the codes this batch chose.
     ``foreground``: bool [B, H, W], the shapes' pixels (weighted by ``foreground_weight``).
     ``empty``: the same scenes without their shapes, like ``x`` (for ``context_weight``).
+    ``scales``: float [B, H, W], per pixel, what ``foreground_weight`` is multiplied by
+    (:func:`shape_scales`, for ``shape_balance``; default 1 on every shape pixel).
 
     A vq model: VQModel's forward with the VQ-VAE codebook and commitment terms
     (``|sg(z) - e|^2 + beta |z - sg(e)|^2``; taming's VectorQuantizer2 with ``legacy=False``).
@@ -435,7 +464,8 @@ def training_loss(model: VQGAN, x: torch.Tensor, cfg: VQGANTrainConfig, step: in
     quantize = model.quantize
     weights = None
     if foreground is not None and cfg.foreground_weight:
-        weights = 1 + cfg.foreground_weight * foreground[:, None].to(x.dtype)
+        emphasis = foreground if scales is None else foreground * scales
+        weights = 1 + cfg.foreground_weight * emphasis[:, None].to(x.dtype)
     if cfg.quantizer == "vq":
         context = None
         if cfg.context_weight:
@@ -670,10 +700,12 @@ def _train_and_evaluate(cfg: VQGANTrainConfig, world: Any, tmp: Path, progress: 
     from .vqgan_io import load_vqgan
 
     train_pixels, _ = render_scenes(world, cfg.train_split, cfg.train_scenes, cfg.resolution)
-    train_foreground = train_empty = None
+    train_foreground = train_empty = train_scales = None
     if cfg.foreground_weight or cfg.context_weight:
         train_foreground, train_empty = render_foreground(world, cfg.train_split,
                                                           cfg.train_scenes, cfg.resolution)
+    if cfg.shape_balance:
+        train_scales = shape_scales(train_foreground, cfg.shape_balance)
     with torch.random.fork_rng(devices=[]):  # the caller's global RNG stays as it was
         torch.manual_seed(cfg.seed)
         model = VQGAN(cfg.vqgan_config)
@@ -694,11 +726,14 @@ def _train_and_evaluate(cfg: VQGANTrainConfig, world: Any, tmp: Path, progress: 
         for step in range(cfg.steps):
             rows = next(batches)
             x = pixels_to_input(train_pixels[rows])
-            foreground = empty = None
+            foreground = empty = scales = None
             if train_foreground is not None:
                 foreground = train_foreground[rows]
                 empty = pixels_to_input(train_empty[rows]) if cfg.context_weight else None
-            loss, parts = training_loss(model, x, cfg, step, noise_gen, usage, foreground, empty)
+            if train_scales is not None:
+                scales = train_scales[rows]
+            loss, parts = training_loss(model, x, cfg, step, noise_gen, usage, foreground, empty,
+                                        scales)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             clip_grad_norm(model.parameters(), cfg.clip_norm)
