@@ -46,7 +46,7 @@ demo-model: install
 	$(BIN)/ofa train configs/shapes-demo.yaml
 	$(BIN)/python -m ofa.demo runs/shapes-demo/best
 
-# Rebuild the demo's image tokenizer from scratch (about 25 minutes on 2 CPU cores); the codes
+# Rebuild the demo's image tokenizer from scratch (about 13 minutes on 2 CPU cores); the codes
 # it gives change, so run `make draw-model` after it.
 DEMO_VQGAN := src/ofa/assets/shapes-demo/vqgan
 
@@ -54,7 +54,7 @@ shapes-vqgan: install
 	rm -rf $(DEMO_VQGAN)
 	$(BIN)/ofa train-vqgan configs/shapes-vqgan.yaml --out $(DEMO_VQGAN)
 
-# Rebuild the demo's drawing model from scratch (about 43 minutes on 2 CPU cores): the
+# Rebuild the demo's drawing model from scratch (about 25 minutes on 2 CPU cores): the
 # captions and codes of 60,000 ShapesWorld scenes under the shipped VQGAN, training, export to
 # src/ofa/assets/shapes-demo/draw (fp16, only the embedding rows it uses). The whole of
 # text-to-image from nothing: make shapes-vqgan draw-model.
