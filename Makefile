@@ -54,7 +54,7 @@ shapes-vqgan: install
 	rm -rf $(DEMO_VQGAN)
 	$(BIN)/ofa train-vqgan configs/shapes-vqgan.yaml --out $(DEMO_VQGAN)
 
-# Rebuild the demo's drawing model from scratch (about 25 minutes on 2 CPU cores): the
+# Rebuild the demo's drawing model from scratch (about 34 minutes on 2 CPU cores): the
 # captions and codes of 60,000 ShapesWorld scenes under the shipped VQGAN, training, export to
 # src/ofa/assets/shapes-demo/draw (fp16, only the embedding rows it uses). The whole of
 # text-to-image from nothing: make shapes-vqgan draw-model.

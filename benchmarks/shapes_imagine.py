@@ -19,8 +19,8 @@ log-probability (``--rank logprob``), or by another model's log p(caption | imag
 
 It prints, for each, the share of captions whose image shows every requested shape in the right
 colour and kind, the right size and the right relative position (``summary`` of the checker),
-plus the seconds per caption. The draws are the same for top-1 and single: the difference is
-the ranking.
+plus the seconds per caption (``--json`` also keeps each caption's three readings). The
+draws are the same for top-1 and single: the difference is the ranking.
 """
 
 from __future__ import annotations
@@ -81,6 +81,9 @@ def main() -> None:
     figures = {name: summary(results) for name, results in kept.items()}
     figures["any"] = {k: v / args.captions for k, v in any_right.items()}
     figures["seconds_per_caption"] = seconds / args.captions
+    # per caption, so that a prefix (the first 200 of 1,000) can be read again without a rerun
+    figures["per_caption"] = {name: [[r.colors, r.sizes, r.positions] for r in results]
+                              for name, results in kept.items()}
     print(f"{args.model}: {args.captions} {args.split} captions, {args.samples} samples each, "
           f"ranked by {args.ranker or args.rank}; {seconds / args.captions:.2f} s per caption")
     print(f"{'image':<8}{'colors':>8}{'sizes':>8}{'positions':>10}")
