@@ -30,6 +30,14 @@ def test_the_flags_of_this_machine_are_read():
     assert "threads" in line and ("AVX2" in line or "lacks" in line)
 
 
+def test_the_cpu_model_names_its_family():
+    text = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\n"
+            "model name\t: AMD EPYC\n\nprocessor\t: 1\nmodel name\t: other\n")
+    assert hardware.cpuinfo_model(text) == "AMD EPYC (cpu family 26, model 2)"
+    assert hardware.cpuinfo_model("model name\t: Some CPU\n") == "Some CPU"
+    assert hardware.cpuinfo_model("processor\t: 0\n") is None
+
+
 @pytest.mark.parametrize(("flags", "expected"), [
     (("avx2",), torch.float32),                           # AVX2 only: bf16 is emulated
     (("avx2", "avx512f"), torch.float32),

@@ -85,14 +85,29 @@ def _found_flags() -> dict[str, bool]:
 
 @functools.lru_cache(maxsize=1)
 def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else what the platform module says."""
+    """The CPU's model name (``/proc/cpuinfo``, :func:`cpuinfo_model`), else what the platform
+    module says."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        found = cpuinfo_model(Path("/proc/cpuinfo").read_text())
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        found = None
+    return found or platform.processor() or platform.machine()
+
+
+def cpuinfo_model(text: str) -> str | None:
+    """The first processor's model name in ``/proc/cpuinfo`` text, with its family and model
+    numbers: virtual machines often name every generation "AMD EPYC" (family 25 is Zen 3 and
+    Zen 4, 26 Zen 5)."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if not key.strip():
+            break  # the end of the first processor's block
+        fields.setdefault(key.strip(), value.strip())
+    if "model name" not in fields:
+        return None
+    numbers = [f"{k} {fields[k]}" for k in ("cpu family", "model") if k in fields]
+    return fields["model name"] + (f" ({', '.join(numbers)})" if numbers else "")
 
 
 def cpu_summary() -> str:

@@ -1,4 +1,5 @@
-"""The training attention equals PyTorch's scaled_dot_product_attention bit for bit."""
+"""The training attention equals PyTorch's scaled_dot_product_attention bit for bit; the bf16
+CPU inference attention stays within bf16 rounding of fp32 attention."""
 
 import pytest
 import torch
@@ -43,3 +44,40 @@ def test_module_uses_it_only_when_autograd_records(monkeypatch):
     assert not calls
     training = mha(x, k, v, None)
     assert calls and torch.allclose(training, inference, atol=1e-6)
+
+
+@pytest.mark.parametrize("bias_shape", [None, (2, 1, 1, 11), (1, 4, 7, 11), (2, 4, 7, 11),
+                                        (4, 7, 11)])
+@pytest.mark.parametrize("block_bytes", [1, 1 << 20])  # one head per block, or all heads
+def test_cpu_bf16_attention_matches_fp32_attention(monkeypatch, bias_shape, block_bytes):
+    import ofa.model.attention as attention
+
+    monkeypatch.setattr(attention, "_BLOCK_BYTES", block_bytes)
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, n, 16).bfloat16() for n in (7, 11, 11))
+    bias = None
+    if bias_shape is not None:
+        bias = torch.randn(bias_shape).bfloat16()
+        bias[..., 9:] = float("-inf")  # key padding
+    got = attention.cpu_bf16_attention(q, k, v, bias, 0.25)
+    want = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), scale=0.25,
+                                          attn_mask=None if bias is None else bias.float())
+    assert got.dtype == torch.bfloat16 and got.shape == want.shape
+    # logits rounded to bf16 before the softmax: about one bf16 step of values up to ~3
+    torch.testing.assert_close(got.float(), want, rtol=0.02, atol=0.03)
+
+
+def test_bf16_inference_takes_the_cpu_path(monkeypatch):
+    import ofa.model.attention as attention
+
+    calls = []
+    real = attention.cpu_bf16_attention
+    monkeypatch.setattr(attention, "cpu_bf16_attention",
+                        lambda *a: calls.append(1) or real(*a))
+    mha = MultiheadAttention(16, 2, 8).to(torch.bfloat16)
+    x = torch.randn(2, 5, 16).bfloat16()
+    with torch.no_grad():
+        out = mha(x, *mha.project_kv(x), None)
+        assert len(calls) == 1
+        mha.float()(x.float(), *mha.project_kv(x.float()), None)  # fp32 keeps SDPA
+    assert len(calls) == 1 and out.dtype == torch.bfloat16
