@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .packed import eager_inference, linear
+from .packed import eager_inference, joined_linear, linear
 
 # bytes of bf16 attention logits one block of heads may hold (cpu_bf16_attention): a block's
 # logits stay in the cache between the two products and the softmax
@@ -50,8 +50,17 @@ def cpu_bf16_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     b, h, tq, d = q.shape
     if bias is not None and bias.dim() < 4:
         bias = bias.view((1,) * (4 - bias.dim()) + tuple(bias.shape))
+    tk = k.shape[2]
+    if b * h * tq * tk * 2 <= _BLOCK_BYTES:  # every row and head in one block: no loop
+        keys = k.reshape(b * h, tk, d).transpose(1, 2)
+        if bias is None:
+            logits = torch.bmm(q.reshape(b * h, tq, d), keys) * scale
+        else:
+            logits = torch.baddbmm(bias.expand(b, h, tq, tk).reshape(b * h, tq, tk),
+                                   q.reshape(b * h, tq, d), keys, alpha=scale)
+        return torch.bmm(torch.softmax(logits, -1), v.reshape(b * h, tk, d)).view(b, h, tq, d)
     out = q.new_empty(b, h, tq, d)
-    step = max(1, min(h, _BLOCK_BYTES // (2 * tq * k.shape[2])))
+    step = max(1, min(h, _BLOCK_BYTES // (2 * tq * tk)))
     for i in range(b):
         for j in range(0, h, step):
             heads = slice(j, j + step)
@@ -110,12 +119,30 @@ class MultiheadAttention(nn.Module):
         """Keys and values [B, H, T, d_h] of ``x``; cached once per source for cross-attention."""
         return self.split_heads(linear(self.k_proj, x)), self.split_heads(linear(self.v_proj, x))
 
+    def project_qkv(self, x: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values [B, H, T, d_h] of ``x`` for self-attention: one product
+        with the three weights joined where packed weights apply (``joined_linear``), else
+        three."""
+        projections = [self.q_proj, self.k_proj, self.v_proj]
+        joined = joined_linear(self, "qkv", projections, x)
+        if joined is None:
+            return tuple(self.split_heads(linear(m, x)) for m in projections)
+        q, k, v = joined.split(self.num_heads * self.head_dim, dim=-1)
+        return self.split_heads(q), self.split_heads(k), self.split_heads(v)
+
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 bias: torch.Tensor | None) -> torch.Tensor:
         """query [B, Tq, D]; key/value already projected and split: [B, H, Tk, d_h], or
         [B / r, H, Tk, d_h] shared by r consecutive query rows (the beams of one sentence
         attending to its encoder states: no per-beam copies of the keys and values)."""
-        q = self.split_heads(linear(self.q_proj, query))
+        return self.attend(self.split_heads(linear(self.q_proj, query)), key, value, bias,
+                           query.dtype)
+
+    def attend(self, q: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+               bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+        """:meth:`forward` from queries already projected and split [B, H, Tq, d_h]; the
+        output [B, Tq, D] in ``dtype``."""
         if key.dtype != q.dtype:  # a cache kept in another precision (LayerCache.append)
             q = q.to(key.dtype)
         b, h, tq, d = q.shape
@@ -140,4 +167,4 @@ class MultiheadAttention(nn.Module):
         if r > 1:
             out = out.view(-1, h, r, tq, d).transpose(1, 2).reshape(b, h, tq, d)
         out = out * self.c_attn.view(1, -1, 1, 1).to(out.dtype)
-        return linear(self.out_proj, out.transpose(1, 2).reshape(b, tq, h * d).to(query.dtype))
+        return linear(self.out_proj, out.transpose(1, 2).reshape(b, tq, h * d).to(dtype))

@@ -115,10 +115,10 @@ class DecoderLayer(FeedForwardLayer):
     def forward(self, x: torch.Tensor, enc: torch.Tensor, self_bias: torch.Tensor,
                 cross_bias: torch.Tensor, cache: LayerCache | None) -> torch.Tensor:
         h = self.self_attn_layer_norm(x)
-        k, v = self.self_attn.project_kv(h)
+        q, k, v = self.self_attn.project_qkv(h)
         if cache is not None:
             k, v = cache.append(k, v)
-        x = self.residual(x, self.self_attn_ln(self.self_attn(h, k, v, self_bias)))
+        x = self.residual(x, self.self_attn_ln(self.self_attn.attend(q, k, v, self_bias, h.dtype)))
 
         if cache is not None and cache.cross_k is not None:
             ck, cv = cache.cross_k, cache.cross_v

@@ -72,8 +72,8 @@ class EncoderLayer(FeedForwardLayer):
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         h = self.self_attn_layer_norm(x)
-        k, v = self.self_attn.project_kv(h)
-        x = self.residual(x, self.attn_ln(self.self_attn(h, k, v, bias)))
+        q, k, v = self.self_attn.project_qkv(h)
+        x = self.residual(x, self.attn_ln(self.self_attn.attend(q, k, v, bias, h.dtype)))
         return self.feed_forward(x)
 
 

@@ -30,8 +30,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-__all__ = ["TransientCache", "eager_inference", "linear", "packed_weights", "packing_available",
-           "same_tensors", "table_linear", "tensor_key"]
+__all__ = ["TransientCache", "eager_inference", "joined_linear", "linear", "packed_weights",
+           "packing_available", "same_tensors", "table_linear", "tensor_key"]
 
 _ENABLED = os.environ.get("OFA_PACKED_WEIGHTS", "1") != "0"
 _CACHE_ATTR = "_ofa_packed"  # on the module that owns the weight: {name: (refs, keys, packed)}
@@ -142,3 +142,29 @@ def table_linear(owner: nn.Module, name: str, x: torch.Tensor, weight: torch.Ten
         return None
     return torch.ops.mkldnn._linear_pointwise(x, _packed(owner, name, weight), None, "none",
                                               [], "")
+
+
+def joined_linear(owner: nn.Module, name: str, layers: list[nn.Module], x: torch.Tensor
+                  ) -> torch.Tensor | None:
+    """``torch.cat([layer(x) for layer in layers], -1)`` for ``nn.Linear`` layers of one input
+    as one product with their weights and biases joined (packed once, kept on ``owner`` under
+    ``name``, remade when any of them changes), or None where packing does not apply. A
+    decoding step's few rows then stream three attention projections in one kernel instead of
+    three; oneDNN sums each output over the inputs in the same order either way (the outputs
+    were bit-identical to separate products at 1 to 908 rows, fp32 and bf16)."""
+    if not all(type(m) is nn.Linear and m.bias is not None for m in layers):
+        return None
+    if not all(_usable(x, m.weight) for m in layers):
+        return None
+    tensors = [t for m in layers for t in (m.weight, m.bias)]
+    cache = owner.__dict__.setdefault(_CACHE_ATTR, TransientCache())
+    hit = cache.get(name)
+    if hit is None or not same_tensors(hit[0], hit[1], tensors):
+        weight = torch.cat([m.weight.detach() for m in layers])
+        packed = (torch.ops.mkldnn._reorder_linear_weight(weight, None),
+                  torch.cat([m.bias.detach() for m in layers]))
+        hit = (tuple(weakref.ref(t) for t in tensors), tuple(tensor_key(t) for t in tensors),
+               packed)
+        cache[name] = hit
+    weight, bias = hit[2]
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
