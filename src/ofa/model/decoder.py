@@ -60,9 +60,10 @@ class LayerCache:
                 buffers[0][:, :, :past] = self.self_k
                 buffers[1][:, :, :past] = self.self_v
             self._buffers = buffers
-        buffers[0][:, :, past:total] = k
-        buffers[1][:, :, past:total] = v
-        self.self_k, self.self_v = buffers[0][:, :, :total], buffers[1][:, :, :total]
+        # narrow: one view each (a [:, :, a:b] index makes three), at every step of every layer
+        buffers[0].narrow(2, past, k.shape[2]).copy_(k)
+        buffers[1].narrow(2, past, v.shape[2]).copy_(v)
+        self.self_k, self.self_v = buffers[0].narrow(2, 0, total), buffers[1].narrow(2, 0, total)
         return self.self_k, self.self_v
 
 

@@ -54,8 +54,11 @@ class FeedForwardLayer(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def residual(self, x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+        if not self.training:  # both are identities: skip two module calls per residual
+            return x + branch
         return x + self.drop_path(self.dropout(branch))
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.activation_dropout(gelu(linear(self.fc1, self.final_layer_norm(x))))
+        h = gelu(linear(self.fc1, self.final_layer_norm(x)))
+        h = self.activation_dropout(h) if self.training else h
         return self.residual(x, linear(self.fc2, self.ffn_layernorm(h)))

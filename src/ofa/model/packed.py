@@ -45,6 +45,7 @@ def packing_available() -> bool:
 
 
 _AVAILABLE = packing_available()
+_PLAIN_WEIGHTS = (torch.Tensor, nn.Parameter)
 
 
 @contextlib.contextmanager
@@ -79,7 +80,8 @@ def _packs(dtype: torch.dtype) -> bool:
 
 
 def _usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    return (_ENABLED and _AVAILABLE and eager_inference(x, weight.data)
+    # a plain weight or parameter (``weight.data`` would make a new tensor at every call)
+    return (_ENABLED and _AVAILABLE and type(weight) in _PLAIN_WEIGHTS and eager_inference(x)
             and x.device.type == "cpu" and x.dtype == weight.dtype
             and x.dtype in (torch.float32, torch.bfloat16)
             and weight.layout == torch.strided and x.dim() >= 2 and _packs(x.dtype))
