@@ -45,8 +45,11 @@ def cpu_bf16_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
     SDPA's CPU flash kernel runs bf16 at about fp32 speed (OFA-base's 908-token encoder: 14 ms
     a layer, 15% of the bf16 matmul peak, on an AVX512-BF16 EPYC); this takes about half that
-    (``benchmarks/attention_bf16.py``). The logits are rounded to bf16 before the softmax
-    (SDPA keeps them in fp32): outputs differ from fp32 attention by about one bf16 step."""
+    (``benchmarks/inference_kernels.py``). The logits are rounded to bf16 before a softmax
+    computed in fp32 and rounded back, as fairseq's half-precision attention does
+    (``fairseq/modules/multihead_attention.py``, which OFA-Sys/OFA's
+    ``models/ofa/unify_multihead_attention.py`` follows); SDPA keeps them in fp32. Outputs
+    differ from fp32 attention by about one bf16 step."""
     b, h, tq, d = q.shape
     if bias is not None and bias.dim() < 4:
         bias = bias.view((1,) * (4 - bias.dim()) + tuple(bias.shape))
