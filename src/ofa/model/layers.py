@@ -6,11 +6,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .packed import linear
+from .packed import eager_inference, linear
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
     """Exact (erf) GELU computed in fp32, as fairseq's ``gelu`` does for half inputs."""
+    if x.dtype == torch.bfloat16 and x.device.type == "cpu" and eager_inference(x):
+        # PyTorch's CPU bf16 GELU computes each value in fp32 and rounds once: the same
+        # values bit for bit, without two conversion passes over the FFN's widest
+        # activations (908 x 3072: 0.3 against 4.9 ms)
+        return F.gelu(x)
     return F.gelu(x.float()).type_as(x)
 
 
