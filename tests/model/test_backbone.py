@@ -54,7 +54,7 @@ def test_inference_folds_batchnorm_and_follows_changed_statistics(monkeypatch):
         folded, plain = net(images), unfolded()
         assert folded.is_contiguous() and folded.shape == plain.shape
         torch.testing.assert_close(folded, plain, rtol=1e-5, atol=1e-5)
-        assert "_ofa_folded" in net.layer2[0].downsample[0].__dict__
+        assert "folded_bn" in net.layer2[0].downsample[0].__dict__["_ofa_packed"]
         # statistics changed in place (a training step) and a weight swapped: folded again
         net.layer1[0].bn2.running_var.mul_(4.0)
         net.layer3[0].conv3.weight = torch.nn.Parameter(net.layer3[0].conv3.weight * 2)

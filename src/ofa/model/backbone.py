@@ -4,42 +4,34 @@ In inference (eval mode, outside autograd) each convolution runs with its BatchN
 into its weight and bias, on channels-last tensors: oneDNN's convolutions then skip a reorder
 of every input and output and the separate BatchNorm pass (OFA-base at 480 px on an
 AVX512-BF16 EPYC: fp32 193 -> 155 ms, bf16 102 -> 78 ms; BENCHMARKS.md). The folded weights
-are derived once and kept (``ofa.model.packed.TransientCache``), remade when a convolution or
+are derived once and kept (``ofa.model.packed.derived``), remade when a convolution or
 BatchNorm tensor changes. Outputs differ from the unfolded ResNet by rounding (fp32: about
 1e-6 of values up to a few units).
 """
 
 from __future__ import annotations
 
-import weakref
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .layers import DropPath, drop_path_rates
-from .packed import TransientCache, eager_inference, same_tensors, tensor_key
-
-_FOLDED_ATTR = "_ofa_folded"  # on the conv: TransientCache {"bn": (refs, keys, (weight, bias))}
+from .packed import derived, eager_inference
 
 
 def folded_conv(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, relu: bool
                 ) -> torch.Tensor:
     """``bn(conv(x))`` (then ReLU) of an eval-mode BatchNorm as one convolution with the
     BatchNorm folded in (computed in fp32, stored in the weight's dtype, channels-last)."""
-    tensors = [conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var]
-    cache = conv.__dict__.setdefault(_FOLDED_ATTR, TransientCache())
-    hit = cache.get("bn")
-    if hit is None or not same_tensors(hit[0], hit[1], tensors):
+    def fold() -> tuple[torch.Tensor, torch.Tensor]:
         scale = bn.weight.float() * torch.rsqrt(bn.running_var.float() + bn.eps)
         weight = conv.weight.float() * scale.view(-1, 1, 1, 1)
         bias = bn.bias.float() - bn.running_mean.float() * scale
         dtype = conv.weight.dtype
-        folded = (weight.to(dtype).contiguous(memory_format=torch.channels_last), bias.to(dtype))
-        hit = (tuple(weakref.ref(t) for t in tensors), tuple(tensor_key(t) for t in tensors),
-               folded)
-        cache["bn"] = hit
-    weight, bias = hit[2]
+        return weight.to(dtype).contiguous(memory_format=torch.channels_last), bias.to(dtype)
+
+    tensors = [conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var]
+    weight, bias = derived(conv, "folded_bn", tensors, fold)
     y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
     return F.relu_(y) if relu else y
 

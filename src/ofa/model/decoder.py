@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
@@ -19,6 +20,7 @@ from .attention import MultiheadAttention, causal_padding_bias, key_padding_bias
 from .config import OFAConfig
 from .encoder import EncoderOutput
 from .layers import FeedForwardLayer, drop_path_rates
+from .packed import derived, eager_inference
 from .positions import (
     decoder_image_position_ids,
     image_rel_buckets,
@@ -188,9 +190,10 @@ class OFADecoder(nn.Module):
 
     def _biases(self, rows: torch.Tensor, cols: torch.Tensor, code: bool,
                 cross_k: torch.Tensor, cache: DecoderCache | None
-                ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Per-layer self-attention biases [H, Tq, Tk] and the cross bias [H, Tq, S] for query
-        positions ``rows`` (the new ones) against key positions ``cols`` (all so far)."""
+                ) -> tuple[list[torch.Tensor] | torch.Tensor, torch.Tensor]:
+        """Per-layer self-attention biases [H, Tq, Tk] (a list, or in inference one [L, H, Tq,
+        Tk] tensor) and the cross bias [H, Tq, S] for query positions ``rows`` (the new ones)
+        against key positions ``cols`` (all so far)."""
         cfg, heads = self.cfg, self.cfg.attention_heads
         if code:  # image codes: image position table, its LayerNorm, 2-D buckets
             ids_q, ids_k = self.image_position_idx[rows], self.image_position_idx[cols]
@@ -203,17 +206,38 @@ class OFADecoder(nn.Module):
                                         cfg.max_target_positions)
             tables = self.token_rel_pos_table_list
         # the new query positions are also the newest key positions (rows = cols[-Tq:])
-        k = self.self_pos_k_linear(q).view(q.shape[0], heads, -1).transpose(0, 1)
+        self_q, k, cross_q = self._position_projections(q)
+        k = k.view(q.shape[0], heads, -1).transpose(0, 1)
         if cache is not None:
             if code in cache.self_pos_k:
                 k = torch.cat([cache.self_pos_k[code], k], dim=1)
             cache.self_pos_k[code] = k
         q_heads = q.shape[0], heads, -1
-        self_q = self.self_pos_q_linear(q).view(*q_heads).transpose(0, 1) * self.pos_scaling
-        self_abs = self_q @ k.transpose(1, 2)
-        cross_q = self.cross_pos_q_linear(q).view(*q_heads).transpose(0, 1) * self.pos_scaling
+        self_abs = (self_q.view(*q_heads).transpose(0, 1) * self.pos_scaling) @ k.transpose(1, 2)
+        cross_q = cross_q.view(*q_heads).transpose(0, 1) * self.pos_scaling
         cross = cross_q @ cross_k.transpose(1, 2)
+        if eager_inference(q):  # every layer's table in one gather: [L, H, Tq, Tk]
+            weights = [t.weight for t in tables]
+            joined = derived(self, f"relative_tables_{code}", weights,
+                             lambda: torch.cat([w.detach() for w in weights], 1))
+            rel = F.embedding(buckets, joined).view(*buckets.shape, len(tables), heads)
+            return self_abs + rel.permute(2, 3, 0, 1), cross
         return [self_abs + t(buckets).permute(2, 0, 1) for t in tables], cross
+
+    def _position_projections(self, q: torch.Tensor
+                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The self-attention query and key and the cross-attention query projections of
+        LayerNormed positions ``q`` [T, D]; in inference as one product with the three
+        weights joined (the same values: each output sums over the same inputs in the same
+        order)."""
+        layers = [self.self_pos_q_linear, self.self_pos_k_linear, self.cross_pos_q_linear]
+        if not eager_inference(q):
+            return tuple(m(q) for m in layers)
+        tensors = [t for m in layers for t in (m.weight, m.bias)]
+        weight, bias = derived(self, "position_projections", tensors, lambda: (
+            torch.cat([m.weight.detach() for m in layers]),
+            torch.cat([m.bias.detach() for m in layers])))
+        return F.linear(q, weight, bias).split(self.cfg.d_model, dim=-1)
 
     def embed(self, tokens: torch.Tensor, rows: torch.Tensor,
               code_mask: torch.Tensor | None = None) -> torch.Tensor:

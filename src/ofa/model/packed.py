@@ -25,13 +25,13 @@ import contextlib
 import functools
 import os
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
 
-__all__ = ["TransientCache", "eager_inference", "joined_linear", "linear", "packed_weights",
-           "packing_available", "same_tensors", "table_linear", "tensor_key"]
+__all__ = ["TransientCache", "derived", "eager_inference", "joined_linear", "linear",
+           "packed_weights", "packing_available", "same_tensors", "table_linear", "tensor_key"]
 
 _ENABLED = os.environ.get("OFA_PACKED_WEIGHTS", "1") != "0"
 _CACHE_ATTR = "_ofa_packed"  # on the module that owns the weight: {name: (refs, keys, packed)}
@@ -114,16 +114,24 @@ def same_tensors(refs: tuple, keys: tuple, tensors: list[torch.Tensor]) -> bool:
             and keys == tuple(tensor_key(t) for t in tensors))
 
 
-def _packed(owner: nn.Module, name: str, weight: torch.Tensor) -> torch.Tensor:
-    """The packed copy of ``weight``, made again unless the cached one was made from this very
-    tensor at its current version."""
+def derived(owner: nn.Module, name: str, tensors: list[torch.Tensor],
+            make: Callable[[], object]) -> object:
+    """What ``make()`` derives from ``tensors`` (a packed copy, a folded weight, tables
+    joined), kept on ``owner`` under ``name`` and made again unless it was made from these
+    very tensors at their current versions."""
     cache = owner.__dict__.setdefault(_CACHE_ATTR, TransientCache())
     hit = cache.get(name)
-    if hit is None or not same_tensors(hit[0], hit[1], [weight]):
-        hit = ((weakref.ref(weight),), (tensor_key(weight),),
-               torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None))
+    if hit is None or not same_tensors(hit[0], hit[1], tensors):
+        hit = (tuple(weakref.ref(t) for t in tensors), tuple(tensor_key(t) for t in tensors),
+               make())
         cache[name] = hit
     return hit[2]
+
+
+def _packed(owner: nn.Module, name: str, weight: torch.Tensor) -> torch.Tensor:
+    """The packed copy of ``weight``."""
+    return derived(owner, name, [weight],
+                   lambda: torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None))
 
 
 def linear(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -159,14 +167,8 @@ def joined_linear(owner: nn.Module, name: str, layers: list[nn.Module], x: torch
     if not all(_usable(x, m.weight) for m in layers):
         return None
     tensors = [t for m in layers for t in (m.weight, m.bias)]
-    cache = owner.__dict__.setdefault(_CACHE_ATTR, TransientCache())
-    hit = cache.get(name)
-    if hit is None or not same_tensors(hit[0], hit[1], tensors):
-        weight = torch.cat([m.weight.detach() for m in layers])
-        packed = (torch.ops.mkldnn._reorder_linear_weight(weight, None),
-                  torch.cat([m.bias.detach() for m in layers]))
-        hit = (tuple(weakref.ref(t) for t in tensors), tuple(tensor_key(t) for t in tensors),
-               packed)
-        cache[name] = hit
-    weight, bias = hit[2]
+    weight, bias = derived(owner, name, tensors, lambda: (
+        torch.ops.mkldnn._reorder_linear_weight(torch.cat([m.weight.detach() for m in layers]),
+                                                None),
+        torch.cat([m.bias.detach() for m in layers])))
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
