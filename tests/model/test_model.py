@@ -208,3 +208,30 @@ def test_vocab_logits_equal_linear():
     torch.testing.assert_close(vocab_logits(hidden, weight), expected, atol=1e-5, rtol=1e-5)
     got = vocab_logits(hidden.bfloat16(), weight.bfloat16())
     assert got.dtype == torch.bfloat16 and got.shape == expected.shape
+
+
+@pytest.mark.parametrize("code", [False, True])
+def test_inference_position_terms_follow_changed_weights(code):
+    """Inference gathers the decoder's relative tables joined and projects positions with the
+    three weights joined, kept between calls: changed weights are joined again."""
+    torch.manual_seed(0)
+    m = OFAModel(tiny_config()).eval()
+    ids, dec = text_batch([6, 6]), text_batch([5, 5], seed=4)
+    code_mask = torch.tensor([code, code])
+
+    def both():
+        with torch.no_grad():
+            enc = m.encode(ids, None)
+            inference = m.decode(dec, enc, code_mask=code_mask)
+        training = m.decode(dec, m.encode(ids, None), code_mask=code_mask)  # autograd: apart
+        return inference, training.detach()
+
+    inference, training = both()
+    torch.testing.assert_close(inference, training, atol=1e-5, rtol=1e-5)
+    tables = m.decoder.image_rel_pos_table_list if code else m.decoder.token_rel_pos_table_list
+    with torch.no_grad():
+        tables[1].weight.add_(torch.randn_like(tables[1].weight))
+        m.decoder.cross_pos_q_linear.weight.mul_(3.0)
+    changed, training = both()
+    assert (changed - inference).abs().max() > 1e-3
+    torch.testing.assert_close(changed, training, atol=1e-5, rtol=1e-5)
