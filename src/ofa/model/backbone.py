@@ -3,7 +3,7 @@
 In inference (eval mode, outside autograd) each convolution runs with its BatchNorm folded
 into its weight and bias, on channels-last tensors: oneDNN's convolutions then skip a reorder
 of every input and output and the separate BatchNorm pass (OFA-base at 480 px on an
-AVX512-BF16 EPYC: fp32 193 -> 155 ms, bf16 102 -> 78 ms; BENCHMARKS.md). The folded weights
+AVX512-BF16 EPYC: fp32 187 -> 148 ms, bf16 101 -> 77 ms; BENCHMARKS.md). The folded weights
 are derived once and kept (``ofa.model.packed.derived``), remade when a convolution or
 BatchNorm tensor changes. Outputs differ from the unfolded ResNet by rounding (fp32: about
 1e-6 of values up to a few units).

@@ -20,7 +20,7 @@ from .attention import MultiheadAttention, causal_padding_bias, key_padding_bias
 from .config import OFAConfig
 from .encoder import EncoderOutput
 from .layers import FeedForwardLayer, drop_path_rates
-from .packed import derived, eager_inference
+from .packed import derived, eager_inference, linear
 from .positions import (
     decoder_image_position_ids,
     image_rel_buckets,
@@ -281,8 +281,8 @@ class OFADecoder(nn.Module):
             cross_k = cache.cross_pos_k
         else:
             pos = encoder_out.position_embeddings
-            cross_k = self.cross_pos_k_linear(pos).view(pos.shape[0], cfg.attention_heads, -1)
-            cross_k = cross_k.transpose(0, 1)
+            cross_k = linear(self.cross_pos_k_linear, pos)
+            cross_k = cross_k.view(pos.shape[0], cfg.attention_heads, -1).transpose(0, 1)
             if cache is not None:
                 cache.cross_pos_k = cross_k
         self_biases, cross_bias = self._biases(rows, cols, all_code, cross_k, cache)

@@ -21,7 +21,7 @@ from .attention import MultiheadAttention, key_padding_bias
 from .backbone import ResNet
 from .config import OFAConfig
 from .layers import FeedForwardLayer, drop_path_rates
-from .packed import TransientCache, eager_inference, same_tensors, tensor_key
+from .packed import TransientCache, eager_inference, linear, same_tensors, tensor_key
 from .positions import (
     image_position_ids,
     image_rel_buckets,
@@ -124,7 +124,7 @@ class OFAEncoder(nn.Module):
                              f"{side}x{side} px")
         ids = image_position_ids(h, w, self.cfg.image_bucket_size, feat.device)
         pos_embed = self.image_position_embeddings(ids, h, w)
-        x = self.image_proj(feat.flatten(2).transpose(1, 2)) + self.type_embedding.weight[1]
+        x = linear(self.image_proj, feat.flatten(2).transpose(1, 2)) + self.type_embedding.weight[1]
         if self.cfg.entangle_position_embedding:
             x = x + pos_embed
         return self.dropout(self.patch_layernorm_embedding(x)), ids, pos_embed
