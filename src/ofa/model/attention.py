@@ -54,27 +54,29 @@ def cpu_bf16_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     if bias is not None and bias.dim() < 4:
         bias = bias.view((1,) * (4 - bias.dim()) + tuple(bias.shape))
     tk = k.shape[2]
+
+    def block(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
+              out: torch.Tensor | None = None) -> torch.Tensor:
+        """[n, Tq, d] queries against [n, Tk, d] keys and values."""
+        keys = k.transpose(1, 2)
+        logits = (torch.bmm(q, keys) * scale if bias is None
+                  else torch.baddbmm(bias, q, keys, alpha=scale))
+        return torch.bmm(torch.softmax(logits, -1), v, out=out)
+
     if b * h * tq * tk * 2 <= _BLOCK_BYTES:  # every row and head in one block: no loop
-        keys = k.reshape(b * h, tk, d).transpose(1, 2)
-        if bias is None:
-            logits = torch.bmm(q.reshape(b * h, tq, d), keys) * scale
-        else:
-            logits = torch.baddbmm(bias.expand(b, h, tq, tk).reshape(b * h, tq, tk),
-                                   q.reshape(b * h, tq, d), keys, alpha=scale)
-        return torch.bmm(torch.softmax(logits, -1), v.reshape(b * h, tk, d)).view(b, h, tq, d)
+        rows = None if bias is None else bias.expand(b, h, tq, tk).reshape(b * h, tq, tk)
+        return block(q.reshape(b * h, tq, d), k.reshape(b * h, tk, d),
+                     v.reshape(b * h, tk, d), rows).view(b, h, tq, d)
     out = q.new_empty(b, h, tq, d)
     step = max(1, min(h, _BLOCK_BYTES // (2 * tq * tk)))
     for i in range(b):
         for j in range(0, h, step):
             heads = slice(j, j + step)
-            keys = k[i, heads].transpose(1, 2)
-            if bias is None:
-                logits = torch.bmm(q[i, heads], keys) * scale
-            else:
-                block = bias[i if bias.shape[0] > 1 else 0]
-                block = block[heads] if block.shape[0] > 1 else block
-                logits = torch.baddbmm(block, q[i, heads], keys, alpha=scale)
-            torch.bmm(torch.softmax(logits, -1), v[i, heads], out=out[i, heads])
+            rows = None
+            if bias is not None:
+                rows = bias[i if bias.shape[0] > 1 else 0]
+                rows = rows[heads] if rows.shape[0] > 1 else rows
+            block(q[i, heads], k[i, heads], v[i, heads], rows, out=out[i, heads])
     return out
 
 
