@@ -39,17 +39,13 @@ def matmul_peak_gflops(kind: str | torch.dtype, size: int = 2048) -> float:
         layer = _dynamic_int8(torch.nn.Linear(size, size, bias=False))
         x = torch.randn(size, size)
         return 2 * size**3 / best_ms(lambda: layer(x)) / 1e6
-    from ofa.model.packed import packing_available
+    from ofa.model.packed import packs
 
     dtype = getattr(torch, kind) if isinstance(kind, str) else kind
     a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
     ms = best_ms(lambda: a @ b)
-    if packing_available():
-        try:
-            packed = torch.ops.mkldnn._reorder_linear_weight(b, None)
-        except RuntimeError:  # oneDNN does not pack this dtype here (bf16 without AVX512)
-            packed = None
-        if packed is not None:
-            ms = min(ms, best_ms(lambda: torch.ops.mkldnn._linear_pointwise(
-                a, packed, None, "none", [], "")))
+    if packs(dtype):  # not bf16 without AVX512, nor a build without oneDNN
+        packed = torch.ops.mkldnn._reorder_linear_weight(b, None)
+        ms = min(ms, best_ms(lambda: torch.ops.mkldnn._linear_pointwise(
+            a, packed, None, "none", [], "")))
     return 2 * size**3 / ms / 1e6

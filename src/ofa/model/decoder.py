@@ -20,7 +20,7 @@ from .attention import MultiheadAttention, causal_padding_bias, key_padding_bias
 from .config import OFAConfig
 from .encoder import EncoderOutput
 from .layers import FeedForwardLayer, drop_path_rates
-from .packed import derived, eager_inference, linear
+from .packed import derived, eager_inference, joined_weights, linear
 from .positions import (
     decoder_image_position_ids,
     image_rel_buckets,
@@ -233,10 +233,7 @@ class OFADecoder(nn.Module):
         layers = [self.self_pos_q_linear, self.self_pos_k_linear, self.cross_pos_q_linear]
         if not eager_inference(q):
             return tuple(m(q) for m in layers)
-        tensors = [t for m in layers for t in (m.weight, m.bias)]
-        weight, bias = derived(self, "position_projections", tensors, lambda: (
-            torch.cat([m.weight.detach() for m in layers]),
-            torch.cat([m.bias.detach() for m in layers])))
+        weight, bias = joined_weights(self, "position_projections", layers)
         return F.linear(q, weight, bias).split(self.cfg.d_model, dim=-1)
 
     def embed(self, tokens: torch.Tensor, rows: torch.Tensor,

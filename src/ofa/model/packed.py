@@ -30,8 +30,9 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-__all__ = ["TransientCache", "derived", "eager_inference", "joined_linear", "linear",
-           "packed_weights", "packing_available", "same_tensors", "table_linear", "tensor_key"]
+__all__ = ["TransientCache", "derived", "eager_inference", "joined_linear", "joined_weights",
+           "linear", "packed_weights", "packing_available", "packs", "same_tensors",
+           "table_linear", "tensor_key"]
 
 _ENABLED = os.environ.get("OFA_PACKED_WEIGHTS", "1") != "0"
 _CACHE_ATTR = "_ofa_packed"  # on the module that owns the weight: {name: (refs, keys, packed)}
@@ -69,9 +70,11 @@ def eager_inference(*tensors: torch.Tensor) -> bool:
 
 
 @functools.cache
-def _packs(dtype: torch.dtype) -> bool:
+def packs(dtype: torch.dtype) -> bool:
     """Whether oneDNN packs ``dtype`` weights here: bf16 needs AVX512-BW/VL/DQ or
     AVX-NE-CONVERT (held back by ``ONEDNN_MAX_CPU_ISA`` too), else the reorder raises."""
+    if not _AVAILABLE:
+        return False
     try:
         torch.ops.mkldnn._reorder_linear_weight(torch.zeros(16, 16, dtype=dtype), None)
     except RuntimeError:
@@ -84,7 +87,7 @@ def _usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (_ENABLED and _AVAILABLE and type(weight) in _PLAIN_WEIGHTS and eager_inference(x)
             and x.device.type == "cpu" and x.dtype == weight.dtype
             and x.dtype in (torch.float32, torch.bfloat16)
-            and weight.layout == torch.strided and x.dim() >= 2 and _packs(x.dtype))
+            and weight.layout == torch.strided and x.dim() >= 2 and packs(x.dtype))
 
 
 class TransientCache(dict):
@@ -154,21 +157,31 @@ def table_linear(owner: nn.Module, name: str, x: torch.Tensor, weight: torch.Ten
                                               [], "")
 
 
+def joined_weights(owner: nn.Module, name: str, layers: list[nn.Linear], pack: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weights and biases of ``nn.Linear`` layers of one input joined along the outputs
+    (the weight packed with ``pack``), kept on ``owner`` under ``name`` and joined again when
+    any of them changes."""
+    def join() -> tuple[torch.Tensor, torch.Tensor]:
+        weight = torch.cat([m.weight.detach() for m in layers])
+        if pack:
+            weight = torch.ops.mkldnn._reorder_linear_weight(weight, None)
+        return weight, torch.cat([m.bias.detach() for m in layers])
+
+    return derived(owner, name, [t for m in layers for t in (m.weight, m.bias)], join)
+
+
 def joined_linear(owner: nn.Module, name: str, layers: list[nn.Module], x: torch.Tensor
                   ) -> torch.Tensor | None:
     """``torch.cat([layer(x) for layer in layers], -1)`` for ``nn.Linear`` layers of one input
-    as one product with their weights and biases joined (packed once, kept on ``owner`` under
-    ``name``, remade when any of them changes), or None where packing does not apply. A
-    decoding step's few rows then stream three attention projections in one kernel instead of
-    three; oneDNN sums each output over the inputs in the same order either way (the outputs
-    were bit-identical to separate products at 1 to 908 rows, fp32 and bf16)."""
+    as one product with their weights and biases joined and packed (:func:`joined_weights`),
+    or None where packing does not apply. A decoding step's few rows then stream three
+    attention projections in one kernel instead of three; oneDNN sums each output over the
+    inputs in the same order either way (the outputs were bit-identical to separate products
+    at 1 to 908 rows, fp32 and bf16)."""
     if not all(type(m) is nn.Linear and m.bias is not None for m in layers):
         return None
     if not all(_usable(x, m.weight) for m in layers):
         return None
-    tensors = [t for m in layers for t in (m.weight, m.bias)]
-    weight, bias = derived(owner, name, tensors, lambda: (
-        torch.ops.mkldnn._reorder_linear_weight(torch.cat([m.weight.detach() for m in layers]),
-                                                None),
-        torch.cat([m.bias.detach() for m in layers])))
+    weight, bias = joined_weights(owner, name, layers, pack=True)
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
