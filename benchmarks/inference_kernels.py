@@ -1,7 +1,7 @@
-"""Two inference paths against the plain ones they replace, side by side in one process:
+"""CPU inference paths against the plain ones they replace, side by side in one process:
 
-- **bf16 attention on the CPU** (``ofa.model.attention.cpu_bf16_attention``) against SDPA, at
-  OFA-base's shapes: the encoder's self-attention (12 heads x 908 tokens, 480 px plus an
+- **attention on the CPU** (``ofa.model.attention``: ``cpu_fp32_attention`` and
+  ``cpu_bf16_attention``) against SDPA, at OFA-base's shapes: the encoder's self-attention (12 heads x 908 tokens, 480 px plus an
   8-token prompt, a [1, 12, 908, 908] bias) and a decoding step's cross-attention (5 beams'
   queries against one image's 908 keys, 16 different key sets in turn so that they come from
   memory as in a caption);
@@ -27,7 +27,7 @@ from peaks import best_ms
 def attention_case(name: str, queries: int, sets: int, repeats: int) -> list[tuple]:
     """One shape's rows: OFA-base's 12 heads of 64 against 908 keys, ``queries`` queries,
     ``sets`` key/value sets taken in turn."""
-    from ofa.model.attention import cpu_bf16_attention
+    from ofa.model.attention import cpu_bf16_attention, cpu_fp32_attention
 
     torch.manual_seed(0)
     heads, dim, tokens = 12, 64, 908
@@ -42,6 +42,8 @@ def attention_case(name: str, queries: int, sets: int, repeats: int) -> list[tup
     paths = {
         ("fp32", "SDPA"): lambda i: F.scaled_dot_product_attention(
             q, keys[i], values[i], attn_mask=bias, scale=scale),
+        ("fp32", "cpu_fp32_attention"): lambda i: cpu_fp32_attention(q, keys[i], values[i],
+                                                                      bias, scale),
         ("bf16", "SDPA"): lambda i: F.scaled_dot_product_attention(
             qb, kb[i], vb[i], attn_mask=bb, scale=scale),
         ("bf16", "cpu_bf16_attention"): lambda i: cpu_bf16_attention(qb, kb[i], vb[i], bb,

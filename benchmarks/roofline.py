@@ -169,6 +169,8 @@ def render(rows: list[tuple], ceiling: float, peaks: dict[str, float], command: 
 
 
 def main() -> None:
+    from ofa.hardware import keep_freed_memory
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtypes", default="float32,bfloat16,int8")
@@ -176,6 +178,7 @@ def main() -> None:
     ap.add_argument("--write", type=Path, default=None, help="update this markdown file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as ofa.load does for CPU models
     kinds = [k for k in args.dtypes.split(",") if k]
     bad = [k for k in kinds if k not in ("float32", "bfloat16", "int8")]
     if bad:

@@ -237,10 +237,13 @@ def worker_ofa(args) -> dict:
 
     from ofa.checkpoints import load_model
     from ofa.generate import Trie, generate
+    from ofa.hardware import keep_freed_memory
     from ofa.tasks import CaptionTask, GroundingTask, VQATask
     from ofa.tokenizer import OFATokenizer, pad_batch
 
     torch.set_num_threads(args.threads)
+    if args.device == "cpu":
+        keep_freed_memory()  # as ofa.load does for CPU models
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
              "int8": torch.float32}[args.dtype]
     images, texts, answers = _inputs(args.inputs, args.task, args.batch)

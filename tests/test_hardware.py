@@ -107,3 +107,37 @@ def test_limited_isa_makes_auto_keep_fp32_and_is_named(monkeypatch):
     finally:
         monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
         hardware.cpu_flags.cache_clear()
+
+
+# a 40 MB tensor made, written and freed ten times; prints the minor page faults it took
+_FAULTS = """
+import resource, sys, torch
+from ofa.hardware import keep_freed_memory
+applied = keep_freed_memory() if sys.argv[1] == "keep" else None
+torch.empty(10 << 20).fill_(1.0)  # the first one maps its pages in either case
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    torch.empty(10 << 20).fill_(1.0)
+print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(hardware.platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
+def test_keep_freed_memory_stops_large_blocks_from_faulting_again(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    def faults(mode: str, **env: str) -> tuple[str, int]:
+        out = subprocess.run([sys.executable, "-c", _FAULTS, mode], check=True, text=True,
+                             capture_output=True, env={**os.environ, **env}).stdout.split()
+        return out[0], int(out[1])
+
+    _, plain = faults("plain")
+    applied, kept = faults("keep")
+    opted_out, opted_out_faults = faults("keep", OFA_KEEP_FREED_MEMORY="0")
+    # 40 MB is 10,240 pages: mapped afresh each of the 10 times by default; when kept, at
+    # most the first one or two are mapped in (the heap grows), then reused
+    assert plain > 10 * 5000
+    assert applied == "True" and kept <= 2 * 10240 + 500
+    assert opted_out == "False" and opted_out_faults > 10 * 5000

@@ -493,14 +493,15 @@ def load(name_or_path: str | os.PathLike[str], device: str | torch.device | None
     on CPUs with AVX512-BF16 or AMX and on recent GPUs, fp16 on other GPUs, else fp32); bf16 on
     a CPU without native bf16 warns once (it is emulated: many times slower than fp32); int8:
     int8 decoder and output-table weights, the rest in the CPU's fastest native float
-    (:mod:`ofa.model.quantize`).
+    (:mod:`ofa.model.quantize`). On the CPU, glibc's malloc is set to keep freed memory for
+    reuse (:func:`ofa.hardware.keep_freed_memory`; ``OFA_KEEP_FREED_MEMORY=0`` turns it off).
     ``vocab``: tokenizer folder for checkpoints that ship none.
     ``max_pixels``: the largest image file or bytes decoded (width x height, checked from the
     header before decoding; default ``$OFA_MAX_PIXELS``, else 40,000,000).
     """
     from .checkpoints import model_answers, model_from_checkpoint, read_checkpoint
     from .convert import check_vocabulary, find_tokenizer
-    from .hardware import warn_if_emulated
+    from .hardware import keep_freed_memory, warn_if_emulated
     from .locate import locate_model
     from .pretrained import canonical_task, lookup
 
@@ -524,6 +525,8 @@ def load(name_or_path: str | os.PathLike[str], device: str | torch.device | None
         entry = lookup(ckpt.meta.get("file", ""))
         if entry is not None:
             task, name = canonical_task(entry.task), entry.name
+    if dev.type == "cpu":  # inference's large activations: reused, not page-faulted again
+        keep_freed_memory()
     model = model_from_checkpoint(ckpt, device=dev, dtype=dt)
     if int8:
         from .model.quantize import quantize_int8

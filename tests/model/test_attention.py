@@ -81,3 +81,46 @@ def test_bf16_inference_takes_the_cpu_path(monkeypatch):
         assert len(calls) == 1
         mha.float()(x.float(), *mha.project_kv(x.float()), None)  # fp32 keeps SDPA
     assert len(calls) == 1 and out.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("bias_shape", [None, (2, 1, 1, 11), (1, 4, 7, 11), (2, 4, 7, 11),
+                                        (4, 7, 11)])
+def test_cpu_fp32_attention_matches_sdpa(bias_shape):
+    import ofa.model.attention as attention
+
+    torch.manual_seed(0)
+    # heads-transposed views, as split_heads gives them (oneDNN needs them copied contiguous)
+    q, k, v = (torch.randn(2, n, 4, 16).transpose(1, 2) for n in (7, 11, 11))
+    bias = None
+    if bias_shape is not None:
+        bias = torch.randn(bias_shape)
+        bias[..., 9:] = float("-inf")  # key padding
+    got = attention.cpu_fp32_attention(q, k, v, bias, 0.25)
+    want = F.scaled_dot_product_attention(q, k, v, scale=0.25, attn_mask=bias)
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_fp32_inference_takes_the_onednn_path_for_long_inputs(monkeypatch):
+    import ofa.model.attention as attention
+    from ofa.model.packed import packed_weights
+
+    calls = []
+    real = attention.cpu_fp32_attention
+    monkeypatch.setattr(attention, "cpu_fp32_attention",
+                        lambda *a: calls.append(a[0].shape[2]) or real(*a))
+    monkeypatch.setattr(attention, "_FP32_PRODUCTS_FROM", 30)  # 6 x 6 queries x keys
+    mha = MultiheadAttention(16, 2, 8)
+    short, long = torch.randn(1, 5, 16), torch.randn(1, 6, 16)
+    with torch.no_grad():
+        mha(short, *mha.project_kv(short), None)
+        assert calls == []
+        out = mha(long, *mha.project_kv(long), None)
+        assert calls == [6]
+        with packed_weights(False):  # off with the packed weights (the FLOP counter's case)
+            plain = mha(long, *mha.project_kv(long), None)
+        mha.to(torch.bfloat16)(long.bfloat16(), *mha.project_kv(long.bfloat16()), None)
+    assert calls == [6]
+    torch.testing.assert_close(out, plain, rtol=1e-5, atol=1e-5)
+    mha.float()(long, *mha.project_kv(long), None)  # autograd records: the training path
+    assert calls == [6]

@@ -8,11 +8,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .packed import eager_inference, joined_linear, linear
+from .packed import eager_inference, joined_linear, linear, onednn_products
 
 # bytes of bf16 attention logits one block of heads may hold (cpu_bf16_attention): a block's
 # logits stay in the cache between the two products and the softmax
 _BLOCK_BYTES = 2 << 20
+# queries x keys per head above which fp32 CPU inference takes cpu_fp32_attention: its two
+# products per head cost about 35 us more than SDPA's kernel, which it overtakes past 256 x 256
+# (on a Zen 5 EPYC: 128 x 908 0.87x SDPA's time, 908 x 908 0.65x; 20 x 20 12x)
+_FP32_PRODUCTS_FROM = 1 << 16
 
 
 def attention_for_training(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -77,6 +81,35 @@ def cpu_bf16_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 rows = bias[i if bias.shape[0] > 1 else 0]
                 rows = rows[heads] if rows.shape[0] > 1 else rows
             block(q[i, heads], k[i, heads], v[i, heads], rows, out=out[i, heads])
+    return out
+
+
+def cpu_fp32_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                       bias: torch.Tensor | None, scale: float) -> torch.Tensor:
+    """Attention of fp32 tensors on the CPU (shapes as :func:`cpu_bf16_attention`) as two
+    oneDNN products per head (``torch.ops.mkldnn._linear_pointwise``, the keys and the
+    transposed values taken as the weights) around an in-place bias add and softmax.
+
+    For long inputs (OFA-base's 908-token encoder: 9.3 against SDPA's 14.7 ms a layer on a Zen
+    5 EPYC, ``benchmarks/inference_kernels.py``): SDPA's CPU flash kernel reaches about 30% of
+    the fp32 matmul peak there, and PyTorch's fp32 ``bmm`` goes to MKL, whose path on AMD CPUs
+    runs at half oneDNN's speed. Outputs differ from SDPA's by float rounding (about 1e-6).
+    oneDNN takes strided operands through a path thousands of times slower, hence the copies."""
+    b, h, tq, d = q.shape
+    if bias is not None and bias.dim() < 4:
+        bias = bias.view((1,) * (4 - bias.dim()) + tuple(bias.shape))
+    q = (q * scale).contiguous()
+    k = k.contiguous()
+    v_t = v.transpose(2, 3).contiguous()  # [B, H, d, Tk]: the second product's weight layout
+    product = torch.ops.mkldnn._linear_pointwise
+    out = q.new_empty(b, h, tq, d)
+    for i in range(b):
+        for j in range(h):
+            logits = product(q[i, j], k[i, j], None, "none", [], "")
+            if bias is not None:
+                logits += bias[i if bias.shape[0] > 1 else 0, j if bias.shape[1] > 1 else 0]
+            torch.softmax(logits, -1, out=logits)
+            out[i, j] = product(logits, v_t[i, j], None, "none", [], "")
     return out
 
 
@@ -166,6 +199,11 @@ class MultiheadAttention(nn.Module):
         elif (q.dtype == torch.bfloat16 and q.device.type == "cpu" and dropout == 0.0
               and eager_inference(q, key, value)):
             out = cpu_bf16_attention(q, key, value, bias, self.scaling)
+        elif (q.dtype == torch.float32 and q.device.type == "cpu" and dropout == 0.0
+              and q.shape[2] * key.shape[2] > _FP32_PRODUCTS_FROM
+              and onednn_products(torch.float32)
+              and eager_inference(q, key, value)):
+            out = cpu_fp32_attention(q, key, value, bias, self.scaling)
         else:
             out = F.scaled_dot_product_attention(q, key, value, attn_mask=bias,
                                                  scale=self.scaling, dropout_p=dropout)

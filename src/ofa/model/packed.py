@@ -15,8 +15,9 @@ a no-grad pass never multiplies by a stale copy. It is used only on the CPU, in 
 (bf16 only where oneDNN packs it: not on AVX2-only CPUs), outside autograd, and costs the
 memory of one more copy of the weights it packs.
 ``packed_weights(False)`` (a context manager) or the environment variable
-``OFA_PACKED_WEIGHTS=0`` turns it off; FLOP counting turns it off, since torch's FLOP counter
-does not see the oneDNN op.
+``OFA_PACKED_WEIGHTS=0`` turns it off, and the oneDNN fp32 attention with it
+(:func:`onednn_products`); FLOP counting turns it off, since torch's FLOP counter does not
+see the oneDNN op.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ import torch
 from torch import nn
 
 __all__ = ["TransientCache", "derived", "eager_inference", "joined_linear", "joined_weights",
-           "linear", "packed_weights", "packing_available", "packs", "same_tensors",
-           "table_linear", "tensor_key"]
+           "linear", "onednn_products", "packed_weights", "packing_available", "packs",
+           "same_tensors", "table_linear", "tensor_key"]
 
 _ENABLED = os.environ.get("OFA_PACKED_WEIGHTS", "1") != "0"
 _CACHE_ATTR = "_ofa_packed"  # on the module that owns the weight: {name: (refs, keys, packed)}
@@ -80,6 +81,12 @@ def packs(dtype: torch.dtype) -> bool:
     except RuntimeError:
         return False
     return True
+
+
+def onednn_products(dtype: torch.dtype) -> bool:
+    """Whether inference may take oneDNN's linear kernel for ``dtype`` products here (packed
+    weights, and the fp32 attention products of ``ofa.model.attention``): on, and packable."""
+    return _ENABLED and packs(dtype)
 
 
 def _usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
