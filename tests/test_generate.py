@@ -316,6 +316,24 @@ def test_sampling_is_deterministic_with_a_seed(model):
     assert any(f != flat[0] for f in flat[1:])
 
 
+def test_one_draw_per_row_over_the_whole_vocabulary_follows_the_probabilities(model):
+    # later sampling steps draw one token per row (the first of two draws, on the CPU)
+    from ofa.generate import _Search
+
+    search = _Search(model, GenerationConfig(sampling=True, beam_size=4), None)
+    search.generator = torch.Generator().manual_seed(0)
+    rows, vocab = 20000, 2000
+    lprobs = torch.full((rows, vocab), float("-inf"))
+    lprobs[:, [3, 1500, 1999]] = torch.tensor([0.5, 0.3, 0.2]).log()
+    scores, tokens, beams = search._sample(lprobs, torch.zeros(rows, 0), r=4)
+    assert tokens.shape == (rows // 4, 4) and beams.tolist()[0] == [0, 1, 2, 3]
+    drawn = tokens.flatten()
+    assert set(drawn.tolist()) == {3, 1500, 1999}  # never a token of probability 0
+    share = torch.stack([drawn.eq(t).float().mean() for t in (3, 1500, 1999)])
+    torch.testing.assert_close(share, torch.tensor([0.5, 0.3, 0.2]), atol=0.015, rtol=0)
+    torch.testing.assert_close(scores.flatten(), lprobs.gather(1, drawn[:, None]).flatten())
+
+
 def test_sampling_top_k_one_is_greedy(model):
     greedy = generate(model, PROMPTS, config=GenerationConfig(beam_size=1, max_len_b=8))
     top1 = generate(model, PROMPTS, config=GenerationConfig(beam_size=1, max_len_b=8,
