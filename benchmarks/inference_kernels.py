@@ -1,10 +1,10 @@
 """CPU inference paths against the plain ones they replace, side by side in one process:
 
 - **attention on the CPU** (``ofa.model.attention``: ``cpu_fp32_attention`` and
-  ``cpu_bf16_attention``) against SDPA, at OFA-base's shapes: the encoder's self-attention (12 heads x 908 tokens, 480 px plus an
-  8-token prompt, a [1, 12, 908, 908] bias) and a decoding step's cross-attention (5 beams'
-  queries against one image's 908 keys, 16 different key sets in turn so that they come from
-  memory as in a caption);
+  ``cpu_bf16_attention``) against SDPA, at OFA-base's shapes: the encoder's self-attention
+  (12 heads x 908 tokens, 480 px plus an 8-token prompt, a [1, 12, 908, 908] bias) and a
+  decoding step's cross-attention (5 beams' queries against one image's 908 keys, 16
+  different key sets in turn so that they come from memory as in a caption);
 - **the folded ResNet** (``ofa.model.backbone``: BatchNorm folded into each convolution,
   channels-last) against the unfolded one, OFA-base's ResNet at 480 px, fp32 and bf16.
 
