@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ofa import hardware
 from ofa.model.attention import MultiheadAttention, attention_for_training
 
 
@@ -110,6 +111,14 @@ def test_fp32_inference_takes_the_onednn_path_for_long_inputs(monkeypatch):
     monkeypatch.setattr(attention, "cpu_fp32_attention",
                         lambda *a: calls.append(a[0].shape[2]) or real(*a))
     monkeypatch.setattr(attention, "_FP32_PRODUCTS_FROM", 30)  # 6 x 6 queries x keys
+    flags = dict(hardware.cpu_flags(), avx512f=False)  # an AVX2-only CPU keeps SDPA
+    monkeypatch.setattr(attention, "cpu_flags", lambda: flags)
+    mha = MultiheadAttention(16, 2, 8)
+    long = torch.randn(1, 6, 16)
+    with torch.no_grad():
+        mha(long, *mha.project_kv(long), None)
+    assert calls == []
+    flags["avx512f"] = True
     mha = MultiheadAttention(16, 2, 8)
     short, long = torch.randn(1, 5, 16), torch.randn(1, 6, 16)
     with torch.no_grad():

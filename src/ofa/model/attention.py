@@ -8,14 +8,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..hardware import cpu_flags
 from .packed import eager_inference, joined_linear, linear, onednn_products
 
 # bytes of bf16 attention logits one block of heads may hold (cpu_bf16_attention): a block's
 # logits stay in the cache between the two products and the softmax
 _BLOCK_BYTES = 2 << 20
-# queries x keys per head above which fp32 CPU inference takes cpu_fp32_attention: its two
-# products per head cost about 35 us more than SDPA's kernel, which it overtakes past 256 x 256
-# (on a Zen 5 EPYC: 128 x 908 0.87x SDPA's time, 908 x 908 0.65x; 20 x 20 12x)
+# queries x keys per head above which fp32 CPU inference takes cpu_fp32_attention (where
+# fp32_products_pay): its two products per head cost about 35 us more than SDPA's kernel,
+# which it overtakes past 256 x 256 (on a Zen 5 EPYC: 128 x 908 0.87x SDPA's time, 908 x 908
+# 0.65x; 20 x 20 12x)
 _FP32_PRODUCTS_FROM = 1 << 16
 
 
@@ -113,6 +115,13 @@ def cpu_fp32_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return out
 
 
+def fp32_products_pay() -> bool:
+    """Whether :func:`cpu_fp32_attention` beats SDPA here: oneDNN's products are on, and may
+    use AVX512 (held to AVX2 with ``ONEDNN_MAX_CPU_ISA=AVX2`` on the same Zen 5 EPYC, the
+    908-token encoder's attention took 22.0 against SDPA's 16.1 ms a layer)."""
+    return onednn_products(torch.float32) and cpu_flags()["avx512f"]
+
+
 def key_padding_bias(padding: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """[B, 1, 1, S] additive term: -inf at padded keys (``padding`` [B, S] True), 0 elsewhere."""
     bias = torch.zeros(padding.shape, dtype=dtype, device=padding.device)
@@ -200,8 +209,7 @@ class MultiheadAttention(nn.Module):
               and eager_inference(q, key, value)):
             out = cpu_bf16_attention(q, key, value, bias, self.scaling)
         elif (q.dtype == torch.float32 and q.device.type == "cpu" and dropout == 0.0
-              and q.shape[2] * key.shape[2] > _FP32_PRODUCTS_FROM
-              and onednn_products(torch.float32)
+              and q.shape[2] * key.shape[2] > _FP32_PRODUCTS_FROM and fp32_products_pay()
               and eager_inference(q, key, value)):
             out = cpu_fp32_attention(q, key, value, bias, self.scaling)
         else:
