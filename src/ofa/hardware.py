@@ -167,10 +167,11 @@ def keep_freed_memory() -> bool:
     Inference allocates and frees the same large activations at every layer (OFA-base in fp32
     at 480 px: 11 MB FFN activations, a 40 MB attention bias); under glibc's defaults (an
     adaptive mmap threshold of at most 32 MB, and the heap's top handed back past twice it)
-    they went back to the system and were mapped afresh: 65,000 minor page faults per
-    caption, against 6 with these settings, which made a caption about 9% faster on a Zen 5
-    EPYC, for about 180 MB more peak memory (BENCHMARKS.md). The cost is memory the process
-    keeps after a peak. A no-op off glibc, and with ``OFA_KEEP_FREED_MEMORY=0``."""
+    they went back to the system and were mapped afresh: up to 65,000 minor page faults per
+    caption, against 6 with these settings; an fp32 caption ran 3-12% faster on a Zen 5 EPYC
+    (the gain depends on how the process allocated before), for about 180 MB more peak
+    memory (BENCHMARKS.md). The cost is memory the process keeps after a peak. A no-op off
+    glibc, and with ``OFA_KEEP_FREED_MEMORY=0``."""
     if os.environ.get("OFA_KEEP_FREED_MEMORY", "1") == "0":
         return False
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
