@@ -66,6 +66,9 @@ def run_one(dtype_name: str, samples: int, steps: int, device: str = "cpu") -> d
     ids = torch.tensor([[0, *range(100, 120), 2]], device=device)
     if device != "cpu":
         return run_on_gpu(model, ids, dtype_name, samples, steps)
+    from ofa.hardware import keep_freed_memory
+
+    keep_freed_memory()  # as ofa.load does for CPU models
     bandwidth = read_ceiling_gbps() * 1e9
     peak = matmul_peak_gflops(dtype) * 1e9
     grid = int(steps ** 0.5)
