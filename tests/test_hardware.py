@@ -123,7 +123,7 @@ print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 
 @pytest.mark.skipif(hardware.platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
-def test_keep_freed_memory_stops_large_blocks_from_faulting_again(tmp_path):
+def test_keep_freed_memory_stops_large_blocks_from_faulting_again():
     import os
     import subprocess
     import sys

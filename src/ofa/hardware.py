@@ -165,7 +165,7 @@ def keep_freed_memory() -> bool:
     applied (once per process; ``ofa.load`` calls it for CPU models).
 
     Inference allocates and frees the same large activations at every layer (OFA-base in fp32
-    at 480 px: 11 MB FFN activations, a 40 MB attention bias); under glibc's defaults (an
+    at 480 px: 11 MB FFN activations, the ResNet's feature maps); under glibc's defaults (an
     adaptive mmap threshold of at most 32 MB, and the heap's top handed back past twice it)
     they went back to the system and were mapped afresh: up to 65,000 minor page faults per
     caption, against 6 with these settings; an fp32 caption ran 3-12% faster on a Zen 5 EPYC

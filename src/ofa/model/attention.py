@@ -92,7 +92,7 @@ def cpu_fp32_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     oneDNN products per head (``torch.ops.mkldnn._linear_pointwise``, the keys and the
     transposed values taken as the weights) around an in-place bias add and softmax.
 
-    For long inputs (OFA-base's 908-token encoder: 9.3 against SDPA's 14.7 ms a layer on a Zen
+    For long inputs (OFA-base's 908-token encoder: 9.5 against SDPA's 15.7 ms a layer on a Zen
     5 EPYC, ``benchmarks/inference_kernels.py``): SDPA's CPU flash kernel reaches about 30% of
     the fp32 matmul peak there, and PyTorch's fp32 ``bmm`` goes to MKL, whose path on AMD CPUs
     runs at half oneDNN's speed. Outputs differ from SDPA's by float rounding (about 1e-6).
