@@ -27,6 +27,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    from ofa.hardware import cpu_summary
+
+    print(f"CPU: {cpu_summary()}")
     print(f"read ceiling (sum of 200 MB): {read_ceiling_gbps():.1f} GB/s")
     for dtype in (torch.float32, torch.bfloat16):
         for rows in (5, 40):
