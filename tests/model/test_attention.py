@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ofa import hardware
-from ofa.model.attention import MultiheadAttention, attention_for_training
+from ofa.model.attention import MultiheadAttention, attention_for_training, fold_rows
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -133,3 +133,25 @@ def test_fp32_inference_takes_the_onednn_path_for_long_inputs(monkeypatch):
     torch.testing.assert_close(out, plain, rtol=1e-5, atol=1e-5)
     mha.float()(long, *mha.project_kv(long), None)  # autograd records: the training path
     assert calls == [6]
+
+
+@pytest.mark.parametrize("bias_shape", [(6, 4, 2, 7), (6, 1, 1, 7), (1, 4, 2, 7)])
+def test_bias_folded_once_equals_folding_in_attend(bias_shape):
+    # 6 rows (3 sources x 2 beams) sharing keys per source: a bias folded once by the caller
+    # (the decoder, for its six layers) gives what attend's own folding gives
+    torch.manual_seed(0)
+    mha = MultiheadAttention(16, 4, 4).eval()
+    query, source = torch.randn(6, 2, 16), torch.randn(3, 7, 16)
+    bias = torch.randn(bias_shape)
+    with torch.no_grad():
+        k, v = mha.project_kv(source)
+        folded = fold_rows(bias, 6, 4, 2, 2)
+        assert folded.shape == (3, 4, 4, 7)
+        # source 1's second beam, its second query: row 3 of the bias, query index 1 + 2
+        assert torch.equal(folded[1, :, 3], bias.expand(6, 4, 2, 7)[3, :, 1])
+        once = mha(query, k, v, folded, bias_folded=True)
+        inside = mha(query, k, v, bias)
+        # the same beams with their own copies of the keys: nothing folded
+        apart = mha(query, k.repeat_interleave(2, 0), v.repeat_interleave(2, 0), bias)
+    assert torch.equal(once, inside)
+    torch.testing.assert_close(once, apart, atol=1e-6, rtol=1e-5)

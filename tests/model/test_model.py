@@ -212,8 +212,8 @@ def test_vocab_logits_equal_linear():
 
 @pytest.mark.parametrize("code", [False, True])
 def test_inference_position_terms_follow_changed_weights(code):
-    """Inference gathers the decoder's relative tables joined and projects positions with the
-    three weights joined, kept between calls: changed weights are joined again."""
+    """Inference gathers the decoder's relative tables joined and every position's projections
+    (the three weights joined), kept between calls: changed weights are joined again."""
     torch.manual_seed(0)
     m = OFAModel(tiny_config()).eval()
     ids, dec = text_batch([6, 6]), text_batch([5, 5], seed=4)
@@ -232,6 +232,16 @@ def test_inference_position_terms_follow_changed_weights(code):
     with torch.no_grad():
         tables[1].weight.add_(torch.randn_like(tables[1].weight))
         m.decoder.cross_pos_q_linear.weight.mul_(3.0)
+    changed, training = both()
+    assert (changed - inference).abs().max() > 1e-3
+    torch.testing.assert_close(changed, training, atol=1e-5, rtol=1e-5)
+    # every position's projections are kept: a changed position table or its LayerNorm too
+    inference = changed
+    positions = m.decoder.embed_image_positions if code else m.decoder.embed_positions
+    norm = m.decoder.image_pos_ln if code else m.decoder.pos_ln
+    with torch.no_grad():
+        positions.weight.add_(torch.randn_like(positions.weight))
+        norm.bias.add_(0.5)
     changed, training = both()
     assert (changed - inference).abs().max() > 1e-3
     torch.testing.assert_close(changed, training, atol=1e-5, rtol=1e-5)

@@ -137,6 +137,16 @@ def causal_padding_bias(rows: torch.Tensor, cols: torch.Tensor, padding: torch.T
     return causal + key_padding_bias(padding, dtype)
 
 
+def fold_rows(bias: torch.Tensor, rows: int, heads: int, queries: int, r: int
+              ) -> torch.Tensor:
+    """``bias`` (broadcastable to [rows, heads, queries, Tk]) laid out as [rows / r, heads,
+    r * queries, Tk]: r consecutive rows that share their keys and values become r * queries
+    queries of one row, as :meth:`MultiheadAttention.attend` folds their queries."""
+    tk = bias.shape[-1]
+    bias = bias.expand(rows, heads, queries, tk).reshape(-1, r, heads, queries, tk)
+    return bias.transpose(1, 2).reshape(-1, heads, r * queries, tk)
+
+
 class MultiheadAttention(nn.Module):
     """q/k/v/out projections with a learned per-head output scale ``c_attn`` (NormFormer).
 
@@ -179,15 +189,17 @@ class MultiheadAttention(nn.Module):
         return self.split_heads(q), self.split_heads(k), self.split_heads(v)
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                bias: torch.Tensor | None) -> torch.Tensor:
+                bias: torch.Tensor | None, bias_folded: bool = False) -> torch.Tensor:
         """query [B, Tq, D]; key/value already projected and split: [B, H, Tk, d_h], or
         [B / r, H, Tk, d_h] shared by r consecutive query rows (the beams of one sentence
-        attending to its encoder states: no per-beam copies of the keys and values)."""
+        attending to its encoder states: no per-beam copies of the keys and values).
+        ``bias_folded``: the bias is already laid out for such keys (:func:`fold_rows`)."""
         return self.attend(self.split_heads(linear(self.q_proj, query)), key, value, bias,
-                           query.dtype)
+                           query.dtype, bias_folded)
 
     def attend(self, q: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-               bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+               bias: torch.Tensor | None, dtype: torch.dtype, bias_folded: bool = False
+               ) -> torch.Tensor:
         """:meth:`forward` from queries already projected and split [B, H, Tq, d_h]; the
         output [B, Tq, D] in ``dtype``."""
         if key.dtype != q.dtype:  # a cache kept in another precision (LayerCache.append)
@@ -198,9 +210,8 @@ class MultiheadAttention(nn.Module):
             bias = bias.to(q.dtype)
         if r > 1:  # r rows of one source become r * Tq queries of that source
             q = q.view(-1, r, h, tq, d).transpose(1, 2).reshape(-1, h, r * tq, d)
-            if bias is not None:
-                bias = bias.expand(b, h, tq, bias.shape[-1]).reshape(-1, r, h, tq, bias.shape[-1])
-                bias = bias.transpose(1, 2).reshape(-1, h, r * tq, bias.shape[-1])
+            if bias is not None and not bias_folded:
+                bias = fold_rows(bias, b, h, tq, r)
         dropout = self.dropout if self.training else 0.0
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                            for t in (q, key, value, bias)):
