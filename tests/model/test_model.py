@@ -137,12 +137,13 @@ def test_code_rows_are_projected_on_their_columns_only(model):
         model(ids, dec, output_mask=output_mask, code_rows=code_rows)
 
 
-def test_cache_reorder_follows_beams(model):
+@pytest.mark.parametrize("capacity", [0, 8], ids=["concatenated", "reserved"])
+def test_cache_reorder_follows_beams(model, capacity):
     ids = text_batch([6, 8])
     dec = text_batch([6, 6], seed=5)
     with torch.no_grad():
         enc = model.encode(ids, torch.randn(2, 3, 64, 64))
-        cache = DecoderCache()
+        cache = DecoderCache(capacity=capacity)
         model.decode(dec[:, :3], enc, cache)
         # expand to 2 "beams" per item in swapped order, then continue one step; the encoder
         # rows and cross-attention keys/values stay one per item, shared by its 2 beams
@@ -152,6 +153,13 @@ def test_cache_reorder_follows_beams(model):
         full = model.decode(dec[order, :4], enc.index_select(order))
     torch.testing.assert_close(step[:, 0], full[:, 3], atol=2e-5, rtol=1e-5)
     assert cache.layers[0].cross_k.shape[0] == 2  # no per-beam copies
+    # with room reserved, the reordered keys sit in buffers of that length, and the step
+    # after the reorder wrote into them
+    buffers = cache.layers[0]._buffers
+    assert (buffers is not None) == (capacity > 0)
+    if buffers is not None:
+        assert buffers[0].shape[2] == capacity
+        assert cache.layers[0].self_k.data_ptr() == buffers[0].data_ptr()
 
 
 def test_cached_cross_attention_keys_are_contiguous(model):

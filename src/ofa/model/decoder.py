@@ -68,6 +68,24 @@ class LayerCache:
         self.self_k, self.self_v = buffers[0].narrow(2, 0, total), buffers[1].narrow(2, 0, total)
         return self.self_k, self.self_v
 
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep/duplicate batch rows of the keys and values (row i becomes row ``index[i]``)."""
+        if self.self_k is None:
+            return
+        if self._buffers is None:  # concatenated, past the reserved length
+            self.self_k, self.self_v = (self.self_k.index_select(0, index),
+                                        self.self_v.index_select(0, index))
+            return
+        # the chosen rows go straight into new buffers of the reserved length (beam search
+        # reorders at every step: selecting, then copying into room for the next step, would
+        # copy the cache twice)
+        past = self.self_k.shape[2]
+        buffers = tuple(b.new_empty((index.shape[0], *b.shape[1:])) for b in self._buffers)
+        for old, new in zip((self.self_k, self.self_v), buffers, strict=True):
+            torch.index_select(old, 0, index, out=new.narrow(2, 0, past))
+        self._buffers = buffers
+        self.self_k, self.self_v = buffers[0].narrow(2, 0, past), buffers[1].narrow(2, 0, past)
+
 
 @dataclass
 class DecoderCache:
@@ -91,9 +109,7 @@ class DecoderCache:
         sources stay when some sentences finish (None: all stay).
         """
         for c in self.layers:
-            c.self_k = c.self_k.index_select(0, index) if c.self_k is not None else None
-            c.self_v = c.self_v.index_select(0, index) if c.self_v is not None else None
-            c._buffers = None  # the next append reserves room again
+            c.reorder(index)
             if sources is not None and c.cross_k is not None:
                 c.cross_k = c.cross_k.index_select(0, sources)
                 c.cross_v = c.cross_v.index_select(0, sources)

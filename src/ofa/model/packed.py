@@ -92,7 +92,7 @@ def onednn_products(dtype: torch.dtype) -> bool:
 def _usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
     # a plain weight or parameter (``weight.data`` would make a new tensor at every call)
     return (_ENABLED and _AVAILABLE and type(weight) in _PLAIN_WEIGHTS and eager_inference(x)
-            and x.device.type == "cpu" and x.dtype == weight.dtype
+            and x.is_cpu and x.dtype == weight.dtype
             and x.dtype in (torch.float32, torch.bfloat16)
             and weight.layout == torch.strided and x.dim() >= 2 and packs(x.dtype))
 
@@ -119,9 +119,14 @@ def tensor_key(t: torch.Tensor) -> tuple:
 def same_tensors(refs: tuple, keys: tuple, tensors: list[torch.Tensor]) -> bool:
     """Whether ``tensors`` are the very tensors of ``refs`` (weak references), unchanged since
     ``keys`` (:func:`tensor_key`) were taken: not merely others at the same addresses."""
-    return (len(refs) == len(tensors)
-            and all(r() is t for r, t in zip(refs, tensors, strict=True))
-            and keys == tuple(tensor_key(t) for t in tensors))
+    # a plain loop: this runs for every product of every decoding step, where generator
+    # expressions cost about as much as the check itself
+    if len(refs) != len(tensors):
+        return False
+    for ref, key, t in zip(refs, keys, tensors):
+        if ref() is not t or key != tensor_key(t):
+            return False
+    return True
 
 
 def derived(owner: nn.Module, name: str, tensors: list[torch.Tensor],
@@ -147,10 +152,14 @@ def _packed(owner: nn.Module, name: str, weight: torch.Tensor) -> torch.Tensor:
 def linear(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``module(x)`` for an ``nn.Linear`` (or any layer, e.g. an int8 one, run as it is), with
     its packed weight where that applies."""
-    if type(module) is not nn.Linear or not _usable(x, module.weight):
+    if type(module) is not nn.Linear:
+        return module(x)
+    params = module._parameters  # not module.weight: nn.Module's __getattr__ costs 0.5 us
+    weight = params["weight"]
+    if not _usable(x, weight):
         return module(x)
     return torch.ops.mkldnn._linear_pointwise(
-        x, _packed(module, "weight", module.weight), module.bias, "none", [], "")
+        x, _packed(module, "weight", weight), params["bias"], "none", [], "")
 
 
 def table_linear(owner: nn.Module, name: str, x: torch.Tensor, weight: torch.Tensor
@@ -169,13 +178,19 @@ def joined_weights(owner: nn.Module, name: str, layers: list[nn.Linear], pack: b
     """The weights and biases of ``nn.Linear`` layers of one input joined along the outputs
     (the weight packed with ``pack``), kept on ``owner`` under ``name`` and joined again when
     any of them changes."""
+    return _joined(owner, name, layers, [t for m in layers for t in (m.weight, m.bias)], pack)
+
+
+def _joined(owner: nn.Module, name: str, layers: list[nn.Linear],
+            tensors: list[torch.Tensor], pack: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`joined_weights`, given their weights and biases in order (``tensors``)."""
     def join() -> tuple[torch.Tensor, torch.Tensor]:
         weight = torch.cat([m.weight.detach() for m in layers])
         if pack:
             weight = torch.ops.mkldnn._reorder_linear_weight(weight, None)
         return weight, torch.cat([m.bias.detach() for m in layers])
 
-    return derived(owner, name, [t for m in layers for t in (m.weight, m.bias)], join)
+    return derived(owner, name, tensors, join)
 
 
 def joined_linear(owner: nn.Module, name: str, layers: list[nn.Module], x: torch.Tensor
@@ -186,9 +201,13 @@ def joined_linear(owner: nn.Module, name: str, layers: list[nn.Module], x: torch
     attention projections in one kernel instead of three; oneDNN sums each output over the
     inputs in the same order either way (the outputs were bit-identical to separate products
     at 1 to 908 rows, fp32 and bf16)."""
-    if not all(type(m) is nn.Linear and m.bias is not None for m in layers):
-        return None
-    if not all(_usable(x, m.weight) for m in layers):
-        return None
-    weight, bias = joined_weights(owner, name, layers, pack=True)
+    tensors = []
+    for m in layers:  # a plain loop, as in same_tensors: every decoding step runs it
+        if type(m) is not nn.Linear:
+            return None
+        weight, bias = m._parameters["weight"], m._parameters["bias"]
+        if bias is None or not _usable(x, weight):
+            return None
+        tensors += (weight, bias)
+    weight, bias = _joined(owner, name, layers, tensors, True)
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
