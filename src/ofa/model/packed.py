@@ -123,7 +123,7 @@ def same_tensors(refs: tuple, keys: tuple, tensors: list[torch.Tensor]) -> bool:
     # expressions cost about as much as the check itself
     if len(refs) != len(tensors):
         return False
-    for ref, key, t in zip(refs, keys, tensors):
+    for ref, key, t in zip(refs, keys, tensors, strict=True):
         if ref() is not t or key != tensor_key(t):
             return False
     return True
