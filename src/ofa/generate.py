@@ -47,6 +47,7 @@ from .errors import InputError
 from .model.config import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from .model.decoder import DecoderCache
 from .model.encoder import EncoderOutput
+from .model.packed import steady_weights
 from .tokenizer import as_id_list
 
 if TYPE_CHECKING:
@@ -283,8 +284,9 @@ def generate(model: OFAModel, input_ids: torch.Tensor, images: torch.Tensor | No
     cfg = config if config is not None else GenerationConfig()
     cfg.validate()
     search = _Search(model, cfg, trie)
-    return search.run(input_ids, images, image_mask, prefix_tokens, code_mask, encoder_out,
-                      generator)
+    with steady_weights():  # the same weights at every step: packed copies checked once
+        return search.run(input_ids, images, image_mask, prefix_tokens, code_mask,
+                          encoder_out, generator)
 
 
 class _Search:

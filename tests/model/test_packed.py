@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ofa.model import OFAModel
-from ofa.model.packed import linear, packed_weights, packing_available
+from ofa.model import OFAModel, packed
+from ofa.model.packed import linear, packed_weights, packing_available, steady_weights
 
 from conftest import text_batch, tiny_config
 
@@ -101,3 +101,51 @@ def test_bf16_on_a_cpu_oneDNN_cannot_pack_it_for_takes_the_plain_path():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_steady_weights_check_once_a_block(monkeypatch):
+    torch.manual_seed(0)
+    layer = nn.Linear(8, 8)
+    x = torch.randn(1, 2, 8)
+    checks = []
+    real = packed.same_tensors
+    monkeypatch.setattr(packed, "same_tensors", lambda *a: checks.append(1) or real(*a))
+    with torch.no_grad():
+        linear(layer, x)  # packs
+        linear(layer, x)
+        assert len(checks) == 1  # outside a block: every use checks
+        with steady_weights():
+            first = linear(layer, x)
+            for _ in range(3):
+                linear(layer, x)
+            assert len(checks) == 2  # once in the block
+            with steady_weights():  # a nested block checks again, once
+                linear(layer, x)
+                linear(layer, x)
+            assert len(checks) == 3
+        # changed between two blocks (SCST: generate, update, generate): packed again
+        layer.weight.mul_(2.0)
+        with steady_weights():
+            second = linear(layer, x)
+    torch.testing.assert_close(second - layer.bias, 2 * (first - layer.bias))
+
+
+def test_steady_weights_hold_for_their_own_thread_only():
+    import threading
+
+    torch.manual_seed(0)
+    layer = nn.Linear(8, 8)
+    x = torch.randn(1, 2, 8)
+    outside = []
+    with torch.no_grad(), steady_weights():
+        linear(layer, x)
+
+        def other_thread():  # not in a block: it sees its own change at once
+            with torch.no_grad():
+                layer.weight.add_(1.0)
+                outside.append(linear(layer, x))
+
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+    torch.testing.assert_close(outside[0], F.linear(x, layer.weight, layer.bias))

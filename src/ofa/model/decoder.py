@@ -19,7 +19,7 @@ from ..errors import InputError
 from .attention import MultiheadAttention, causal_padding_bias, fold_rows, key_padding_bias
 from .config import OFAConfig
 from .encoder import EncoderOutput
-from .layers import FeedForwardLayer, drop_path_rates
+from .layers import FeedForwardLayer, drop_path_rates, norm
 from .packed import derived, eager_inference, joined_linear, linear
 from .positions import (
     decoder_image_position_ids,
@@ -136,11 +136,12 @@ class DecoderLayer(FeedForwardLayer):
                 cross_bias_folded: bool = False) -> torch.Tensor:
         """``cross_bias_folded``: the cross bias is laid out for the cached keys' rows
         (:func:`ofa.model.attention.fold_rows`)."""
-        h = self.self_attn_layer_norm(x)
+        h = norm(self.self_attn_layer_norm, x)
         q, k, v = self.self_attn.project_qkv(h)
         if cache is not None:
             k, v = cache.append(k, v)
-        x = self.residual(x, self.self_attn_ln(self.self_attn.attend(q, k, v, self_bias, h.dtype)))
+        x = self.residual(x, norm(self.self_attn_ln, self.self_attn.attend(q, k, v, self_bias,
+                                                                           h.dtype)))
 
         if cache is not None and cache.cross_k is not None:
             ck, cv = cache.cross_k, cache.cross_v
@@ -152,9 +153,9 @@ class DecoderLayer(FeedForwardLayer):
                 # values either way)
                 ck, cv = ck.contiguous(), cv.contiguous()
                 cache.cross_k, cache.cross_v = ck, cv
-        h = self.encoder_attn_layer_norm(x)
-        x = self.residual(x, self.cross_attn_ln(self.encoder_attn(h, ck, cv, cross_bias,
-                                                                  cross_bias_folded)))
+        h = norm(self.encoder_attn_layer_norm, x)
+        x = self.residual(x, norm(self.cross_attn_ln, self.encoder_attn(h, ck, cv, cross_bias,
+                                                                        cross_bias_folded)))
         return self.feed_forward(x)
 
 
