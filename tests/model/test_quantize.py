@@ -8,7 +8,7 @@ import torch
 import ofa
 from ofa.errors import InputError
 from ofa.model import OFAModel
-from ofa.model.quantize import INT8_LAYERS, quantize_int8
+from ofa.model.quantize import INT8_LAYERS, Int8Linear, quantize_int8
 
 from conftest import text_batch, tiny_config
 
@@ -71,3 +71,29 @@ def test_an_int8_model_has_its_own_weights_fingerprint():
     fp32 = weights_fingerprint(model)
     int8 = weights_fingerprint(quantize_int8(model))
     assert fp32 != int8 and int8 == weights_fingerprint(model)
+
+
+@pytest.mark.parametrize("out_dtype", [None, torch.bfloat16])
+def test_int8_linear_casts_at_its_boundary_as_pytorch_would(out_dtype):
+    # one module call: the input to fp32, PyTorch's own dynamic int8 forward, the output to
+    # out_dtype (None: fp32, as the logits), with no hooks
+    torch.manual_seed(0)
+    float_layer = torch.nn.Linear(32, 48)
+    float_layer.qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+    layer = Int8Linear.from_float(float_layer)
+    reference = DynamicLinear.from_float(float_layer)
+    layer.out_dtype = out_dtype
+    x = torch.randn(3, 32).bfloat16()
+    with torch.no_grad():
+        out = layer(x)
+        expected = reference(x.float())
+    assert out.dtype == (out_dtype or torch.float32)
+    assert torch.equal(out, expected if out_dtype is None else expected.to(out_dtype))
+    assert not layer._forward_hooks and not layer._forward_pre_hooks
+
+
+def test_int8_layers_of_a_bf16_model_give_bf16_and_the_logits_fp32():
+    model = quantize_int8(OFAModel(tiny_config()).eval(), float_dtype=torch.bfloat16)
+    dtypes = {name: m.out_dtype for name, m in model.named_modules() if isinstance(m, Int8Linear)}
+    assert dtypes.pop("vocab_projection") is None
+    assert dtypes and set(dtypes.values()) == {torch.bfloat16}
