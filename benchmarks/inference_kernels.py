@@ -5,6 +5,10 @@
   (12 heads x 908 tokens, 480 px plus an 8-token prompt, a [1, 12, 908, 908] bias) and a
   decoding step's cross-attention (5 beams' queries against one image's 908 keys, 16
   different key sets in turn so that they come from memory as in a caption);
+- **one query against a long cache** (``cpu_one_query_attention``) against SDPA: a
+  text-to-image sampling step's self-attention, 24 rows x 12 heads, one query each, against
+  256 / 1000 cached positions held in buffers reserved for 1025 (the cache's views), the six
+  layers' caches in turn so that they come from memory;
 - **the folded ResNet** (``ofa.model.backbone``: BatchNorm folded into each convolution,
   channels-last) against the unfolded one, OFA-base's ResNet at 480 px, fp32 and bf16.
 
@@ -56,6 +60,34 @@ def attention_case(name: str, queries: int, sets: int, repeats: int) -> list[tup
     return rows
 
 
+def one_query_rows(cached: int, repeats: int) -> list[tuple]:
+    """A text-to-image step's fp32 self-attention: 24 rows, 12 heads, one query each, against
+    ``cached`` positions of buffers reserved for 1025."""
+    from ofa.model.attention import cpu_one_query_attention
+
+    torch.manual_seed(0)
+    rows_, heads, dim, reserved, layers = 24, 12, 64, 1025, 6
+    scale = (dim * 2) ** -0.5
+    q = torch.randn(rows_, heads, 1, dim)
+    keys = [torch.randn(rows_, heads, reserved, dim).narrow(2, 0, cached) for _ in range(layers)]
+    values = [torch.randn(rows_, heads, reserved, dim).narrow(2, 0, cached)
+              for _ in range(layers)]
+    bias = torch.randn(rows_, heads, 1, cached)
+    want = F.scaled_dot_product_attention(q, keys[0], values[0], attn_mask=bias, scale=scale)
+    paths = {
+        "SDPA": lambda i: F.scaled_dot_product_attention(q, keys[i], values[i], attn_mask=bias,
+                                                         scale=scale),
+        "cpu_one_query_attention": lambda i: cpu_one_query_attention(q, keys[i], values[i],
+                                                                     bias, scale),
+    }
+    rows = []
+    for path, fn in paths.items():
+        ms = best_ms(lambda fn=fn: [fn(i) for i in range(layers)], repeats) / layers
+        rows.append((f"text-to-image self-attention, {cached} cached", "fp32", path, ms,
+                     (fn(0) - want).abs().max().item()))
+    return rows
+
+
 def resnet_rows(repeats: int) -> list[tuple]:
     from ofa.model import backbone
     from ofa.model.backbone import ResNet
@@ -96,6 +128,7 @@ def main() -> None:
     with torch.no_grad():
         rows = (attention_case("encoder self-attention", 908, 1, args.repeats)
                 + attention_case("decoding step cross-attention", 5, 16, args.repeats)
+                + one_query_rows(256, args.repeats) + one_query_rows(1000, args.repeats)
                 + resnet_rows(args.repeats))
     print(f"\n{cpu_summary()}\n")
     print("| shape | dtype | path | ms | max abs diff from fp32 |")

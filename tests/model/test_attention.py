@@ -6,7 +6,12 @@ import torch
 import torch.nn.functional as F
 
 from ofa import hardware
-from ofa.model.attention import MultiheadAttention, attention_for_training, fold_rows
+from ofa.model.attention import (
+    MultiheadAttention,
+    attention_for_training,
+    cpu_one_query_attention,
+    fold_rows,
+)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -155,3 +160,44 @@ def test_bias_folded_once_equals_folding_in_attend(bias_shape):
         apart = mha(query, k.repeat_interleave(2, 0), v.repeat_interleave(2, 0), bias)
     assert torch.equal(once, inside)
     torch.testing.assert_close(once, apart, atol=1e-6, rtol=1e-5)
+
+
+def test_one_query_attention_matches_sdpa_on_cache_views():
+    torch.manual_seed(0)
+    q = torch.randn(3, 2, 1, 8)
+    # keys and values as a cache holds them: views of buffers reserved for more positions
+    k, v = torch.randn(3, 2, 40, 8).narrow(2, 0, 29), torch.randn(3, 2, 40, 8).narrow(2, 0, 29)
+    bias = torch.randn(3, 2, 1, 29)
+    bias[0, :, :, 5] = float("-inf")  # a padded key
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=0.3)
+    got = cpu_one_query_attention(q, k, v, bias, 0.3)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(cpu_one_query_attention(q, k, v, None, 0.3),
+                               F.scaled_dot_product_attention(q, k, v, scale=0.3),
+                               atol=1e-6, rtol=1e-5)
+
+
+def test_one_query_per_row_over_many_keys_takes_the_matrix_vector_path(monkeypatch):
+    import ofa.model.attention as attention
+
+    calls = []
+    real = attention.cpu_one_query_attention
+    monkeypatch.setattr(attention, "cpu_one_query_attention",
+                        lambda *a: calls.append(a[1].shape) or real(*a))
+    monkeypatch.setattr(attention, "_ONE_QUERY_FROM", 2 * 2 * 10)  # rows x heads x keys
+    torch.manual_seed(0)
+    mha = MultiheadAttention(16, 2, 8).eval()
+    one, two = torch.randn(2, 1, 16), torch.randn(2, 2, 16)
+    few, many = torch.randn(2, 10, 16), torch.randn(2, 11, 16)
+    with torch.no_grad():
+        mha(one, *mha.project_kv(few), None)  # 40 rows x heads x keys: not above
+        mha(two, *mha.project_kv(many), None)  # two queries a row
+        mha.bfloat16()(one.bfloat16(), *mha.project_kv(many.bfloat16()), None)  # bf16
+        mha.float()
+        assert calls == []
+        out = mha(one, *mha.project_kv(many), None)
+        assert calls == [(2, 2, 11, 8)]
+    keys = mha.project_kv(many)
+    trained = mha(one, *keys, None)  # autograd records: the training path
+    assert calls == [(2, 2, 11, 8)]
+    torch.testing.assert_close(out, trained.detach(), atol=1e-6, rtol=1e-5)

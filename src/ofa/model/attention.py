@@ -19,6 +19,10 @@ _BLOCK_BYTES = 2 << 20
 # which it overtakes past 256 x 256 (on a Zen 5 EPYC: 128 x 908 0.87x SDPA's time, 908 x 908
 # 0.65x; 20 x 20 12x)
 _FP32_PRODUCTS_FROM = 1 << 16
+# rows x heads x keys above which one fp32 query per row and head takes
+# cpu_one_query_attention: where the keys and values come from memory (text-to-image's 24 rows
+# from about 110 cached positions); with fewer (a caption's 5 beams) SDPA is as fast
+_ONE_QUERY_FROM = 1 << 15
 
 
 def attention_for_training(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -113,6 +117,23 @@ def cpu_fp32_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
             torch.softmax(logits, -1, out=logits)
             out[i, j] = product(logits, v_t[i, j], None, "none", [], "")
     return out
+
+
+def cpu_one_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                            bias: torch.Tensor | None, scale: float) -> torch.Tensor:
+    """Attention of one fp32 query per row and head ([B, H, 1, d]) over long keys and
+    values ([B, H, Tk, d], views into a cache's reserved buffers) as two matrix-vector
+    products around a softmax.
+
+    A sampling step of text-to-image attends over up to 1024 cached positions for each of
+    its 24 rows: SDPA's CPU flash kernel reads those keys and values at 22-30 GB/s, these
+    products at 27-39 GB/s (1.2-1.3x faster; ``benchmarks/inference_kernels.py``). fairseq's
+    attention is the same three steps (``fairseq/modules/multihead_attention.py``); outputs
+    differ from SDPA's by float rounding (about 1e-6)."""
+    logits = torch.matmul(k, (q * scale).transpose(-1, -2)).transpose(-1, -2)
+    if bias is not None:
+        logits = logits + bias
+    return torch.matmul(torch.softmax(logits, -1), v)
 
 
 def fp32_products_pay() -> bool:
@@ -219,6 +240,9 @@ class MultiheadAttention(nn.Module):
         elif (q.dtype == torch.bfloat16 and q.device.type == "cpu" and dropout == 0.0
               and eager_inference(q, key, value)):
             out = cpu_bf16_attention(q, key, value, bias, self.scaling)
+        elif (q.dtype == torch.float32 and tq == 1 and r == 1 and q.is_cpu and dropout == 0.0
+              and b * h * key.shape[2] > _ONE_QUERY_FROM and eager_inference(q, key, value)):
+            out = cpu_one_query_attention(q, key, value, bias, self.scaling)
         elif (q.dtype == torch.float32 and q.device.type == "cpu" and dropout == 0.0
               and q.shape[2] * key.shape[2] > _FP32_PRODUCTS_FROM and fp32_products_pay()
               and eager_inference(q, key, value)):
