@@ -378,6 +378,50 @@ def test_sampling_image_codes(model):
         assert bool(((toks >= start) & (toks < end)).all()) and h.tokens[-1] == EOS
 
 
+@pytest.mark.parametrize(("settings", "narrows"), [
+    (dict(sampling=True, beam_size=3, nbest=3, top_k=20, seed=3, gen_code=True), True),
+    (dict(sampling=True, beam_size=2, nbest=2, top_k=30, top_p=0.8, seed=4,
+          strict_range=True), True),
+    (dict(beam_size=3, nbest=3, gen_code=True), True),
+    (dict(beam_size=2, nbest=2, unk_penalty=-1000.0), True),
+    (dict(beam_size=2, nbest=2, min_len=6, max_len_b=6, strict_range=True), True),
+    # a draw among all the allowed ids reads one random number per candidate: these keep
+    # the whole vocabulary, so that a seed gives the samples it gave before
+    (dict(sampling=True, beam_size=2, nbest=2, top_p=0.8, temperature=1.5, seed=5), False),
+    (dict(sampling=True, beam_size=2, nbest=2, top_k=500, seed=5), False),
+    (dict(beam_size=2, nbest=2, no_repeat_ngram_size=2), False),
+], ids=["codes-top-k", "strict-top-k-top-p", "codes-beam", "unk-bonus", "strict-beam",
+        "top-p", "top-k-past-the-range", "ngram"])
+def test_search_over_the_allowed_columns_equals_the_whole_vocabulary(model, monkeypatch,
+                                                                     settings, narrows):
+    # under constraint_range the search runs over the allowed ids' columns only where that
+    # changes nothing; forcing it over the whole vocabulary (the other ids at -inf) gives the
+    # same samples and beams
+    from ofa.generate import _Search
+
+    base = dict(min_len=4, max_len_b=8, constraint_range=(50265, 50365))  # 104 allowed ids
+    cfg = GenerationConfig(**{**base, **settings})
+    decided = []
+    real = _Search._narrow_search
+    monkeypatch.setattr(_Search, "_narrow_search",
+                        lambda self, n: decided.append(real(self, n)) or decided[-1])
+    narrow = generate(model, PROMPTS, config=cfg)
+    assert decided == [narrows]
+    monkeypatch.setattr(_Search, "_narrow_search", lambda self, n: False)
+    whole = generate(model, PROMPTS, config=cfg)
+    for a, b in zip(narrow, whole, strict=True):
+        assert_same_hyps(a, b, atol=1e-5)
+    for hyps in narrow:
+        for h in hyps:
+            toks = h.tokens[:-1]
+            inside = (toks >= 50265) & (toks < 50365)
+            if settings.get("strict_range"):
+                assert bool(inside.all())
+            assert bool((inside | (toks == BOS) | (toks == UNK)).all())
+    if "unk_penalty" in settings:  # the special ids keep their columns: UNK's bonus wins
+        assert narrow[0][0].tokens.tolist()[:4] == [UNK] * 4
+
+
 def test_a_full_code_grid_decodes_past_the_text_positions():
     # OFA decodes all 1024 codes (+ EOS) of a 32 x 32 grid with max_target_positions 1024:
     # code samples are limited by their own position ids, text by the text table
