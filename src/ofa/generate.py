@@ -381,8 +381,8 @@ class _Search:
             rows_sent = sent.repeat_interleave(r)
             rows_code = code_mask[rows_sent] if code_mask is not None else None
             logits = model.decode(tokens[:, -1:], enc, cache, rows_code, table)[:, -1, :].float()
-            if allowed is not None and not narrow:  # the other ids' logits: -inf, as the
-                # range mask sets them
+            if allowed is not None and not narrow:
+                # the other ids' logits: -inf, as the range mask sets them
                 logits = logits.new_full((logits.shape[0], model.config.vocab_size),
                                          _NEG_INF).index_copy_(1, allowed, logits)
             lprobs = self._log_probs(logits, tokens, step, rows_sent, narrow)

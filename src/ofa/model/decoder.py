@@ -258,16 +258,17 @@ class OFADecoder(nn.Module):
         position's projections were bit-identical from 1 and from 1026 rows, fp32 and
         bf16)."""
         layers = [self.self_pos_q_linear, self.self_pos_k_linear, self.cross_pos_q_linear]
-        norm, table = ((self.image_pos_ln, self.embed_image_positions.weight) if code
-                       else (self.pos_ln, self.embed_positions.weight))
+        table_norm, table = ((self.image_pos_ln, self.embed_image_positions.weight) if code
+                             else (self.pos_ln, self.embed_positions.weight))
         if eager_inference(ids):
-            tensors = [table, norm.weight, norm.bias, *(t for m in layers for t in m.parameters())]
+            tensors = [table, table_norm.weight, table_norm.bias,
+                       *(t for m in layers for t in m.parameters())]
             every = derived(self, f"position_projections_{code}", tensors,
                             lambda: joined_linear(self, "position_projections", layers,
-                                                  norm(table.detach())))
+                                                  table_norm(table.detach())))
             if every is not None:
                 return every[ids].split(self.cfg.d_model, dim=-1)
-        q = norm(table[ids])
+        q = table_norm(table[ids])
         joined = joined_linear(self, "position_projections", layers, q)
         if joined is None:
             return tuple(linear(m, q) for m in layers)

@@ -77,7 +77,8 @@ def packed_weights(enabled: bool) -> Iterator[None]:
 def steady_weights() -> Iterator[None]:
     """Promise that no weight changes inside the block (a ``generate`` call): values derived
     from weights (:func:`derived`) are checked against them once in the block, then reused
-    without the check."""
+    without the check. Each name a module keeps must stand for the same tensors throughout
+    the block, as it does for weights."""
     before = getattr(_steady, "epoch", None)
     _steady.epoch = next(_EPOCHS)
     try:
@@ -203,23 +204,21 @@ def table_linear(owner: nn.Module, name: str, x: torch.Tensor, weight: torch.Ten
                                               [], "")
 
 
-def joined_weights(owner: nn.Module, name: str, layers: list[nn.Linear], pack: bool = False
+def joined_weights(owner: nn.Module, name: str, layers: list[nn.Linear], pack: bool = False,
+                   tensors: list[torch.Tensor] | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """The weights and biases of ``nn.Linear`` layers of one input joined along the outputs
     (the weight packed with ``pack``), kept on ``owner`` under ``name`` and joined again when
-    any of them changes."""
-    return _joined(owner, name, layers, [t for m in layers for t in (m.weight, m.bias)], pack)
-
-
-def _joined(owner: nn.Module, name: str, layers: list[nn.Linear],
-            tensors: list[torch.Tensor], pack: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`joined_weights`, given their weights and biases in order (``tensors``)."""
+    any of them changes. ``tensors``: their weights and biases in order, where the caller
+    has them at hand."""
     def join() -> tuple[torch.Tensor, torch.Tensor]:
         weight = torch.cat([m.weight.detach() for m in layers])
         if pack:
             weight = torch.ops.mkldnn._reorder_linear_weight(weight, None)
         return weight, torch.cat([m.bias.detach() for m in layers])
 
+    if tensors is None:
+        tensors = [t for m in layers for t in (m.weight, m.bias)]
     return derived(owner, name, tensors, join)
 
 
@@ -239,5 +238,5 @@ def joined_linear(owner: nn.Module, name: str, layers: list[nn.Module], x: torch
         if bias is None or not _usable(x, weight):
             return None
         tensors += (weight, bias)
-    weight, bias = _joined(owner, name, layers, tensors, True)
+    weight, bias = joined_weights(owner, name, layers, pack=True, tensors=tensors)
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
