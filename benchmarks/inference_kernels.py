@@ -66,13 +66,13 @@ def one_query_rows(cached: int, repeats: int) -> list[tuple]:
     from ofa.model.attention import cpu_one_query_attention
 
     torch.manual_seed(0)
-    rows_, heads, dim, reserved, layers = 24, 12, 64, 1025, 6
+    samples, heads, dim, reserved, layers = 24, 12, 64, 1025, 6
     scale = (dim * 2) ** -0.5
-    q = torch.randn(rows_, heads, 1, dim)
-    keys = [torch.randn(rows_, heads, reserved, dim).narrow(2, 0, cached) for _ in range(layers)]
-    values = [torch.randn(rows_, heads, reserved, dim).narrow(2, 0, cached)
+    q = torch.randn(samples, heads, 1, dim)
+    keys = [torch.randn(samples, heads, reserved, dim).narrow(2, 0, cached) for _ in range(layers)]
+    values = [torch.randn(samples, heads, reserved, dim).narrow(2, 0, cached)
               for _ in range(layers)]
-    bias = torch.randn(rows_, heads, 1, cached)
+    bias = torch.randn(samples, heads, 1, cached)
     want = F.scaled_dot_product_attention(q, keys[0], values[0], attn_mask=bias, scale=scale)
     paths = {
         "SDPA": lambda i: F.scaled_dot_product_attention(q, keys[i], values[i], attn_mask=bias,
